@@ -1,0 +1,36 @@
+# Two set-up commands (see README): `make repro` runs the pipeline, `make test` runs the tests.
+# Both create .venv on first use and (re)install when pyproject.toml changes.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export DVC_NO_ANALYTICS := 1
+export PYTHONUNBUFFERED := 1
+
+.PHONY: repro test quick lint clean-venv
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# The full paper table (needs internet for the downloads; a GPU to finish in reasonable time).
+repro: $(STAMP)
+	$(BIN)/dvc repro
+
+# The whole test suite, including the CI-scale pipeline run and the NLL regression gate.
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+# Offline CPU demo: the CI-scale profile through the real stages, then the report.
+quick: $(STAMP)
+	$(BIN)/python -m pixelzoo.profile quick
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean-venv:
+	rm -rf $(VENV)
