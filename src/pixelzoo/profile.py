@@ -1,0 +1,124 @@
+"""Run a params profile (e.g. the CI-scale one in ``ci/``) through the real ``dvc.yaml`` stages.
+
+A profile is a params file that replaces ``params.yaml``. It runs in a copy of the project (the files git
+tracks plus untracked, not ignored ones) under ``.work/<profile>/``, so running it modifies no tracked file
+and its data, models, metrics and MLflow store never mix with the paper-scale ones. The copy is a git
+repository of its own whose HEAD commit message names the source commit; the source commit and dirty flag
+are also exported as ``PIXELZOO_SOURCE_COMMIT`` / ``PIXELZOO_SOURCE_DIRTY`` for the tracker.
+
+    python -m pixelzoo.profile ci            # CI-scale profile + NLL regression check
+    python -m pixelzoo.profile quick         # the same profile, then the report (`make quick`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+PROFILES = {"ci": "ci/params.yaml", "quick": "ci/params.yaml"}
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=root, check=True, capture_output=True, text=True).stdout
+
+
+def source_revision(root: Path) -> tuple[str, bool]:
+    """(commit, dirty) of the source checkout; ('unknown', True) outside git."""
+    try:
+        commit = _git(root, "rev-parse", "HEAD").strip()
+        dirty = bool(_git(root, "status", "--porcelain", "--untracked-files=no").strip())
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return "unknown", True
+    return commit, dirty
+
+
+def project_files(root: Path) -> list[str]:
+    """Tracked files plus untracked files git does not ignore (what a commit of the work tree would hold)."""
+    out = _git(root, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+    return sorted({f for f in out.split("\0") if f and (root / f).is_file()})
+
+
+def prepare_workdir(params_file: str | Path, workdir: Path, root: Path | None = None) -> Path:
+    """Copy the project into ``workdir`` with ``params_file`` as its params.yaml; keep generated outputs.
+
+    Files that disappeared from the source are removed from the copy; data/, outputs/, metrics/ and the
+    MLflow store are left alone so DVC can reuse what is still up to date.
+    """
+    root = root or repo_root()
+    params_src = (root / params_file).resolve()
+    if not params_src.is_file():
+        raise FileNotFoundError(f"profile params file {params_src} does not exist")
+    workdir.mkdir(parents=True, exist_ok=True)
+    files = project_files(root)
+    manifest = workdir / ".pixelzoo-files"
+    previous = set(manifest.read_text().split("\n")) if manifest.exists() else set()
+    for rel in previous - set(files) - {""}:
+        (workdir / rel).unlink(missing_ok=True)
+    for rel in files:
+        dst = workdir / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / rel, dst)
+    shutil.copy2(params_src, workdir / "params.yaml")
+    manifest.write_text("\n".join(files))
+    commit, dirty = source_revision(root)
+    if not (workdir / ".git").exists():
+        _git(workdir, "init", "-q")
+    # One commit so DVC and the tracker find a git repository with a HEAD; its message names the source.
+    _git(workdir, "add", "-A", "--", *files, "params.yaml")
+    env = {**os.environ, "GIT_AUTHOR_NAME": "pixelzoo", "GIT_AUTHOR_EMAIL": "pixelzoo@localhost",
+           "GIT_COMMITTER_NAME": "pixelzoo", "GIT_COMMITTER_EMAIL": "pixelzoo@localhost"}
+    subprocess.run(["git", "commit", "-q", "--allow-empty", "-m", f"profile copy of {commit} dirty={dirty}"],
+                   cwd=workdir, check=True, env=env)
+    return workdir
+
+
+def profile_env(root: Path | None = None) -> dict[str, str]:
+    """Environment for stage commands in a profile copy: source revision and offline-friendly DVC."""
+    commit, dirty = source_revision(root or repo_root())
+    bindir = str(Path(sys.executable).parent)
+    return {**os.environ, "PIXELZOO_SOURCE_COMMIT": commit, "PIXELZOO_SOURCE_DIRTY": str(dirty).lower(),
+            "DVC_NO_ANALYTICS": "1", "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
+
+
+def dvc_repro(workdir: Path, *targets: str, env: dict[str, str] | None = None) -> None:
+    """Run ``dvc repro`` in the profile copy with this interpreter's dvc; raise on failure."""
+    dvc = Path(sys.executable).parent / "dvc"
+    cmd = [str(dvc) if dvc.exists() else "dvc", "repro", *targets]
+    subprocess.run(cmd, cwd=workdir, check=True, env=env or profile_env())
+
+
+def main(argv: list[str] | None = None) -> int:
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=fmt)
+    parser.add_argument("profile", choices=sorted(PROFILES))
+    parser.add_argument("--workdir", type=Path, help="where the copy lives (default .work/<profile>)")
+    args = parser.parse_args(argv)
+    root = repo_root()
+    workdir = (args.workdir or root / ".work" / args.profile).resolve()
+    prepare_workdir(PROFILES[args.profile], workdir, root)
+    print(f"[pixelzoo] profile {args.profile!r} in {workdir}", flush=True)
+    try:
+        dvc_repro(workdir)
+    except subprocess.CalledProcessError as err:
+        print(f"[pixelzoo] dvc repro failed (exit {err.returncode}); the copy is kept in {workdir}",
+              file=sys.stderr)
+        return err.returncode
+    from pixelzoo import regression
+
+    code = regression.main(["check", "--workdir", str(workdir)])
+    if args.profile == "quick":
+        report = workdir / "reports" / "index.html"
+        print(f"[pixelzoo] report: {report}" if report.exists() else "[pixelzoo] no report was rendered")
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
