@@ -1,4 +1,4 @@
-"""Shared fixtures. ``repo_copy``: the project (tracked + untracked, not ignored files) in a temporary git repo."""
+"""Shared fixtures. ``repo_copy``: the project (tracked + untracked, not ignored files) in a temp git repo."""
 
 from __future__ import annotations
 

@@ -36,7 +36,8 @@ def test_idx_truncated_is_an_error(tmp_path: Path) -> None:
         formats.read_idx(tmp_path / "cut")
 
 
-def test_cifar_tar_roundtrip_and_torchvision_reads_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cifar_tar_roundtrip_and_torchvision_reads_it(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     from torchvision.datasets import CIFAR10
 
     rng = np.random.default_rng(1)

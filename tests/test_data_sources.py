@@ -55,7 +55,8 @@ def test_download_then_load_amat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert len(calls) == 3
 
 
-def test_offline_fails_fast_naming_urls_and_exact_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_offline_fails_fast_naming_urls_and_exact_paths(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sources, "_http_get", _offline)  # the stage's default network call
     raw = tmp_path / "raw" / "mnist"
     t0 = time.perf_counter()
@@ -70,7 +71,8 @@ def test_offline_fails_fast_naming_urls_and_exact_paths(tmp_path: Path, monkeypa
     assert not list(raw.rglob("*.part"))
 
 
-def test_corrupt_file_is_moved_aside_with_both_hashes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_corrupt_file_is_moved_aside_with_both_hashes(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     blobs = _amat_files(tmp_path, monkeypatch)
     raw = tmp_path / "raw" / "binarized_mnist"
     raw.mkdir(parents=True)
@@ -153,10 +155,27 @@ def test_cifar10_fixture_is_deterministic_coloured_digits(tmp_path: Path) -> Non
         ({"kind": "nope"}, "not one of"),
         ({"kind": "amat", "extra": 1}, "takes params"),
         ({"kind": "cifar10_fixture", "n_train": 4, "n_test": 1, "size": 16, "seed": 0}, "n_train >= 5"),
-        ({"kind": "cifar10_fixture", "n_train": 10, "n_test": 1, "size": "16", "seed": 0}, "size must be int"),
+        ({"kind": "cifar10_fixture", "n_train": 10, "n_test": 1, "size": "16", "seed": 0}, "must be int"),
     ],
 )
 def test_bad_source_params(tmp_path: Path, spec: dict, match: str) -> None:
     with pytest.raises(ParamsError, match=match):
         sources.download_source("s", spec, tmp_path / "s")
     assert not (tmp_path / "s").exists()  # rejected before any work
+
+
+def test_download_stage_script_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture) -> None:
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "stages" / "download.py"
+    spec = importlib.util.spec_from_file_location("download_stage", script)
+    stage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stage)
+    monkeypatch.setattr(sources, "_http_get", _offline)
+    (tmp_path / "params.yaml").write_text("sources:\n  cifar10: {kind: torchvision_cifar10}\n")
+    code = stage.main(["cifar10", "--params", str(tmp_path / "params.yaml"),
+                       "--raw-root", str(tmp_path / "raw")])
+    err = capsys.readouterr().err
+    assert code == 1 and sources.CIFAR10_URL in err
+    assert str((tmp_path / "raw" / "cifar10" / sources.CIFAR10_FILE).resolve()) in err
