@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from pixelzoo.config import ParamsError
+from pixelzoo.config import ParamsError, section_entry
 from pixelzoo.data.datasets import SPLITS, split_digest
 from pixelzoo.data.sources import RawSource, load_source, source_kind
 
@@ -38,8 +38,6 @@ def _int_or_none(name: str, entry: dict[str, Any], key: str, minimum: int) -> in
 
 def resolve_dataset(name: str, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Check dataset ``name`` against its source before any work; return (resolved entry, source spec)."""
-    from pixelzoo.config import section_entry
-
     entry = section_entry(params, "datasets", name)
     unknown = set(entry) - DATASET_KEYS
     if unknown:
