@@ -6,6 +6,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export DVC_NO_ANALYTICS := 1
 export PYTHONUNBUFFERED := 1
+# dvc.yaml stage commands call `python`: make it the venv's.
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: repro test quick lint clean-venv
 
