@@ -39,6 +39,16 @@ def test_conditional_models_do_not_leak(name):
     assert s["n_leaks"] == 0 and s["n_outputs_cross_batch"] == 0
 
 
+@pytest.mark.parametrize(
+    "name,args",
+    [("pixelcnn", {"hidden": 4}), ("gated_pixelcnn", {"hidden": 8}), ("seed004_pixelcnn", {"features": 8})],
+)
+def test_widths_not_divisible_by_three_colours_do_not_leak(name, args):
+    # The paper's widths (128, 384) do not split evenly into R,G,B groups; the masks must still hold.
+    s = audit(name, 3, 4, SIZE, SIZE, batch=2, mode="train", **args).summary()
+    assert s["n_leaks"] == 0 and s["n_outputs_cross_batch"] == 0
+
+
 @pytest.mark.parametrize("channels", [1, 3])
 def test_gated_pixelcnn_has_no_blind_spot(channels):
     # Tiny args reach 4 layers × 2 = 8 rows/columns: every earlier sub-pixel of an 8×8 image is seen.

@@ -3,28 +3,39 @@
 import pytest
 import torch
 
-from pixelzoo.nn import OutputHead, down_shift, gate, right_shift, scale_input, to_logits
+from pixelzoo.nn import (
+    GatedMaskedConv2d,
+    OutputHead,
+    causal_mask,
+    channel_groups,
+    down_shift,
+    gate,
+    right_shift,
+    scale_input,
+    to_logits,
+)
 
 
-def test_gate_single_group_is_tanh_times_sigmoid():
+def test_gate_is_tanh_of_first_half_times_sigmoid_of_second():
     x = torch.randn(2, 8, 3, 3)
     torch.testing.assert_close(gate(x), torch.tanh(x[:, :4]) * torch.sigmoid(x[:, 4:]))
+    with pytest.raises(ValueError, match="even"):
+        gate(torch.randn(1, 7, 2, 2))
 
 
-def test_gate_keeps_channel_groups_apart():
-    # 3 groups of 4 pre-activation maps -> 3 groups of 2 gated maps; group g reads only group g.
-    x = torch.randn(1, 12, 2, 2, requires_grad=True)
-    out = gate(x, groups=3)
-    assert out.shape == (1, 6, 2, 2)
-    for g in range(3):
-        (grad,) = torch.autograd.grad(out[:, 2 * g : 2 * g + 2].sum(), x, retain_graph=True)
-        touched = grad.abs().sum((0, 2, 3)) > 0
-        assert touched.tolist() == [k // 4 == g for k in range(12)]
-
-
-def test_gate_rejects_widths_that_split_groups():
-    with pytest.raises(ValueError, match="divisible"):
-        gate(torch.randn(1, 10, 2, 2), groups=3)
+@pytest.mark.parametrize("hidden", [6, 8])  # 8 maps do not split evenly into R,G,B groups
+def test_gated_conv_pairs_tanh_and_sigmoid_maps_of_the_same_group(hidden):
+    conv = GatedMaskedConv2d("A", 3, hidden, 3, groups=3)
+    half = causal_mask("A", 3, hidden, (3, 3), 3)
+    assert conv.weight.shape[0] == 2 * hidden
+    assert torch.equal(conv.mask[:hidden], half) and torch.equal(conv.mask[hidden:], half)
+    # Gated map k at the centre reads exactly the colours before its own group.
+    x = torch.randn(1, 3, 3, 3, requires_grad=True)
+    out = gate(conv(x))
+    groups = channel_groups(hidden, 3)
+    for k in range(hidden):
+        (grad,) = torch.autograd.grad(out[0, k, 1, 1], x, retain_graph=True)
+        assert (grad[0, :, 1, 1] != 0).tolist() == [c < groups[k] for c in range(3)]
 
 
 def test_shifts_move_and_zero_fill():

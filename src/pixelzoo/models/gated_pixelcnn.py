@@ -5,7 +5,8 @@ kernel padded on top only, so at row i it sees rows up to i; it never enters the
 only through a 1×1 link applied after a one-row down shift, which makes it "rows strictly above" and
 lets it be unmasked (every colour of the current pixel may see every earlier row). The horizontal
 stack sees the current row up to the current pixel through a 1×k mask (mask A in the first layer,
-B after) with R,G,B channel groups at the centre, and carries the residual and the skip connections.
+B after) with R,G,B channel groups at the centre (both gate halves grouped alike, see nn.gated), and
+carries the residual and the skip connections.
 Each layer is y = tanh(W_f∗x + V_f h) ⊙ σ(W_g∗x + V_g h); ``h`` is the class (index or soft labels)
 through a learned per-layer bias on both stacks.
 
@@ -22,7 +23,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from pixelzoo.models.registry import register
-from pixelzoo.nn import ClassBias, MaskedConv2d, OutputHead, down_shift, gate, scale_input
+from pixelzoo.nn import (
+    ClassBias,
+    GatedMaskedConv2d,
+    MaskedConv2d,
+    OutputHead,
+    down_shift,
+    gate,
+    scale_input,
+)
 
 
 class GatedLayer(nn.Module):
@@ -33,10 +42,9 @@ class GatedLayer(nn.Module):
     ) -> None:
         super().__init__()
         self.pad = kernel_size // 2
-        self.groups, self.first = channels, first
         self.v_conv = nn.Conv2d(in_ch, 2 * hidden, (self.pad + 1, kernel_size))
         mask = "A" if first else "B"
-        self.h_conv = MaskedConv2d(mask, in_ch, 2 * hidden, (1, kernel_size), groups=channels)
+        self.h_conv = GatedMaskedConv2d(mask, in_ch, hidden, (1, kernel_size), groups=channels)
         self.link = nn.Conv2d(2 * hidden, 2 * hidden, 1)  # sees only rows above after the down shift
         self.h_out = MaskedConv2d("B", hidden, hidden, 1, groups=channels)
         self.v_cond = ClassBias(n_classes, 2 * hidden) if n_classes else None
@@ -50,8 +58,8 @@ class GatedLayer(nn.Module):
         if self.v_cond is not None and y is not None:
             v_pre = v_pre + self.v_cond(y)
             h_pre = h_pre + self.h_cond(y)
-        v_new = gate(v_pre, self.groups)
-        h_gated = gate(h_pre, self.groups)
+        v_new = gate(v_pre)
+        h_gated = gate(h_pre)
         return v_new, h_gated, self.h_out(h_gated)
 
 
@@ -111,8 +119,8 @@ def build_gated_pixelcnn(
 ) -> GatedPixelCNN:
     """Defaults are our CIFAR-10 size (see module docstring); ImageNet: hidden=384."""
     del height, width  # fully convolutional
-    if hidden % channels:
-        raise ValueError(f"hidden={hidden} must be divisible by channels={channels} (R,G,B groups)")
+    if hidden < channels:
+        raise ValueError(f"hidden={hidden} must be >= channels={channels}: one feature group per colour")
     if kernel_size < 3 or kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be odd and >= 3, got {kernel_size}")
     return GatedPixelCNN(

@@ -90,6 +90,6 @@ def build_pixelcnn(
 ) -> PixelCNN:
     """Defaults are the paper's CIFAR-10 size; use head_hidden=32 for MNIST (PixelRNN §5.1)."""
     del height, width  # fully convolutional
-    if hidden % channels:
-        raise ValueError(f"hidden={hidden} must be divisible by channels={channels} (R,G,B groups)")
+    if hidden < channels:
+        raise ValueError(f"hidden={hidden} must be >= channels={channels}: one feature group per colour")
     return PixelCNN(channels, levels, layers, hidden, head_hidden, residual, skip, n_classes)

@@ -14,7 +14,7 @@ Differences from the seed, each a fix:
   prediction of a pixel reads future pixels. The default is ``norm="none"``; ``norm="batch"`` keeps the
   seed's BatchNorm, and the causality audit reports its train-mode leak.
 - Every layer (the shortcut 1×1s and the output 1×1 included) is masked with R,G,B groups, so C=3 works;
-  the gate splits within channel groups. The output returns logits; the loss lives in likelihood.py.
+  both gate halves carry the same groups. The output returns logits; the loss lives in likelihood.py.
 - The seed's constant-ones input channel (it marks the zero padding) is kept as a separate unmasked
   convolution of a ones map: it carries no pixel values, so it cannot leak.
 """
@@ -25,7 +25,15 @@ import torch
 from torch import nn
 
 from pixelzoo.models.registry import register
-from pixelzoo.nn import ClassBias, MaskedConv2d, gate, input_conv, scale_input, to_logits
+from pixelzoo.nn import (
+    ClassBias,
+    GatedMaskedConv2d,
+    MaskedConv2d,
+    gate,
+    input_conv,
+    scale_input,
+    to_logits,
+)
 
 NORMS = ("none", "batch")
 
@@ -41,10 +49,9 @@ class GatedRes(nn.Module):
         self, features: int, channels: int, n_classes: int | None, norm: str, shortcut: bool
     ) -> None:
         super().__init__()
-        self.groups = channels
-        self.conv = MaskedConv2d("B", features, 2 * features, 3, groups=channels)
+        self.conv = GatedMaskedConv2d("B", features, features, 3, groups=channels)
         self.aux = nn.Sequential(
-            MaskedConv2d("B", features, 2 * features, 1, groups=channels), _norm(norm, 2 * features)
+            GatedMaskedConv2d("B", features, features, 1, groups=channels), _norm(norm, 2 * features)
         ) if shortcut else None
         self.cond = ClassBias(n_classes, 2 * features) if n_classes else None
         self.norm = _norm(norm, features)
@@ -59,7 +66,7 @@ class GatedRes(nn.Module):
             pre = (pre + self.aux(aux)) / 2
         if self.cond is not None and y is not None:
             pre = pre + self.cond(y)
-        return x + self.norm(gate(pre, self.groups))
+        return x + self.norm(gate(pre))
 
 
 class Seed004PixelCNN(nn.Module):
@@ -117,8 +124,8 @@ def build_seed004(
     del height, width  # fully convolutional
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-    if features % channels:
-        raise ValueError(f"features={features} must be divisible by channels={channels} (R,G,B groups)")
+    if features < channels:
+        raise ValueError(f"features={features} must be >= channels={channels}: one group per colour")
     if layers < 1:
         raise ValueError(f"layers must be >= 1, got {layers}")
     return Seed004PixelCNN(channels, levels, layers, features, n_classes, norm, dropout)
