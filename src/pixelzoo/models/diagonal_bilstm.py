@@ -91,5 +91,7 @@ def diagonal_bilstm(
 
 
 @register("diagonal_bilstm", tiny={"hidden": 6, "layers": 2, "output_hidden": 12})
-def build(*, channels: int, levels: int, height: int, width: int, n_classes: int | None = None, **args) -> PixelRNN:
+def build(
+    *, channels: int, levels: int, height: int, width: int, n_classes: int | None = None, **args
+) -> PixelRNN:
     return diagonal_bilstm(channels=channels, levels=levels, n_classes=n_classes, **args)

@@ -63,5 +63,7 @@ def row_lstm(
 
 
 @register("row_lstm", tiny={"hidden": 6, "layers": 2, "output_hidden": 12})
-def build(*, channels: int, levels: int, height: int, width: int, n_classes: int | None = None, **args) -> PixelRNN:
+def build(
+    *, channels: int, levels: int, height: int, width: int, n_classes: int | None = None, **args
+) -> PixelRNN:
     return row_lstm(channels=channels, levels=levels, n_classes=n_classes, **args)

@@ -45,7 +45,9 @@ class GateConv(MaskedConv2d):
         n_gates: int = GATES,
     ) -> None:
         super().__init__(mask_type, in_channels, n_gates * hidden, kernel_size, groups=groups)
-        self.mask = causal_mask(mask_type, in_channels, hidden, self.kernel_size, groups).repeat(n_gates, 1, 1, 1)
+        self.mask = causal_mask(mask_type, in_channels, hidden, self.kernel_size, groups).repeat(
+            n_gates, 1, 1, 1
+        )
         with torch.no_grad():  # forget-gate bias 1 (Jozefowicz et al. 2015): long memory at init
             self.bias[hidden : 2 * hidden].fill_(1.0)
 
@@ -72,7 +74,9 @@ class ConvLSTMScan(nn.Module):
     def __init__(self, hidden: int, kernel_size: int, padding: tuple[int, int]) -> None:
         super().__init__()
         if sum(padding) != kernel_size - 1:
-            raise ValueError(f"padding {padding} does not keep the length for a state kernel of {kernel_size}")
+            raise ValueError(
+                f"padding {padding} does not keep the length for a state kernel of {kernel_size}"
+            )
         self.hidden, self.padding = hidden, padding
         self.state_conv = nn.Conv1d(hidden, GATES * hidden, kernel_size, bias=False)  # bias lives in GateConv
         self.h0 = nn.Parameter(torch.zeros(hidden))
@@ -166,15 +170,21 @@ class PixelRNN(nn.Module):
         if layers < 1:
             raise ValueError(f"layers must be >= 1, got {layers}")
         if hidden < channels:
-            raise ValueError(f"hidden={hidden} cannot be split into {channels} colour groups; use hidden >= channels")
+            raise ValueError(
+                f"hidden={hidden} cannot be split into {channels} colour groups; use hidden >= channels"
+            )
         self.channels, self.levels, self.n_classes = channels, levels, n_classes
         width = 2 * hidden
         self.input = input_conv(channels, width, input_kernel)
-        self.blocks = nn.ModuleList(Block(make_layer(), width, channels, residual, skip) for _ in range(layers))
+        self.blocks = nn.ModuleList(
+            Block(make_layer(), width, channels, residual, skip) for _ in range(layers)
+        )
         self.use_skip = skip
         self.bias_channels = [blk.layer.bias_channels for blk in self.blocks]
         self.class_bias = (
-            nn.ModuleList(ClassBias(n_classes, bc) for bc in self.bias_channels) if n_classes is not None else None
+            nn.ModuleList(ClassBias(n_classes, bc) for bc in self.bias_channels)
+            if n_classes is not None
+            else None
         )
         self.head = OutputHead(width, output_hidden, channels, levels)
 
@@ -190,18 +200,21 @@ class PixelRNN(nn.Module):
         layer_bias: Sequence[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Float image in [-1, 1] -> logits; ``layer_bias`` adds one gate bias map per layer."""
-        biases: list[torch.Tensor | None] = list(layer_bias) if layer_bias is not None else [None] * len(self.blocks)
+        biases: list[torch.Tensor | None] = (
+            list(layer_bias) if layer_bias is not None else [None] * len(self.blocks)
+        )
         if len(biases) != len(self.blocks):
             raise ValueError(f"got {len(biases)} layer biases for {len(self.blocks)} layers")
         if self.class_bias is not None:
             if y is None:
                 raise ValueError("this model is class-conditional (n_classes set): pass y")
-            biases = [cb(y) if b is None else b + cb(y) for b, cb in zip(biases, self.class_bias)]
+            cls = [cb(y) for cb in self.class_bias]
+            biases = [c if b is None else b + c for b, c in zip(biases, cls, strict=True)]
         elif y is not None:
             raise ValueError("y given but the model was built without n_classes")
         h = self.input(xs)
         skips = None
-        for blk, bias in zip(self.blocks, biases):
+        for blk, bias in zip(self.blocks, biases, strict=True):
             h = blk(h, bias)
             if blk.skip is not None:
                 s = blk.skip(h)

@@ -25,6 +25,8 @@ def unskew(y: torch.Tensor, width: int) -> torch.Tensor:
     """Inverse of :func:`skew`: (..., H, W+H-1) -> (..., H, W) with ``out[..., r, j] = y[..., r, r+j]``."""
     *lead, h, sw = y.shape
     if sw != width + h - 1:
-        raise ValueError(f"a skewed map of height {h} and original width {width} has width {width + h - 1}, got {sw}")
+        raise ValueError(
+            f"a skewed map of height {h} and original width {width} has width {width + h - 1}, got {sw}"
+        )
     flat = F.pad(y.reshape(*lead, h * sw), (0, h))
     return flat.reshape(*lead, h, width + h)[..., :width]
