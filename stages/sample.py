@@ -54,7 +54,6 @@ def main() -> None:
                 3, len(opts["soft_label_pairs"]) * per_row,
                 y=sampling.soft_label_rows(opts["soft_label_pairs"], n_classes, per_row))
         for name, images in figures.items():
-            # completions: originals' top halves are inside each image; one row of them
             sampling.save_grid(images, levels, out / name, nrow=per_row)
             run.log_artifact(out / name, artifact_path="samples")
 
