@@ -26,23 +26,34 @@ def main() -> None:
     device = training.pick_device(cfg["evaluate"].get("device", "auto"))
     meta, splits = training.load_splits(data, (split,))
 
-    with tracking.stage_run(args.experiment, "evaluate", cfg, meta, data, [split], out,
-                            params["tracking"]["experiment_name"]) as run:
+    with tracking.stage_run(
+        args.experiment, "evaluate", cfg, meta, data, [split], out, params["tracking"]["experiment_name"]
+    ) as run:
         model, ckpt = training.load_trained(tracking.stage_dir(args.experiment, "train") / "model.pt", device)
         x, y = splits[split].x, splits[split].y
-        result = evaluate_nll(model, x, y if cfg.get("conditional") else None,
-                              int(cfg["evaluate"]["batch_size"]), device)
+        result = evaluate_nll(
+            model, x, y if cfg.get("conditional") else None, int(cfg["evaluate"]["batch_size"]), device
+        )
         metrics = {
-            "experiment": args.experiment, "dataset": cfg["dataset"], "model": cfg["model"], "split": split,
-            "test_nats_per_image": result["nats_per_image"], "test_bits_per_dim": result["bits_per_dim"],
-            "n_images": result["n_images"], "n_params": ckpt["n_params"],
+            "experiment": args.experiment,
+            "dataset": cfg["dataset"],
+            "model": cfg["model"],
+            "split": split,
+            "test_nats_per_image": result["nats_per_image"],
+            "test_bits_per_dim": result["bits_per_dim"],
+            "n_images": result["n_images"],
+            "n_params": ckpt["n_params"],
         }
         path = tracking.metrics_path(args.experiment)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(metrics, indent=2) + "\n")
-        run.log_metrics({k: float(metrics[k]) for k in ("test_nats_per_image", "test_bits_per_dim", "n_images")})
-        print(f"{args.experiment}: {split} {result['bits_per_dim']:.4f} bits/dim, "
-              f"{result['nats_per_image']:.3f} nats/image over {result['n_images']} images")
+        run.log_metrics(
+            {k: float(metrics[k]) for k in ("test_nats_per_image", "test_bits_per_dim", "n_images")}
+        )
+        print(
+            f"{args.experiment}: {split} {result['bits_per_dim']:.4f} bits/dim, "
+            f"{result['nats_per_image']:.3f} nats/image over {result['n_images']} images"
+        )
 
 
 if __name__ == "__main__":

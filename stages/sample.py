@@ -33,10 +33,13 @@ def main() -> None:
 
     def draw(figure: int, n: int, **kw: object) -> torch.Tensor:
         # One generator per figure: adding a figure never changes the others.
-        return sampling.sample(model, n, **shape, generator=torch.Generator().manual_seed(seed + figure), **kw)
+        return sampling.sample(
+            model, n, **shape, generator=torch.Generator().manual_seed(seed + figure), **kw
+        )
 
-    with tracking.stage_run(args.experiment, "sample", cfg, meta, data, ["test"], out,
-                            params["tracking"]["experiment_name"]) as run:
+    with tracking.stage_run(
+        args.experiment, "sample", cfg, meta, data, ["test"], out, params["tracking"]["experiment_name"]
+    ) as run:
         model, _ = training.load_trained(tracking.stage_dir(args.experiment, "train") / "model.pt", device)
         n_classes = int(meta["n_classes"])
         figures = {}
@@ -45,14 +48,20 @@ def main() -> None:
         figures["grid.png"] = draw(0, int(opts["n_grid"]), y=y_grid)
         test = splits["test"]
         n_comp = min(int(opts["n_completions"]), len(test.x))
-        figures["completions.png"] = draw(1, n_comp, y=test.y[:n_comp] if conditional else None,
-                                          x_init=test.x[:n_comp].long(), known=sampling.top_half_known(
-                                              shape["channels"], shape["height"], shape["width"]))
+        figures["completions.png"] = draw(
+            1,
+            n_comp,
+            y=test.y[:n_comp] if conditional else None,
+            x_init=test.x[:n_comp].long(),
+            known=sampling.top_half_known(shape["channels"], shape["height"], shape["width"]),
+        )
         if conditional:
             figures["classes.png"] = draw(2, n_classes * per_row, y=sampling.class_rows(n_classes, per_row))
             figures["soft_labels.png"] = draw(
-                3, len(opts["soft_label_pairs"]) * per_row,
-                y=sampling.soft_label_rows(opts["soft_label_pairs"], n_classes, per_row))
+                3,
+                len(opts["soft_label_pairs"]) * per_row,
+                y=sampling.soft_label_rows(opts["soft_label_pairs"], n_classes, per_row),
+            )
         for name, images in figures.items():
             sampling.save_grid(images, levels, out / name, nrow=per_row)
             run.log_artifact(out / name, artifact_path="samples")

@@ -28,13 +28,30 @@ def main() -> None:
     scratch = tracking.scratch_dir(args.experiment)
     is_main = int(os.environ.get("RANK", "0")) == 0  # [DDP] torchrun sets RANK; only rank 0 tracks
 
-    run_ctx = (tracking.stage_run(args.experiment, "train", cfg, load_meta(data), data, ["train", "valid"], out,
-                                  params["tracking"]["experiment_name"]) if is_main else nullcontext(None))
+    run_ctx = (
+        tracking.stage_run(
+            args.experiment,
+            "train",
+            cfg,
+            load_meta(data),
+            data,
+            ["train", "valid"],
+            out,
+            params["tracking"]["experiment_name"],
+        )
+        if is_main
+        else nullcontext(None)
+    )
     with run_ctx as run:
         history = training.train(cfg, data, out, scratch, log_metrics=run.log_metrics if run else None)
         if run:
-            run.log_metrics({"best_valid_bits_per_dim": history["best_valid_bits_per_dim"],
-                             "n_params": float(history["n_params"]), "wall_seconds": history["wall_seconds"]})
+            run.log_metrics(
+                {
+                    "best_valid_bits_per_dim": history["best_valid_bits_per_dim"],
+                    "n_params": float(history["n_params"]),
+                    "wall_seconds": history["wall_seconds"],
+                }
+            )
             run.log_artifact(out / "history.json")
     if is_main:
         training.clear_scratch(scratch)  # only now: outputs and tracking are both complete

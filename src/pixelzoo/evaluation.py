@@ -55,8 +55,8 @@ def evaluate_nll(
     counted = 0
     with exact_fp32():
         for start in range(0, n, batch_size):
-            xb = x[start:start + batch_size].to(device).long()
-            yb = None if y is None else y[start:start + batch_size].to(device)
+            xb = x[start : start + batch_size].to(device).long()
+            yb = None if y is None else y[start : start + batch_size].to(device)
             nats = nll_per_image(model(xb, yb).float(), xb)
             total += nats.double().sum().cpu()
             counted += len(xb)

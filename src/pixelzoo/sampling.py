@@ -44,7 +44,9 @@ def sample(
         x = torch.zeros(n, channels, height, width, dtype=torch.long, device=device)
     else:
         if tuple(x_init.shape) != (n, channels, height, width):
-            raise ValueError(f"x_init must have shape {(n, channels, height, width)}, got {tuple(x_init.shape)}")
+            raise ValueError(
+                f"x_init must have shape {(n, channels, height, width)}, got {tuple(x_init.shape)}"
+            )
         x = x_init.to(device).long().clone()
     if known is None:
         known = torch.zeros(channels, height, width, dtype=torch.bool)

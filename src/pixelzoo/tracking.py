@@ -144,15 +144,34 @@ def git_state(cwd: Path | None = None) -> tuple[str, bool]:
     params are tagged as well, because the commit alone does not identify the run.
     """
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                                capture_output=True, text=True, check=True).stdout
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
     except (OSError, subprocess.CalledProcessError):
         return "unknown", True
     changed = [line[3:] for line in status.splitlines() if line.strip()]
     dirty = any(not p.startswith(_PIPELINE_WRITTEN) for p in changed)
     return commit, dirty
+
+
+def code_changes_since(
+    commit: str, paths: tuple[str, ...] = ("src", "stages", "dvc.yaml")
+) -> list[str] | None:
+    """Code files that differ between ``commit`` and the working tree; None if ``commit`` is unknown here."""
+    try:
+        out = subprocess.run(
+            ["git", "diff", "--name-only", commit, "--", *paths], capture_output=True, text=True, check=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.split()
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -177,8 +196,12 @@ def provenance_tags(experiment: str, stage: str, config: Mapping[str, Any], meta
 
     commit, dirty = git_state()
     tags = {
-        TAG_EXPERIMENT: experiment, TAG_STAGE: stage, "git.commit": commit, "git.dirty": str(dirty).lower(),
-        TAG_CONFIG: config_digest(config), "dataset.name": str(meta.get("name", config.get("dataset"))),
+        TAG_EXPERIMENT: experiment,
+        TAG_STAGE: stage,
+        "git.commit": commit,
+        "git.dirty": str(dirty).lower(),
+        TAG_CONFIG: config_digest(config),
+        "dataset.name": str(meta.get("name", config.get("dataset"))),
         "dataset.sha256": dataset_digest(meta),
     }
     tags.update({f"dataset.sha256.{split}": h for split, h in meta["sha256"].items()})
@@ -230,15 +253,18 @@ def stage_run(
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
     run_name = f"{experiment}:{stage}"
-    run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
-                           tags=provenance_tags(experiment, stage, config, meta))
+    run = mlflow.start_run(
+        experiment_id=experiment_id, run_name=run_name, tags=provenance_tags(experiment, stage, config, meta)
+    )
     try:
         mlflow.log_params(flatten(config))
         for split in splits:
             # The digest column holds 36 characters: the sha256 prefix goes there, the full one is a tag.
-            ds = MetaDataset(LocalArtifactDatasetSource(str(Path(data_dir).resolve() / f"{split}.npz")),
-                             name=f"{meta.get('name', config.get('dataset'))}/{split}",
-                             digest=meta["sha256"][split][:32])
+            ds = MetaDataset(
+                LocalArtifactDatasetSource(str(Path(data_dir).resolve() / f"{split}.npz")),
+                name=f"{meta.get('name', config.get('dataset'))}/{split}",
+                digest=meta["sha256"][split][:32],
+            )
             mlflow.log_input(ds, context=split)
         with _temp_json(config) as cfg_path:
             mlflow.log_artifact(str(cfg_path))
@@ -269,8 +295,18 @@ def write_pointer(pointer_dir: Path, run: StageRun, uri: str, experiment_name: s
     pointer_dir = Path(pointer_dir)
     pointer_dir.mkdir(parents=True, exist_ok=True)
     path = pointer_dir / POINTER_NAME
-    path.write_text(json.dumps({"run_id": run.run_id, "tracking_uri": uri, "experiment_name": experiment_name,
-                                "run_name": run.run_name}, indent=2) + "\n")
+    path.write_text(
+        json.dumps(
+            {
+                "run_id": run.run_id,
+                "tracking_uri": uri,
+                "experiment_name": experiment_name,
+                "run_name": run.run_name,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     return path
 
 

@@ -266,7 +266,9 @@ def train(
     optimizer = make_optimizer(model.parameters(), cfg["optimizer"])
     net: nn.Module = model
     if dist.world_size > 1:  # [DDP] gradients are averaged across ranks; `model` stays the bare module
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
 
     batch_size, epochs, seed = int(cfg["batch_size"]), int(cfg["epochs"]), int(cfg["seed"])
     max_steps = cfg.get("max_steps")
@@ -280,8 +282,15 @@ def train(
 
     # State that a resume must restore exactly; everything else is rebuilt from the config.
     state: dict[str, Any] = {
-        "epoch": 0, "step_in_epoch": 0, "global_step": 0, "epoch_nats": 0.0, "epoch_images": 0,
-        "history": [], "best": None, "wall_seconds": 0.0, "done": False,
+        "epoch": 0,
+        "step_in_epoch": 0,
+        "global_step": 0,
+        "epoch_nats": 0.0,
+        "epoch_images": 0,
+        "history": [],
+        "best": None,
+        "wall_seconds": 0.0,
+        "done": False,
     }
     if resume_path.exists():
         ckpt = torch.load(resume_path, map_location="cpu", weights_only=False)
@@ -298,28 +307,45 @@ def train(
     def save_resume() -> None:
         if dist.is_main:  # [DDP] rank 0 holds the same weights as every other rank
             _save_atomic(
-                {"config_digest": digest, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "rng": _rng_state(), "state": state}, resume_path,
+                {
+                    "config_digest": digest,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "rng": _rng_state(),
+                    "state": state,
+                },
+                resume_path,
             )
 
     def validate() -> float:
-        result = evaluate_nll(model, valid_set.x, valid_set.y if conditional else None,
-                              int(cfg.get("eval_batch_size", batch_size)), device)
+        result = evaluate_nll(
+            model,
+            valid_set.x,
+            valid_set.y if conditional else None,
+            int(cfg.get("eval_batch_size", batch_size)),
+            device,
+        )
         return result["bits_per_dim"]
 
     started = time.monotonic() - state["wall_seconds"]
     last_save = time.monotonic()
-    total_steps = epochs * steps_per_epoch if max_steps is None else min(int(max_steps), epochs * steps_per_epoch)
+    total_steps = (
+        epochs * steps_per_epoch if max_steps is None else min(int(max_steps), epochs * steps_per_epoch)
+    )
     while not state["done"]:
         epoch = state["epoch"]
-        order = epoch_order(len(train_set.x), seed, epoch)[dist.rank::dist.world_size][:per_rank]
+        order = epoch_order(len(train_set.x), seed, epoch)[dist.rank :: dist.world_size][:per_rank]
         net.train()
-        bar = tqdm(range(state["step_in_epoch"], steps_per_epoch), desc=f"{cfg['name']} epoch {epoch}",
-                   disable=not dist.is_main, dynamic_ncols=True)
+        bar = tqdm(
+            range(state["step_in_epoch"], steps_per_epoch),
+            desc=f"{cfg['name']} epoch {epoch}",
+            disable=not dist.is_main,
+            dynamic_ncols=True,
+        )
         for b in bar:
             if state["global_step"] >= total_steps:
                 break
-            idx = order[b * batch_size:(b + 1) * batch_size]
+            idx = order[b * batch_size : (b + 1) * batch_size]
             x = train_set.x[idx].to(device, non_blocking=True).long()
             y = train_set.y[idx].to(device, non_blocking=True) if conditional else None
             nats = image_nats(net, x, y, amp)
@@ -337,7 +363,9 @@ def train(
             bpd = float(bits_per_dim(loss.item(), dims))
             bar.set_postfix(loss=f"{loss.item():.3f}", bpd=f"{bpd:.4f}")
             if log_metrics and dist.is_main and state["global_step"] % log_every == 0:
-                log_metrics({"train_step_nats": loss.item(), "train_step_bits_per_dim": bpd}, state["global_step"])
+                log_metrics(
+                    {"train_step_nats": loss.item(), "train_step_bits_per_dim": bpd}, state["global_step"]
+                )
             if time.monotonic() - last_save >= ckpt_seconds:
                 save_resume()
                 last_save = time.monotonic()
@@ -348,15 +376,26 @@ def train(
         valid_bpd = validate() if dist.is_main else float("nan")
         train_bpd = float(bits_per_dim(state["epoch_nats"] / max(state["epoch_images"], 1), dims))
         state["wall_seconds"] = time.monotonic() - started
-        record = {"epoch": epoch, "steps": state["global_step"], "train_bits_per_dim": train_bpd,
-                  "valid_bits_per_dim": valid_bpd, "wall_seconds": state["wall_seconds"]}
+        record = {
+            "epoch": epoch,
+            "steps": state["global_step"],
+            "train_bits_per_dim": train_bpd,
+            "valid_bits_per_dim": valid_bpd,
+            "wall_seconds": state["wall_seconds"],
+        }
         state["history"].append(record)
         if dist.is_main and (state["best"] is None or valid_bpd < state["best"]["valid_bits_per_dim"]):
-            state["best"] = {"epoch": epoch, "steps": state["global_step"], "valid_bits_per_dim": valid_bpd,
-                             "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+            state["best"] = {
+                "epoch": epoch,
+                "steps": state["global_step"],
+                "valid_bits_per_dim": valid_bpd,
+                "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            }
         if log_metrics and dist.is_main:
-            log_metrics({"train_bits_per_dim": train_bpd, "valid_bits_per_dim": valid_bpd,
-                         "epoch": float(epoch)}, state["global_step"])
+            log_metrics(
+                {"train_bits_per_dim": train_bpd, "valid_bits_per_dim": valid_bpd, "epoch": float(epoch)},
+                state["global_step"],
+            )
         if dist.is_main:
             print(f"epoch {epoch}: train {train_bpd:.4f} bits/dim, valid {valid_bpd:.4f} bits/dim")
         state.update(epoch=epoch + 1, step_in_epoch=0, epoch_nats=0.0, epoch_images=0)
@@ -367,20 +406,30 @@ def train(
             torch.distributed.barrier()
 
     history = {
-        "experiment": cfg["name"], "epochs": state["history"], "total_steps": state["global_step"],
-        "wall_seconds": state["wall_seconds"], "device": str(device) if device.type == "cpu"
-        else f"{device} ({torch.cuda.get_device_name(device)})", "world_size": dist.world_size,
-        "precision": "bf16-autocast" if amp is not None else "fp32", "n_params": n_params,
+        "experiment": cfg["name"],
+        "epochs": state["history"],
+        "total_steps": state["global_step"],
+        "wall_seconds": state["wall_seconds"],
+        "device": str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})",
+        "world_size": dist.world_size,
+        "precision": "bf16-autocast" if amp is not None else "fp32",
+        "n_params": n_params,
         "best_epoch": state["best"]["epoch"] if state["best"] else None,
         "best_valid_bits_per_dim": state["best"]["valid_bits_per_dim"] if state["best"] else None,
     }
     if dist.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         _save_atomic(
-            {"state_dict": state["best"]["state_dict"], "config": dict(cfg), "data": data_shape(meta)
-             | {"n_classes": meta.get("n_classes")}, "epoch": state["best"]["epoch"],
-             "steps": state["best"]["steps"], "valid_bits_per_dim": state["best"]["valid_bits_per_dim"],
-             "n_params": n_params}, out_dir / "model.pt",
+            {
+                "state_dict": state["best"]["state_dict"],
+                "config": dict(cfg),
+                "data": data_shape(meta) | {"n_classes": meta.get("n_classes")},
+                "epoch": state["best"]["epoch"],
+                "steps": state["best"]["steps"],
+                "valid_bits_per_dim": state["best"]["valid_bits_per_dim"],
+                "n_params": n_params,
+            },
+            out_dir / "model.pt",
         )
         (out_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
     return history
