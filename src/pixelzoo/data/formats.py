@@ -10,7 +10,7 @@ what the real loaders read:
   row-major) and ``labels`` (list of int).
 - ``.amat`` (Larochelle's binarized MNIST): text, one image per line, 784 values 0/1 separated by spaces.
 
-Writers are deterministic (fixed gzip/tar mtimes) so generated fixtures have stable checksums.
+Writers are deterministic (fixed gzip/tar mtimes, no file name in the gzip header) so generated fixtures have stable checksums.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def write_idx_gz(path: str | Path, array: np.ndarray) -> None:
     """Write a uint8 array as a gzip-compressed IDX file (the form MNIST is distributed in)."""
     array = np.ascontiguousarray(array, dtype=np.uint8)
     header = struct.pack(">BBBB", 0, 0, IDX_UBYTE, array.ndim) + struct.pack(f">{array.ndim}i", *array.shape)
-    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+    with open(path, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz:
         gz.write(header + array.tobytes())
 
 
@@ -94,7 +94,7 @@ def write_cifar_tar(
     meta = {"num_cases_per_batch": int(len(parts[0])), "label_names": list(label_names),
             "num_vis": 3 * side * side}
     members["batches.meta"] = pickle.dumps(meta, protocol=2)
-    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+    with open(path, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz:
         with tarfile.open(fileobj=gz, mode="w") as tar:
             for name, payload in members.items():
                 info = tarfile.TarInfo(f"{CIFAR_DIR}/{name}")

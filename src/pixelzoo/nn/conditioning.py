@@ -27,4 +27,5 @@ class ClassBias(nn.Module):
         self.proj = nn.Linear(n_classes, out_channels, bias=False)
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
-        return self.proj(as_soft_labels(y, self.n_classes))[:, :, None, None]
+        labels = as_soft_labels(y, self.n_classes).to(self.proj.weight.dtype)  # float64 under the audit
+        return self.proj(labels)[:, :, None, None]

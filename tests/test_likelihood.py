@@ -1,0 +1,48 @@
+"""Categorical head: NLL per image, bits/dim, sampling."""
+
+import math
+
+import pytest
+import torch
+
+from pixelzoo.likelihood import bits_per_dim, nll_per_image, sample_from_logits
+
+
+def test_nll_matches_log_softmax_gather():
+    torch.manual_seed(0)
+    b, k, c, h, w = 3, 5, 3, 4, 2
+    logits = torch.randn(b, k, c, h, w)
+    x = torch.randint(0, k, (b, c, h, w))
+    manual = -torch.log_softmax(logits, 1).gather(1, x[:, None]).squeeze(1).flatten(1).sum(1)
+    torch.testing.assert_close(nll_per_image(logits, x), manual)
+
+
+@pytest.mark.parametrize("k", [2, 256])
+def test_uniform_logits_give_log_k_per_subpixel(k):
+    x = torch.randint(0, k, (2, 3, 4, 4))
+    nats = nll_per_image(torch.zeros(2, k, 3, 4, 4), x)
+    torch.testing.assert_close(nats, torch.full((2,), 48 * math.log(k)))
+    assert bits_per_dim(float(nats[0]), 48) == pytest.approx(math.log2(k))
+
+
+def test_bad_inputs_are_explained():
+    logits = torch.zeros(2, 4, 1, 3, 3)
+    with pytest.raises(ValueError, match="do not match"):
+        nll_per_image(logits, torch.zeros(2, 1, 3, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"\[0, 4\)"):
+        nll_per_image(logits, torch.full((2, 1, 3, 3), 4))
+    with pytest.raises(TypeError, match="integer levels"):
+        nll_per_image(logits, torch.zeros(2, 1, 3, 3))
+    with pytest.raises(ValueError, match="dims"):
+        bits_per_dim(1.0, 0)
+
+
+def test_sampling_is_reproducible_and_follows_the_logits():
+    logits = torch.tensor([[0.0, 50.0, 0.0], [0.0, 0.0, 50.0]])
+    assert sample_from_logits(logits).tolist() == [1, 2]
+    flat = torch.zeros(1000, 7)
+    a = sample_from_logits(flat, torch.Generator().manual_seed(3))
+    b = sample_from_logits(flat, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and a.min() >= 0 and a.max() <= 6 and len(a.unique()) == 7
+    with pytest.raises(ValueError):
+        sample_from_logits(torch.zeros(2, 3, 4))
