@@ -38,8 +38,15 @@ class CountAlongOrder(nn.Module):
 def test_sampler_follows_the_models_generation_order() -> None:
     c, h, w, k = 2, 3, 4, 5
     order = torch.randperm(c * h * w, generator=torch.Generator().manual_seed(3))
-    x = sampling.sample(CountAlongOrder(order, k), 2, channels=c, height=h, width=w, levels=k,
-                        generator=torch.Generator().manual_seed(0))
+    x = sampling.sample(
+        CountAlongOrder(order, k),
+        2,
+        channels=c,
+        height=h,
+        width=w,
+        levels=k,
+        generator=torch.Generator().manual_seed(0),
+    )
     expected = torch.empty(c * h * w, dtype=torch.long)
     expected[order] = torch.arange(c * h * w) % k
     assert torch.equal(x, expected.view(1, c, h, w).expand(2, -1, -1, -1))
@@ -50,8 +57,17 @@ def test_known_sub_pixels_are_kept_and_used_as_context() -> None:
     order = torch.arange(c * h * w)  # raster
     known = sampling.top_half_known(c, h, w)
     x_init = torch.full((1, c, h, w), 3)
-    x = sampling.sample(CountAlongOrder(order, k), 1, channels=c, height=h, width=w, levels=k,
-                        x_init=x_init, known=known, generator=torch.Generator().manual_seed(0))
+    x = sampling.sample(
+        CountAlongOrder(order, k),
+        1,
+        channels=c,
+        height=h,
+        width=w,
+        levels=k,
+        x_init=x_init,
+        known=known,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert torch.equal(x[0, 0, :2], x_init[0, 0, :2])  # given half untouched
     # the first drawn sub-pixel continues from the last known value 3: 4, 5, 6, 0, 1, 2
     assert x[0, 0, 2:].reshape(-1).tolist() == [4, 5, 6, 0, 1, 2]
@@ -64,8 +80,9 @@ def test_same_seed_same_samples_other_seed_other_samples() -> None:
     model = build_model("pixelcnn", channels=3, levels=4, height=4, width=4, **tiny_args("pixelcnn"))
 
     def draw(seed: int) -> torch.Tensor:
-        return sampling.sample(model, 3, channels=3, height=4, width=4, levels=4,
-                               generator=torch.Generator().manual_seed(seed))
+        return sampling.sample(
+            model, 3, channels=3, height=4, width=4, levels=4, generator=torch.Generator().manual_seed(seed)
+        )
 
     a, b, other = draw(1), draw(1), draw(2)
     assert torch.equal(a, b)
@@ -75,13 +92,21 @@ def test_same_seed_same_samples_other_seed_other_samples() -> None:
 
 def test_class_and_soft_label_conditioning(tmp_path) -> None:
     torch.manual_seed(0)
-    model = build_model("seed004_pixelcnn", channels=1, levels=4, height=5, width=5, n_classes=10,
-                        **tiny_args("seed004_pixelcnn"))
+    model = build_model(
+        "seed004_pixelcnn",
+        channels=1,
+        levels=4,
+        height=5,
+        width=5,
+        n_classes=10,
+        **tiny_args("seed004_pixelcnn"),
+    )
     soft = sampling.soft_label_rows([[1, 7], [3, 8]], 10, per_pair=2)
     assert soft.shape == (4, 10) and torch.equal(soft.sum(1), torch.ones(4))
     assert soft[0, 1] == soft[0, 7] == 0.5 and soft[2, 3] == soft[2, 8] == 0.5
-    x = sampling.sample(model, 4, channels=1, height=5, width=5, levels=4, y=soft,
-                        generator=torch.Generator().manual_seed(0))
+    x = sampling.sample(
+        model, 4, channels=1, height=5, width=5, levels=4, y=soft, generator=torch.Generator().manual_seed(0)
+    )
     assert x.shape == (4, 1, 5, 5)
     rows = sampling.class_rows(10, 2)
     assert rows.tolist()[:4] == [0, 0, 1, 1] and len(rows) == 20

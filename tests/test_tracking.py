@@ -22,7 +22,12 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A tiny git repo as the DVC root, the cwd of the 'stage'."""
     root = tmp_path / "repo"
     root.mkdir()
-    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"}
+    env = {
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@x",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@x",
+    }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     (root / "code.py").write_text("x = 1\n")
@@ -36,7 +41,9 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
-def test_default_store_is_absolute_sqlite_at_the_dvc_root(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_store_is_absolute_sqlite_at_the_dvc_root(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert tracking.tracking_uri() == f"sqlite:///{repo}/mlflow.db"
     (repo / "sub").mkdir()
     monkeypatch.chdir(repo / "sub")  # e.g. a stage with wdir: the store stays at the root
@@ -64,8 +71,12 @@ def test_stage_run_tags_params_inputs_and_pointer(repo: Path, monkeypatch: pytes
     with tracking.stage_run("toy", "train", CFG, META, repo / "data", ["train", "test"], out, "pz") as run:
         run.log_metrics({"loss": 1.5}, step=3)
     pointer = json.loads((out / "mlflow_run.json").read_text())
-    assert pointer == {"run_id": run.run_id, "tracking_uri": f"sqlite:///{repo}/mlflow.db",
-                       "experiment_name": "pz", "run_name": "toy:train"}
+    assert pointer == {
+        "run_id": run.run_id,
+        "tracking_uri": f"sqlite:///{repo}/mlflow.db",
+        "experiment_name": "pz",
+        "run_name": "toy:train",
+    }
     client = MlflowClient(pointer["tracking_uri"])
     r = client.get_run(run.run_id)
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -73,10 +84,16 @@ def test_stage_run_tags_params_inputs_and_pointer(repo: Path, monkeypatch: pytes
     assert tags["pixelzoo.experiment"] == "toy" and tags["pixelzoo.stage"] == "train"
     assert tags["git.commit"] == head and tags["git.dirty"] == "false"
     assert tags["dvc.exp_name"] == "lucky-lark"
-    assert tags["dataset.sha256.train"] == "a" * 64 and tags["dataset.sha256"] == tracking.dataset_digest(META)
+    assert tags["dataset.sha256.train"] == "a" * 64 and tags["dataset.sha256"] == tracking.dataset_digest(
+        META
+    )
     assert tags["mlflow.runName"] == "toy:train" and r.info.status == "FINISHED"
-    assert r.data.params == {"model": "pixelcnn", "dataset": "toy", "model_args.layers": "2",
-                             "optimizer.lr": "0.001"}
+    assert r.data.params == {
+        "model": "pixelcnn",
+        "dataset": "toy",
+        "model_args.layers": "2",
+        "optimizer.lr": "0.001",
+    }
     assert client.get_metric_history(run.run_id, "loss")[0].step == 3
     digests = {i.dataset.name: i.dataset.digest for i in r.inputs.dataset_inputs}
     assert digests == {"toy/train": "a" * 32, "toy/test": "b" * 32}

@@ -32,28 +32,60 @@ def make_dataset(root: Path, n_train: int = 50, n_valid: int = 13, n_test: int =
         x[noise] = rng.integers(0, LEVELS, noise.sum())
         arrays[split] = (x, y)
         digests[split] = split_digest(x, y)
-    meta = {"name": "toy", "source": "toy", "levels": LEVELS, "channels": C, "height": H, "width": W,
-            "n_classes": 3, "counts": {s: len(a[0]) for s, a in arrays.items()}, "sha256": digests,
-            "raw_sha256": {"toy.bin": "0" * 64}, "valid_carved_from_train": False, "params": {}}
+    meta = {
+        "name": "toy",
+        "source": "toy",
+        "levels": LEVELS,
+        "channels": C,
+        "height": H,
+        "width": W,
+        "n_classes": 3,
+        "counts": {s: len(a[0]) for s, a in arrays.items()},
+        "sha256": digests,
+        "raw_sha256": {"toy.bin": "0" * 64},
+        "valid_carved_from_train": False,
+        "params": {},
+    }
     write_processed(root / "toy", arrays, meta)
     return root / "toy"
 
 
 def config(**over) -> dict:
     params = {
-        "train_defaults": {"device": "cpu", "precision": "fp32", "optimizer": {"name": "rmsprop", "lr": 3e-3},
-                           "grad_clip": 1.0, "batch_size": 8, "eval_batch_size": 5, "epochs": 3,
-                           "seed": 0, "checkpoint_minutes": 0, "log_every_steps": 1},
-        "experiments": {"toy": {"model": "pixelcnn", "dataset": "toy",
-                                "model_args": {"layers": 2, "hidden": 6, "head_hidden": 12}, **over}},
+        "train_defaults": {
+            "device": "cpu",
+            "precision": "fp32",
+            "optimizer": {"name": "rmsprop", "lr": 3e-3},
+            "grad_clip": 1.0,
+            "batch_size": 8,
+            "eval_batch_size": 5,
+            "epochs": 3,
+            "seed": 0,
+            "checkpoint_minutes": 0,
+            "log_every_steps": 1,
+        },
+        "experiments": {
+            "toy": {
+                "model": "pixelcnn",
+                "dataset": "toy",
+                "model_args": {"layers": 2, "hidden": 6, "head_hidden": 12},
+                **over,
+            }
+        },
     }
     return training.resolve_experiment(params, "toy")
 
 
 def test_resolve_experiment_merges_defaults_and_names_unknown_keys() -> None:
-    params = {"train_defaults": {"optimizer": {"name": "rmsprop", "lr": 1e-3}, "batch_size": 16, "epochs": 3,
-                                 "seed": 0},
-              "experiments": {"a": {"model": "m", "dataset": "d", "optimizer": {"lr": 5e-4}, "epochs": 9}}}
+    params = {
+        "train_defaults": {
+            "optimizer": {"name": "rmsprop", "lr": 1e-3},
+            "batch_size": 16,
+            "epochs": 3,
+            "seed": 0,
+        },
+        "experiments": {"a": {"model": "m", "dataset": "d", "optimizer": {"lr": 5e-4}, "epochs": 9}},
+    }
     cfg = training.resolve_experiment(params, "a")
     assert cfg["optimizer"] == {"name": "rmsprop", "lr": 5e-4}  # nested merge keeps the default name
     assert (cfg["epochs"], cfg["batch_size"], cfg["name"]) == (9, 16, "a")
@@ -69,8 +101,9 @@ def test_loss_decreases_and_outputs_are_complete(tmp_path: Path) -> None:
     data = make_dataset(tmp_path / "data")
     cfg = config(epochs=4)
     logged: list[tuple[dict, int]] = []
-    history = training.train(cfg, data, tmp_path / "out", tmp_path / "scratch",
-                             log_metrics=lambda m, s: logged.append((m, s)))
+    history = training.train(
+        cfg, data, tmp_path / "out", tmp_path / "scratch", log_metrics=lambda m, s: logged.append((m, s))
+    )
     epochs = history["epochs"]
     assert len(epochs) == 4
     assert epochs[-1]["train_bits_per_dim"] < epochs[0]["train_bits_per_dim"] - 0.1
@@ -131,8 +164,13 @@ def test_resume_checkpoint_of_other_params_is_ignored(tmp_path: Path, capsys) ->
 
 def test_max_steps_budget_and_conditional_model(tmp_path: Path) -> None:
     data = make_dataset(tmp_path / "data")
-    cfg = config(model="seed004_pixelcnn", conditional=True, max_steps=3, epochs=5,
-                 model_args={"layers": 1, "features": 6, "dropout": 0.0})
+    cfg = config(
+        model="seed004_pixelcnn",
+        conditional=True,
+        max_steps=3,
+        epochs=5,
+        model_args={"layers": 1, "features": 6, "dropout": 0.0},
+    )
     history = training.train(cfg, data, tmp_path / "out", tmp_path / "scratch")
     assert history["total_steps"] == 3 and len(history["epochs"]) == 1
     model, ckpt = training.load_trained(tmp_path / "out" / "model.pt")
