@@ -223,3 +223,19 @@ def test_uniform_model_scores_log2_levels_bits_per_dim() -> None:
     r = evaluate_nll(FixedLogits(torch.full((16,), 1 / 16)), x, None, 3, "cpu")
     assert r["bits_per_dim"] == pytest.approx(4.0, rel=1e-6)
     assert r["nats_per_image"] == pytest.approx(48 * math.log(16), rel=1e-6)
+
+
+def test_every_paper_experiment_resolves_with_a_known_dataset_and_reference() -> None:
+    from pixelzoo.config import load_params
+
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    tables = {"pixelrnn_t4_bmnist", "cifar10_test", "pixelrnn_t2_residual_skip", "pixelrnn_t3_depth"}
+    for key in params["experiments"]:
+        cfg = training.resolve_experiment(params, key)
+        assert cfg["dataset"] in params["datasets"], key
+        assert cfg["eval_split"] in ("valid", "test"), key
+        ref = cfg["reference"]
+        assert ref is None or (ref["table"] in tables and ref["row"]), key
+        assert (cfg["eval_split"] == "valid") == (
+            ref is not None and ref["table"].startswith("pixelrnn_t") and ref["table"] != "pixelrnn_t4_bmnist"
+        ), key
