@@ -1,0 +1,132 @@
+"""Lineage of a reported number: ``python -m pixelzoo.lineage <experiment>`` (or ``pixelzoo-lineage``).
+
+Prints the experiment's test NLL, the MLflow runs of its train / evaluate / sample stages (from the run
+pointers inside the stage outputs), the git commit and params each ran with, and the data digests
+down to the raw files' checksums. Anything that no longer matches the workspace (params changed, data
+rebuilt with another digest, code at another commit) is flagged STALE. ``--check`` exits 1 if any is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from pixelzoo import tracking, training
+from pixelzoo.config import load_params
+from pixelzoo.data.datasets import load_meta
+
+STAGES = ("train", "evaluate", "sample")
+
+
+def lineage(experiment: str) -> tuple[list[str], bool]:
+    """Report lines for ``experiment`` and whether anything is stale (run from the repository root)."""
+    from mlflow.tracking import MlflowClient
+
+    params = load_params()
+    lines: list[str] = []
+    stale = False
+
+    def flag(ok: bool, what: str) -> None:
+        nonlocal stale
+        stale |= not ok
+        lines.append(f"  {'ok   ' if ok else 'STALE'}  {what}")
+
+    metrics_file = tracking.metrics_path(experiment)
+    if metrics_file.exists():
+        m = json.loads(metrics_file.read_text())
+        lines.append(
+            f"{experiment}: {m['split']} {m['test_bits_per_dim']:.4f} bits/dim, "
+            f"{m['test_nats_per_image']:.3f} nats/image over {m['n_images']} images "
+            f"({m['model']} on {m['dataset']}, {m['n_params']} parameters)  [{metrics_file}]"
+        )
+    else:
+        lines.append(f"{experiment}: no {metrics_file} yet (run `dvc repro evaluate@{experiment}`)")
+        stale = True
+
+    commit_now, dirty_now = tracking.git_state()
+    cfg_now = training.resolve_experiment(params, experiment)
+    meta = load_meta(tracking.data_dir(cfg_now["dataset"]))
+    digest_now = tracking.dataset_digest(meta)
+
+    lines.append("runs:")
+    runs: dict[str, Any] = {}
+    for stage in STAGES:
+        pointer = tracking.read_pointer(tracking.stage_dir(experiment, stage))
+        if pointer is None:
+            lines.append(f"  {stage:<9} no run pointer in {tracking.stage_dir(experiment, stage)}")
+            stale = True
+            continue
+        run = MlflowClient(tracking_uri=pointer["tracking_uri"]).get_run(pointer["run_id"])
+        runs[stage] = run
+        t = run.data.tags
+        lines.append(
+            f"  {stage:<9} {run.info.run_id}  {pointer['run_name']}  {run.info.status}  "
+            f"commit {t.get('git.commit', '?')[:12]}{' (dirty)' if t.get('git.dirty') == 'true' else ''}"
+            f"  dvc exp {t.get('dvc.exp_name', '-')}  [{pointer['tracking_uri']}]"
+        )
+
+    if "train" in runs:
+        lines.append("params (as resolved for train):")
+        lines.extend(f"  {k} = {v}" for k, v in sorted(runs["train"].data.params.items()))
+
+    lines.append(
+        f"data: {meta['name']} (source {meta['source']}, {meta['levels']} levels, "
+        f"{meta['channels']}x{meta['height']}x{meta['width']})"
+    )
+    lines.extend(
+        f"  {split}: sha256 {h}  ({meta['counts'][split]} images)" for split, h in meta["sha256"].items()
+    )
+    lines.extend(f"  raw {name}: sha256 {h}" for name, h in meta.get("raw_sha256", {}).items())
+
+    lines.append(f"checks against the workspace (commit {commit_now[:12]}{', dirty' if dirty_now else ''}):")
+    for stage, run in runs.items():
+        t, logged = run.data.tags, run.data.params
+        current = tracking.flatten(training.stage_config(params, experiment, stage))
+        changed = sorted(k for k in set(current) | set(logged) if current.get(k) != logged.get(k))
+        flag(
+            not changed,
+            f"{stage}: params " + ("match params.yaml" if not changed else "changed: " + ", ".join(changed)),
+        )
+        flag(
+            t.get("dataset.sha256") == digest_now,
+            f"{stage}: data digest "
+            + (
+                "matches"
+                if t.get("dataset.sha256") == digest_now
+                else f"{t.get('dataset.sha256', '?')[:16]} != workspace {digest_now[:16]}"
+            ),
+        )
+        # A later commit of results (dvc.lock, metrics) is fine; a change to the code is not.
+        code = tracking.code_changes_since(t.get("git.commit", "unknown"))
+        flag(
+            code == [] and t.get("git.dirty") != "true",
+            f"{stage}: code "
+            + (
+                "unchanged since its commit"
+                if code == [] and t.get("git.dirty") != "true"
+                else "ran on a dirty tree"
+                if code == []
+                else "commit unknown here"
+                if code is None
+                else f"changed since {t['git.commit'][:12]}: " + ", ".join(code)
+            ),
+        )
+    return lines, stale
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="pixelzoo-lineage", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("experiment", help="key of params.yaml `experiments`")
+    parser.add_argument("--check", action="store_true", help="exit with status 1 if anything is STALE")
+    args = parser.parse_args(argv)
+    lines, stale = lineage(args.experiment)
+    print("\n".join(lines))
+    return 1 if (stale and args.check) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""The training loop (loss goes down, checkpoint contents, bitwise resume) and the exact evaluation."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pixelzoo import training
+from pixelzoo.data.datasets import split_digest
+from pixelzoo.data.preprocess import write_processed
+from pixelzoo.evaluation import evaluate_nll
+from pixelzoo.likelihood import nll_per_image
+
+LEVELS, C, H, W = 4, 1, 6, 6
+
+
+def make_dataset(root: Path, n_train: int = 50, n_valid: int = 13, n_test: int = 17, seed: int = 0) -> Path:
+    """A learnable toy dataset (vertical bars + noise) in the processed format of docs/architecture.md."""
+    rng = np.random.default_rng(seed)
+    arrays, digests = {}, {}
+    for split, n in (("train", n_train), ("valid", n_valid), ("test", n_test)):
+        y = rng.integers(0, 3, n).astype(np.int64)
+        cols = np.arange(W)[None, None, None, :]
+        x = ((cols + y[:, None, None, None]) % LEVELS).repeat(H, axis=2).astype(np.uint8)
+        noise = rng.random(x.shape) < 0.1
+        x[noise] = rng.integers(0, LEVELS, noise.sum())
+        arrays[split] = (x, y)
+        digests[split] = split_digest(x, y)
+    meta = {
+        "name": "toy",
+        "source": "toy",
+        "levels": LEVELS,
+        "channels": C,
+        "height": H,
+        "width": W,
+        "n_classes": 3,
+        "counts": {s: len(a[0]) for s, a in arrays.items()},
+        "sha256": digests,
+        "raw_sha256": {"toy.bin": "0" * 64},
+        "valid_carved_from_train": False,
+        "params": {},
+    }
+    write_processed(root / "toy", arrays, meta)
+    return root / "toy"
+
+
+def config(**over) -> dict:
+    params = {
+        "train_defaults": {
+            "device": "cpu",
+            "precision": "fp32",
+            "optimizer": {"name": "rmsprop", "lr": 3e-3},
+            "grad_clip": 1.0,
+            "batch_size": 8,
+            "eval_batch_size": 5,
+            "epochs": 3,
+            "seed": 0,
+            "checkpoint_minutes": 0,
+            "log_every_steps": 1,
+        },
+        "experiments": {
+            "toy": {
+                "model": "pixelcnn",
+                "dataset": "toy",
+                "model_args": {"layers": 2, "hidden": 6, "head_hidden": 12},
+                **over,
+            }
+        },
+    }
+    return training.resolve_experiment(params, "toy")
+
+
+def test_resolve_experiment_merges_defaults_and_names_unknown_keys() -> None:
+    params = {
+        "train_defaults": {
+            "optimizer": {"name": "rmsprop", "lr": 1e-3},
+            "batch_size": 16,
+            "epochs": 3,
+            "seed": 0,
+        },
+        "experiments": {"a": {"model": "m", "dataset": "d", "optimizer": {"lr": 5e-4}, "epochs": 9}},
+    }
+    cfg = training.resolve_experiment(params, "a")
+    assert cfg["optimizer"] == {"name": "rmsprop", "lr": 5e-4}  # nested merge keeps the default name
+    assert (cfg["epochs"], cfg["batch_size"], cfg["name"]) == (9, 16, "a")
+    assert params["train_defaults"]["optimizer"]["lr"] == 1e-3  # defaults not mutated
+    with pytest.raises(KeyError, match="known: a"):
+        training.resolve_experiment(params, "b")
+    del params["train_defaults"]["seed"]
+    with pytest.raises(ValueError, match="seed"):
+        training.resolve_experiment(params, "a")
+
+
+def test_loss_decreases_and_outputs_are_complete(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "data")
+    cfg = config(epochs=4)
+    logged: list[tuple[dict, int]] = []
+    history = training.train(
+        cfg, data, tmp_path / "out", tmp_path / "scratch", log_metrics=lambda m, s: logged.append((m, s))
+    )
+    epochs = history["epochs"]
+    assert len(epochs) == 4
+    assert epochs[-1]["train_bits_per_dim"] < epochs[0]["train_bits_per_dim"] - 0.1
+    assert epochs[-1]["valid_bits_per_dim"] < epochs[0]["valid_bits_per_dim"]
+    assert epochs[-1]["steps"] == 4 * math.ceil(50 / 8)  # the short last batch is trained on too
+    on_disk = json.loads((tmp_path / "out" / "history.json").read_text())
+    assert on_disk["n_params"] == history["n_params"] > 0 and on_disk["device"] == "cpu"
+    assert {"train_bits_per_dim", "valid_bits_per_dim", "steps", "wall_seconds"} <= set(on_disk["epochs"][0])
+    assert any("train_step_bits_per_dim" in m for m, _ in logged)
+    assert any("valid_bits_per_dim" in m for m, _ in logged)
+
+    # model.pt: the best epoch's weights + the resolved config; it rebuilds to that validation NLL.
+    model, ckpt = training.load_trained(tmp_path / "out" / "model.pt")
+    best = min(epochs, key=lambda e: e["valid_bits_per_dim"])
+    assert ckpt["config"] == cfg and ckpt["epoch"] == best["epoch"] == history["best_epoch"]
+    assert ckpt["n_params"] == history["n_params"]
+    _, splits = training.load_splits(data, ("valid",))
+    again = evaluate_nll(model, splits["valid"].x, None, 4, "cpu")
+    assert again["bits_per_dim"] == pytest.approx(best["valid_bits_per_dim"], rel=1e-6)
+
+
+def test_resume_after_interruption_gives_bitwise_identical_weights(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "data")
+    cfg = config(epochs=2)
+    training.train(cfg, data, tmp_path / "a", tmp_path / "scratch_a")
+    final_a = torch.load(tmp_path / "scratch_a" / "resume.pt", weights_only=False)
+
+    # Killed mid-epoch 0 (after step 4 of 7): only the periodic scratch checkpoint survives.
+    with pytest.raises(training.TrainingInterrupted):
+        training.train(cfg, data, tmp_path / "b", tmp_path / "scratch_b", interrupt_after_steps=4)
+    assert not (tmp_path / "b" / "model.pt").exists()
+    partial = torch.load(tmp_path / "scratch_b" / "resume.pt", weights_only=False)
+    assert partial["state"]["global_step"] == 4 and partial["state"]["step_in_epoch"] == 4
+    training.train(cfg, data, tmp_path / "b", tmp_path / "scratch_b")  # the rerun picks it up
+    final_b = torch.load(tmp_path / "scratch_b" / "resume.pt", weights_only=False)
+
+    for key, value in final_a["model"].items():
+        assert torch.equal(value, final_b["model"][key]), key
+    best_a = torch.load(tmp_path / "a" / "model.pt", weights_only=False)["state_dict"]
+    best_b = torch.load(tmp_path / "b" / "model.pt", weights_only=False)["state_dict"]
+    assert all(torch.equal(best_a[k], best_b[k]) for k in best_a)
+    hist_a = json.loads((tmp_path / "a" / "history.json").read_text())["epochs"]
+    hist_b = json.loads((tmp_path / "b" / "history.json").read_text())["epochs"]
+    assert [e["train_bits_per_dim"] for e in hist_a] == [e["train_bits_per_dim"] for e in hist_b]
+
+    training.clear_scratch(tmp_path / "scratch_b")
+    assert not (tmp_path / "scratch_b" / "resume.pt").exists()
+
+
+def test_resume_checkpoint_of_other_params_is_ignored(tmp_path: Path, capsys) -> None:
+    data = make_dataset(tmp_path / "data")
+    with pytest.raises(training.TrainingInterrupted):
+        training.train(config(epochs=1), data, tmp_path / "o", tmp_path / "s", interrupt_after_steps=2)
+    history = training.train(config(epochs=1, seed=1), data, tmp_path / "o", tmp_path / "s")
+    assert "config digest differs" in capsys.readouterr().out
+    assert history["total_steps"] == math.ceil(50 / 8)  # started from scratch, not from step 2
+
+
+def test_max_steps_budget_and_conditional_model(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "data")
+    cfg = config(
+        model="seed004_pixelcnn",
+        conditional=True,
+        max_steps=3,
+        epochs=5,
+        model_args={"layers": 1, "features": 6, "dropout": 0.0},
+    )
+    history = training.train(cfg, data, tmp_path / "out", tmp_path / "scratch")
+    assert history["total_steps"] == 3 and len(history["epochs"]) == 1
+    model, ckpt = training.load_trained(tmp_path / "out" / "model.pt")
+    assert ckpt["data"]["n_classes"] == 3
+    x = torch.zeros(2, C, H, W, dtype=torch.long)
+    assert model(x, torch.tensor([0, 2])).shape == (2, LEVELS, C, H, W)
+
+
+def test_bad_optimizer_and_device_are_clear_errors() -> None:
+    with pytest.raises(ValueError, match="optimizer.name"):
+        training.make_optimizer([nn.Parameter(torch.zeros(1))], {"name": "adagrad", "lr": 1.0})
+    with pytest.raises(ValueError, match="device"):
+        training.pick_device("tpu")
+
+
+# ----------------------------------------------------------------------------- evaluation
+class FixedLogits(nn.Module):
+    """Same categorical distribution at every sub-pixel, whatever the image: NLL computable by hand."""
+
+    def __init__(self, probs: torch.Tensor) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(probs.log())
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        b, c, h, w = x.shape
+        return self.logits.view(1, -1, 1, 1, 1).expand(b, -1, c, h, w)
+
+
+def test_evaluation_counts_every_image_once_in_float64() -> None:
+    torch.manual_seed(0)
+    probs = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    x = torch.randint(0, 4, (23, 1, 5, 5), dtype=torch.uint8)
+    per_image = -np.log(probs.double().numpy())[x.long().numpy()].reshape(23, -1).sum(1)  # float64 by hand
+    model = FixedLogits(probs)
+    for batch in (4, 23, 100):  # 4 does not divide 23: the last batch holds 3 images
+        r = evaluate_nll(model, x, None, batch, "cpu")
+        assert r["n_images"] == 23
+        assert r["total_nats"] == pytest.approx(per_image.sum(), rel=1e-6)
+        assert r["nats_per_image"] == pytest.approx(per_image.mean(), rel=1e-6)
+        assert r["bits_per_dim"] == pytest.approx(per_image.mean() / (25 * math.log(2)), rel=1e-6)
+    # Dropping the short batch would change the mean; a full-batch float64 sum agrees to rounding.
+    full = nll_per_image(model(x.long()).float(), x.long()).double().sum().item()
+    assert evaluate_nll(model, x, None, 4, "cpu")["total_nats"] == pytest.approx(full, rel=1e-12)
+    with pytest.raises(ValueError, match="batch_size"):
+        evaluate_nll(model, x, None, 0, "cpu")
+
+
+def test_uniform_model_scores_log2_levels_bits_per_dim() -> None:
+    x = torch.randint(0, 16, (10, 3, 4, 4), dtype=torch.uint8)
+    r = evaluate_nll(FixedLogits(torch.full((16,), 1 / 16)), x, None, 3, "cpu")
+    assert r["bits_per_dim"] == pytest.approx(4.0, rel=1e-6)
+    assert r["nats_per_image"] == pytest.approx(48 * math.log(16), rel=1e-6)
+
+
+def test_every_paper_experiment_resolves_with_a_known_dataset_and_reference() -> None:
+    from pixelzoo.config import load_params
+
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    tables = {"pixelrnn_t4_bmnist", "cifar10_test", "pixelrnn_t2_residual_skip", "pixelrnn_t3_depth"}
+    for key in params["experiments"]:
+        cfg = training.resolve_experiment(params, key)
+        assert cfg["dataset"] in params["datasets"], key
+        assert cfg["eval_split"] in ("valid", "test"), key
+        ref = cfg["reference"]
+        assert ref is None or (ref["table"] in tables and ref["row"]), key
+        assert (cfg["eval_split"] == "valid") == (
+            ref is not None and ref["table"].startswith("pixelrnn_t") and ref["table"] != "pixelrnn_t4_bmnist"
+        ), key
