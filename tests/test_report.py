@@ -1,0 +1,244 @@
+"""The report renders from pipeline outputs (fixtures written here in the architecture's formats)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from torchvision.utils import save_image
+
+from pixelzoo.report import build_report, reference
+from pixelzoo.report.collect import RunPointer
+from pixelzoo.report.lineage import dataset_digest, diff_params
+
+REPO = Path(__file__).resolve().parents[1]
+LN2 = math.log(2.0)
+BMNIST_DIMS = 784
+
+META = {
+    "name": "binarized_mnist", "source": "binarized_mnist", "levels": 2, "channels": 1, "height": 28,
+    "width": 28, "n_classes": 10, "counts": {"train": 50000, "valid": 10000, "test": 10000},
+    "sha256": {"train": "a" * 64, "valid": "b" * 64, "test": "c" * 64}, "raw_sha256": {},
+    "valid_carved_from_train": False, "params": {"source": "binarized_mnist"},
+}
+
+
+def _params() -> dict[str, Any]:
+    return {
+        "experiments": {
+            # run, up to date, every output present
+            "bmnist_pixelcnn": {
+                "model": "pixelcnn", "dataset": "binarized_mnist", "args": {"layers": 2, "hidden": 8},
+                "budget": {"epochs": 2}, "reference": {"table": "pixelrnn_t4_bmnist", "row": "PixelCNN"},
+            },
+            # configured, never run
+            "cifar_row_lstm": {
+                "model": "row_lstm", "dataset": "cifar10", "args": {"layers": 12},
+                "budget": {"epochs": 1}, "reference": {"table": "cifar10_test", "row": "Row LSTM"},
+            },
+            # run, but params.yaml changed since (layers 1 -> 2)
+            "depth_1": {
+                "model": "row_lstm", "dataset": "binarized_mnist", "args": {"layers": 2},
+                "budget": {"epochs": 1}, "reference": {"table": "pixelrnn_t3_depth", "row": "1 layer"},
+            },
+            # no paper row, run
+            "seed004": {"model": "seed004", "dataset": "binarized_mnist", "args": {}, "budget": {"epochs": 1},
+                        "reference": None},
+        }
+    }
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=1))
+
+
+def _run(root: Path, key: str, entry: dict[str, Any], nats: float, split: str, uri: str, config=None) -> None:
+    """Outputs of train/evaluate/sample for one experiment, as the pipeline writes them."""
+    digest = dataset_digest(META)
+    extra = {"git_commit": "0123456789abcdef0123", "git_dirty": False, "data_sha256": digest}
+    _write_json(root / "metrics" / f"{key}.json", {
+        "test_nats_per_image": nats, "test_bits_per_dim": nats / (BMNIST_DIMS * LN2), "n_images": 10000,
+        "split": split, "n_params": 12345, "experiment": key, "dataset": entry["dataset"],
+        "model": entry["model"],
+    })
+    epochs = [
+        {"epoch": i + 1, "step": 100 * (i + 1), "train_bpd": 0.2 - 0.02 * i, "valid_bpd": 0.21 - 0.02 * i,
+         "wall_s": 30.0 * (i + 1)}
+        for i in range(3)
+    ]
+    _write_json(root / "outputs" / key / "train" / "history.json", {
+        "epochs": epochs, "device": "cpu", "n_params": 12345, "wall_s": 90.0,
+        "config": entry if config is None else config,
+    })
+    for stage, d in (("train", "train"), ("evaluate", "evaluate"), ("sample", "samples")):
+        _write_json(root / "outputs" / key / d / "mlflow_run.json", {
+            "run_id": f"{stage[:2]}{key}".ljust(32, "0"), "tracking_uri": uri,
+            "experiment_name": "pixelzoo", "run_name": f"{stage}@{key}", **extra,
+        })
+    gen = torch.Generator().manual_seed(0)
+    for name, n in (("grid", 16), ("classes", 20), ("soft_labels", 10), ("completions", 8)):
+        save_image(torch.rand(n, 1, 28, 28, generator=gen), root / "outputs" / key / "samples" / f"{name}.png",
+                   nrow=min(n, 10))
+
+
+def write_fixture_outputs(root: Path) -> dict[str, Any]:
+    """A tree with metrics/, outputs/, data/ in the documented formats; returns the params."""
+    params = _params()
+    exps = params["experiments"]
+    _write_json(root / "data" / "processed" / "binarized_mnist" / "meta.json", META)
+    _run(root, "bmnist_pixelcnn", exps["bmnist_pixelcnn"], 85.30, "test", "http://mlflow.example:5000")
+    stale_cfg = {**exps["depth_1"], "args": {"layers": 1}}
+    _run(root, "depth_1", exps["depth_1"], 120.0, "test", f"sqlite:///{root}/mlflow.db", config=stale_cfg)
+    _run(root, "seed004", exps["seed004"], 90.0, "test", f"sqlite:///{root}/mlflow.db")
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return params
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], Any]:
+    root = tmp_path_factory.mktemp("repo")
+    params = write_fixture_outputs(root)
+    written = build_report(root, params, root / "reports")
+    return root, params, written
+
+
+def _row(html: str, first_cell: str, experiment: str) -> str:
+    for tr in re.findall(r"<tr>(.*?)</tr>", html, flags=re.S):
+        cells = re.findall(r"<td[^>]*>(.*?)</td>", tr, flags=re.S)
+        if cells and cells[0].startswith(first_cell) and cells[1] == experiment:
+            return tr
+    raise AssertionError(f"no row {first_cell!r} / {experiment!r}")
+
+
+def test_every_referenced_image_exists(built) -> None:
+    root, _, written = built
+    out = root / "reports"
+    html = written.html.read_text()
+    md = written.markdown.read_text()
+    html_imgs = re.findall(r'<img src="([^"]+)"', html)
+    md_imgs = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    # 4 sample kinds × 3 run experiments + 3 learning curves, in both renderings
+    assert len(html_imgs) == 15 and sorted(html_imgs) == sorted(md_imgs)
+    for rel in html_imgs:
+        assert not rel.startswith(("/", "..")), rel  # relative, inside reports/: opens from disk
+        assert (out / rel).is_file() and (out / rel).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", rel
+    assert set(written.figures) == {out / rel for rel in html_imgs}
+
+
+def test_rows_not_run_say_so_and_carry_no_number(built) -> None:
+    _, _, written = built
+    html = written.html.read_text()
+    row = _row(html, "Row LSTM", "cifar_row_lstm")
+    assert "not run" in row and "3.07" in row  # the paper figure, and no figure of ours
+    assert not re.search(r"[+-]\d", row)  # no difference computed
+    unconfigured = _row(html, "Diagonal BiLSTM", "not configured")
+    assert "not run" in unconfigured
+    assert "*not run*" in written.markdown.read_text()
+
+
+def test_run_row_shows_paper_ours_difference_and_compute(built) -> None:
+    _, _, written = built
+    row = _row(written.html.read_text(), "PixelCNN", "bmnist_pixelcnn")
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row, flags=re.S)
+    assert cells[2] == "81.30" and cells[3] == "85.30" and cells[4] == "+4.00"
+    # last-epoch train loss 0.16 bpd converted to nats over 784 binary pixels
+    assert cells[6] == f"{0.16 * BMNIST_DIMS * LN2:.2f}"
+    assert cells[7] == "12.3 k" and cells[8] == "epochs=2" and cells[9] == "90 s" and cells[10] == "cpu"
+    lineage = cells[11]
+    assert "http://mlflow.example:5000/#/runs/ev" in lineage and "commit 01234567" in lineage
+    assert "STALE" not in lineage
+
+
+def test_cited_baselines_are_figures_not_runs(built) -> None:
+    _, _, written = built
+    html = written.html.read_text()
+    for label, value in (("NADE", "88.33"), ("DRAW", "≤ 80.97"), ("NICE", "4.480")):
+        row = _row(html, label + " (cited)", "—")
+        assert value in row and "cited figure" in row
+
+
+def test_stale_row_is_flagged_with_reason(built) -> None:
+    _, _, written = built
+    html = written.html.read_text()
+    row = _row(html, "1 layer", "depth_1")
+    assert "STALE: params changed since the run: args.layers" in row and 'class="num stale"' in row
+    assert "1 stale" in html
+    assert "STALE" in written.markdown.read_text()
+
+
+def test_other_experiments_table(built) -> None:
+    _, _, written = built
+    md = written.markdown.read_text()
+    line = next(ln for ln in md.splitlines() if ln.startswith("| seed004 |"))
+    assert "| 90.00 |" in line and f"| {90 / (BMNIST_DIMS * LN2):.3f} |" in line and "| 10000 |" in line
+
+
+def test_data_digest_change_marks_rows_stale(tmp_path: Path) -> None:
+    params = write_fixture_outputs(tmp_path)
+    meta = {**META, "sha256": {**META["sha256"], "test": "d" * 64}}
+    _write_json(tmp_path / "data" / "processed" / "binarized_mnist" / "meta.json", meta)
+    html = build_report(tmp_path, params, tmp_path / "reports").html.read_text()
+    assert "STALE: dataset binarized_mnist changed since the run" in _row(html, "PixelCNN", "bmnist_pixelcnn")
+
+
+def test_misspelt_reference_row_names_the_valid_rows(tmp_path: Path) -> None:
+    params = write_fixture_outputs(tmp_path)
+    params["experiments"]["seed004"]["reference"] = {"table": "pixelrnn_t3_depth", "row": "one layer"}
+    with pytest.raises(KeyError, match="'1 layer', '2 layers'"):
+        build_report(tmp_path, params, tmp_path / "reports")
+
+
+def test_malformed_metrics_is_a_clear_error(tmp_path: Path) -> None:
+    params = write_fixture_outputs(tmp_path)
+    _write_json(tmp_path / "metrics" / "seed004.json", {"test_bits_per_dim": 1.0})
+    with pytest.raises(ValueError, match=r"seed004.json lacks test_nats_per_image, n_images"):
+        build_report(tmp_path, params, tmp_path / "reports")
+
+
+def test_stage_script_writes_report(tmp_path: Path) -> None:
+    write_fixture_outputs(tmp_path)
+    res = subprocess.run(
+        [sys.executable, str(REPO / "stages" / "report.py"), "--params", "params.yaml"],
+        cwd=tmp_path, capture_output=True, text=True, env={"PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"},
+    )
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "reports" / "index.html").is_file() and (tmp_path / "reports" / "README.md").is_file()
+    assert "15 figures" in res.stdout
+
+
+def test_diff_params_ignores_reference_and_recorded_defaults() -> None:
+    rec = {"model": "m", "args": {"layers": 2, "hidden": 8, "dropout": 0.0}, "reference": {"row": "a"}}
+    assert diff_params(rec, {"model": "m", "args": {"layers": 2}, "reference": {"row": "b"}}) == []
+    assert diff_params(rec, {"model": "m", "args": {"layers": 3.0}}) == ["args.layers"]
+    assert diff_params(rec, {"model": "m", "budget": {"epochs": 1}}) == ["budget"]
+    assert diff_params({"lr": 1}, {"lr": 1.0}) == []
+
+
+def test_mlflow_links_only_for_http_servers() -> None:
+    ptr = RunPointer("train", "abc", "sqlite:////x/mlflow.db", "pixelzoo", "train@x")
+    assert ptr.url is None
+    ptr = RunPointer("train", "abc", "https://mlflow.lab/", "pixelzoo", "train@x", experiment_id="7")
+    assert ptr.url == "https://mlflow.lab/#/experiments/7/runs/abc"
+
+
+def test_reference_data_is_consistent() -> None:
+    ids = [t.id for t in reference.TABLES]
+    assert len(ids) == len(set(ids))
+    for t in reference.TABLES:
+        labels = [r.label for r in t.rows]
+        assert len(labels) == len(set(labels)), t.id
+        for r in t.rows:
+            assert r.value > 0 and r.relation in {"=", "≤", "≈"}
+            assert r.train is None or r.train < r.value, (t.id, r.label)  # every paper train figure is lower
+    assert reference.table("cifar10_test").row("Diagonal BiLSTM").train == 2.93
+    with pytest.raises(KeyError, match="known tables: pixelrnn_t4_bmnist"):
+        reference.table("nope")
