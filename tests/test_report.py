@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -86,8 +87,8 @@ def _run(root: Path, key: str, entry: dict[str, Any], nats: float, split: str, u
         })
     gen = torch.Generator().manual_seed(0)
     for name, n in (("grid", 16), ("classes", 20), ("soft_labels", 10), ("completions", 8)):
-        save_image(torch.rand(n, 1, 28, 28, generator=gen), root / "outputs" / key / "samples" / f"{name}.png",
-                   nrow=min(n, 10))
+        png = root / "outputs" / key / "samples" / f"{name}.png"
+        save_image(torch.rand(n, 1, 28, 28, generator=gen), png, nrow=min(n, 10))
 
 
 def write_fixture_outputs(root: Path) -> dict[str, Any]:
@@ -161,9 +162,11 @@ def test_run_row_shows_paper_ours_difference_and_compute(built) -> None:
 def test_cited_baselines_are_figures_not_runs(built) -> None:
     _, _, written = built
     html = written.html.read_text()
-    for label, value in (("NADE", "88.33"), ("DRAW", "≤ 80.97"), ("NICE", "4.480")):
+    cited = [("NADE", "88.33"), ("DRAW", "≤ 80.97"), ("NICE", "4.48")]
+    cited.append(("PixelSNAIL [Chen et al. 2018]", "2.85"))  # cited from a later paper, named
+    for label, value in cited:
         row = _row(html, label + " (cited)", "—")
-        assert value in row and "cited figure" in row
+        assert value in row and ">cited<" in row
 
 
 def test_stale_row_is_flagged_with_reason(built) -> None:
@@ -172,7 +175,8 @@ def test_stale_row_is_flagged_with_reason(built) -> None:
     row = _row(html, "1 layer", "depth_1")
     assert "STALE: params changed since the run: args.layers" in row and 'class="num stale"' in row
     assert "1 stale" in html
-    assert "STALE" in written.markdown.read_text()
+    md_row = next(ln for ln in written.markdown.read_text().splitlines() if ln.startswith("| 1 layer |"))
+    assert "**0.221 (test)** ⚠" in md_row and "STALE" in md_row
 
 
 def test_other_experiments_table(built) -> None:
@@ -208,7 +212,7 @@ def test_stage_script_writes_report(tmp_path: Path) -> None:
     write_fixture_outputs(tmp_path)
     res = subprocess.run(
         [sys.executable, str(REPO / "stages" / "report.py"), "--params", "params.yaml"],
-        cwd=tmp_path, capture_output=True, text=True, env={"PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"},
+        cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")},
     )
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "reports" / "index.html").is_file() and (tmp_path / "reports" / "README.md").is_file()

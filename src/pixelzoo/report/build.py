@@ -101,7 +101,8 @@ def _lineage_cell(exp: Experiment) -> Cell:
     if not links and not info:
         return Cell(DASH, cls="lineage")
     runs = ", ".join(f"{stage} run {ptr.run_id}" for stage, ptr in exp.pointers.items())
-    return Cell("", cls="lineage", title=runs or None, links=links + tuple((t, None) for t in info))
+    cls = "lineage stale" if lin and lin.stale else "lineage"
+    return Cell("", cls=cls, title=runs or None, links=links + tuple((t, None) for t in info))
 
 
 def _stale(exp: Experiment) -> bool:
@@ -117,11 +118,13 @@ REF_HEADER = [
 
 def _ref_row(t: reference.RefTable, row: reference.RefRow, exp: Experiment | None) -> list[Cell]:
     rel = "" if row.relation == "=" else f"{row.relation} "
-    paper = Cell(f"{rel}{_fmt(row.value, t.unit)}", cls="num", title=row.citation or t.citation)
-    train_paper = Cell(_fmt(row.train, t.unit) if row.train is not None else DASH, cls="num")
-    label = Cell(row.label + (" (cited)" if row.cited else ""), cls="cited" if row.cited else "")
+    # Paper figures keep the papers' two decimals; ours get one more in bits/dim.
+    paper = Cell(f"{rel}{row.value:.2f}", cls="num", title=row.citation or t.citation)
+    train_paper = Cell(f"{row.train:.2f}" if row.train is not None else DASH, cls="num")
+    text = row.label + (f" [{reference.SHORT[row.citation]}]" if row.citation else "")
+    label = Cell(text + (" (cited)" if row.cited else ""), cls="cited" if row.cited else "")
     if row.cited:
-        return [label, Cell(DASH), paper, Cell("cited figure", cls="cited"), Cell(DASH), train_paper,
+        return [label, Cell(DASH), paper, Cell("cited", cls="cited"), Cell(DASH), train_paper,
                 *[Cell(DASH)] * 6]
     if exp is None:
         return [label, Cell("not configured", cls="notrun"), paper, Cell(NOT_RUN, cls="notrun"), Cell(DASH),

@@ -23,6 +23,13 @@ GATED = (
 PIXELVAE = "Gulrajani et al., PixelVAE (a PyTorch reimplementation of Gated PixelCNN reported there)"
 PIXELCNNPP = "Salimans et al., PixelCNN++, ICLR 2017 (Table 1)"
 PIXELSNAIL = "Chen et al., PixelSNAIL, ICML 2018"
+# Short names shown beside a row whose figure comes from another paper than its table.
+SHORT = {
+    GATED: "van den Oord et al. 2016b",
+    PIXELVAE: "PixelVAE",
+    PIXELCNNPP: "Salimans et al. 2017",
+    PIXELSNAIL: "Chen et al. 2018",
+}
 
 
 @dataclass(frozen=True)

@@ -45,10 +45,10 @@ h1{font-size:1.6em}h2{font-size:1.25em;border-bottom:1px solid #ccc;padding-bott
 table{border-collapse:collapse;margin:.6em 0 .3em;font-size:.85em}
 caption{text-align:left;font-weight:600;padding:.3em 0}
 th,td{border:1px solid #d0d0d0;padding:.25em .5em;vertical-align:top}
-th{background:#f0f3f6;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f0f3f6;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 tr:nth-child(even) td{background:#fafbfc}
 .notrun{color:#8a8a8a;font-style:italic}.cited{color:#555}.stale{background:#fff3cd !important}
-.better{color:#116329}.worse{color:#a40e26}.lineage{font-size:.8em;color:#444}
+.lineage.stale{font-weight:600}.better{color:#116329}.worse{color:#a40e26}.lineage{font-size:.8em;color:#444}
 .note{font-size:.85em;color:#444;margin:.2em 0 1em}
 .figs{display:flex;flex-wrap:wrap;gap:1em;margin:.6em 0}
 figure{margin:0;max-width:460px}figure img{max-width:100%;image-rendering:pixelated;border:1px solid #ddd}
@@ -114,9 +114,10 @@ def _md_link(text: str, href: str | None) -> str:
 
 def _md_cell(c: Cell) -> str:
     text = _md_link(c.text, c.href)
-    if c.text and c.cls == "notrun":
+    classes = c.cls.split()
+    if c.text and "notrun" in classes:
         text = f"*{text}*"
-    elif c.text and c.cls == "stale":
+    elif c.text and "stale" in classes:
         text = f"**{text}** ⚠"
     return " · ".join(p for p in (text, *(_md_link(t, h) for t, h in c.links if t)) if p)
 
