@@ -1,8 +1,10 @@
 """Layer library shared by every model: masks, masked convolutions, gates and shifts."""
 
 from pixelzoo.nn.conditioning import ClassBias, as_soft_labels
-from pixelzoo.nn.heads import OutputHead, input_conv
+from pixelzoo.nn.gated import gate
+from pixelzoo.nn.heads import OutputHead, input_conv, to_logits
 from pixelzoo.nn.masks import MaskedConv2d, causal_mask, channel_groups, scale_input
+from pixelzoo.nn.shifts import down_shift, right_shift
 
 __all__ = [
     "ClassBias",
@@ -11,6 +13,10 @@ __all__ = [
     "as_soft_labels",
     "causal_mask",
     "channel_groups",
+    "down_shift",
+    "gate",
     "input_conv",
+    "right_shift",
     "scale_input",
+    "to_logits",
 ]

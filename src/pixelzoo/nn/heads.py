@@ -31,6 +31,10 @@ class OutputHead(nn.Module):
         )
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        out = self.net(h)  # B × (C·K) × H × W, channel groups contiguous: [R levels | G levels | B levels]
-        b, _, height, width = out.shape
-        return out.view(b, self.channels, self.levels, height, width).transpose(1, 2)
+        return to_logits(self.net(h), self.channels, self.levels)
+
+
+def to_logits(out: torch.Tensor, channels: int, levels: int) -> torch.Tensor:
+    """B×(C·K)×H×W from a masked layer (groups contiguous: [R levels | G levels | B levels]) -> B×K×C×H×W."""
+    b, _, height, width = out.shape
+    return out.view(b, channels, levels, height, width).transpose(1, 2)

@@ -74,5 +74,10 @@ class MaskedConv2d(nn.Conv2d):
 
 
 def scale_input(x: torch.Tensor, levels: int) -> torch.Tensor:
-    """Map integer levels in [0, levels) to floats in [-1, 1] (the network's view of the image)."""
-    return x.float() * (2.0 / (levels - 1)) - 1.0
+    """Map integer levels in [0, levels) to floats in [-1, 1] (the network's view of the image).
+
+    A floating-point ``x`` holding level values keeps its dtype and its autograd graph: the causality
+    audit feeds float64 levels that require grad and differentiates the logits with respect to them.
+    """
+    xf = x if x.is_floating_point() else x.float()
+    return xf * (2.0 / (levels - 1)) - 1.0

@@ -1,0 +1,357 @@
+"""Raw data sources: fetch or generate the files of one source into ``data/raw/<source>/`` and read them.
+
+A source entry in ``params.yaml`` names a ``kind``:
+
+- ``amat``: Larochelle's fixed binarization of MNIST (Salakhutdinov & Murray 2008), the three ``.amat``
+  files the PixelRNN paper's Table 4 is measured on; kept exactly as is.
+- ``torchvision_mnist`` / ``torchvision_cifar10``: the files torchvision downloads, from its mirrors, in its
+  folder layout (``MNIST/raw/*.gz``; ``cifar-10-python.tar.gz``), so an existing torchvision copy can be
+  dropped in. Verified by sha256 (values cross-checked in several public projects and Keras' loader).
+- ``sklearn_digits``: scikit-learn's bundled ``load_digits()`` (1,797 real 8×8 digits, 17 gray levels),
+  exported offline to ``digits.npz``.
+- ``cifar10_fixture``: a small, deterministic RGB set *in the CIFAR-10 archive format* made from the digits
+  (colourised, bilinearly upscaled), so offline profiles and tests exercise the real CIFAR-10 reader.
+
+Every file is written to a temporary name and renamed into place; ``SOURCE.json`` (file -> sha256) is
+written last and marks the source complete. A file that fails its checksum is moved aside, never deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pixelzoo.config import ParamsError
+from pixelzoo.data import formats
+
+MANIFEST = "SOURCE.json"
+TIMEOUT_S = 10.0  # per socket operation: an unreachable host fails in seconds, not minutes
+
+
+class DataError(RuntimeError):
+    """Raw data is missing, unreachable or corrupt; the message says which file and what to do."""
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    path: str  # relative to data/raw/<source>/
+    urls: tuple[str, ...]
+    sha256: str
+
+
+_AMAT_URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/binarized_mnist_{}.amat"
+_AMAT_SHA = {
+    "train": "ad693b29f94c14277b095f5238ddefbbdaaae0939789dd2f4f0205278cee3e4d",
+    "valid": "1de3d397c40fe8eeb33dafd4099a1f665ec01e96d9be234aaeeac8a34930e2e2",
+    "test": "e6687bfea3f820c174f33b7865140b2a2dd2930ef786f35d45795fc193b5ab2c",
+}
+# Same mirrors, names and order as torchvision.datasets.MNIST (a test keeps them in sync).
+MNIST_MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
+_MNIST_SHA = {
+    "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+    "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+    "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+    "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+}
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+_CIFAR10_SHA = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
+CIFAR10_FILE = "cifar-10-python.tar.gz"
+DIGITS_FILE = "digits.npz"
+# sha256 of load_digits() images (uint8) then targets (int64): catches a change of scikit-learn's copy.
+_DIGITS_SHA = "65e5b4619795efb40c1082f4c350c049e4ad552200d369b6ae99e21eef5e72c5"
+
+REMOTE_FILES: dict[str, tuple[RemoteFile, ...]] = {
+    "amat": tuple(
+        RemoteFile(f"binarized_mnist_{s}.amat", (_AMAT_URL.format(s),), _AMAT_SHA[s]) for s in _AMAT_SHA
+    ),
+    "torchvision_mnist": tuple(
+        RemoteFile(f"MNIST/raw/{name}", tuple(m + name for m in MNIST_MIRRORS), sha)
+        for name, sha in _MNIST_SHA.items()
+    ),
+    "torchvision_cifar10": (RemoteFile(CIFAR10_FILE, (CIFAR10_URL,), _CIFAR10_SHA),),
+}
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What a source kind provides: native gray levels, channels, classes, and its params."""
+
+    levels: int
+    channels: int
+    n_classes: int | None
+    splits: tuple[str, ...]  # splits the source ships with
+    params: dict[str, type] = field(default_factory=dict)  # required params besides `kind`
+
+
+KINDS: dict[str, Kind] = {
+    "amat": Kind(2, 1, None, ("train", "valid", "test")),
+    "torchvision_mnist": Kind(256, 1, 10, ("train", "test")),
+    "torchvision_cifar10": Kind(256, 3, 10, ("train", "test")),
+    "sklearn_digits": Kind(17, 1, 10, ("train",)),
+    "cifar10_fixture": Kind(256, 3, 10, ("train", "test"),
+                            {"n_train": int, "n_test": int, "size": int, "seed": int}),
+}
+
+
+def source_kind(name: str, spec: dict[str, Any]) -> Kind:
+    """Validate a source entry (kind known, exactly the params that kind takes) and return its Kind."""
+    kind = spec.get("kind")
+    if kind not in KINDS:
+        raise ParamsError(f"source {name!r}: kind {kind!r} is not one of {', '.join(sorted(KINDS))}")
+    info = KINDS[kind]
+    given = set(spec) - {"kind"}
+    if given != set(info.params):
+        raise ParamsError(f"source {name!r} (kind {kind}) takes params {sorted(info.params) or 'none'}, "
+                          f"got {sorted(given) or 'none'}")
+    for key, typ in info.params.items():
+        if not isinstance(spec[key], typ) or isinstance(spec[key], bool):
+            raise ParamsError(f"source {name!r}: {key} must be {typ.__name__}, got {spec[key]!r}")
+    if kind == "cifar10_fixture":
+        if spec["n_train"] < len(formats.CIFAR_TRAIN_BATCHES) or spec["n_test"] < 1:
+            raise ParamsError(f"source {name!r}: need n_train >= 5 (five batches) and n_test >= 1")
+        if not 8 <= spec["size"] <= 64:
+            raise ParamsError(f"source {name!r}: size must be in [8, 64] (real CIFAR-10 is 32), got {spec['size']}")
+    return info
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _quarantine(path: Path, raw_dir: Path) -> Path:
+    """Move a bad file to ``data/raw/<source>.corrupt/<same relative path>`` (outside the DVC output)."""
+    dest = raw_dir.with_name(raw_dir.name + ".corrupt") / path.relative_to(raw_dir)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    while dest.exists():  # keep earlier bad copies too
+        n += 1
+        dest = dest.with_name(f"{path.name}.{n}")
+    os.replace(path, dest)
+    return dest
+
+
+def _http_get(url: str, dest: Path, timeout: float = TIMEOUT_S) -> None:
+    """Stream ``url`` to ``dest``; every socket operation times out after ``timeout`` seconds."""
+    req = urllib.request.Request(url, headers={"User-Agent": "pixelzoo-data/0.1"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp, open(dest, "wb") as out:
+        shutil.copyfileobj(resp, out, 1 << 20)
+
+
+def _fetch_remote(name: str, raw_dir: Path, files: tuple[RemoteFile, ...],
+                  get: Callable[[str, Path], None]) -> None:
+    problems: list[str] = []
+    missing: list[RemoteFile] = []
+    offline = False
+    for rf in files:
+        path = raw_dir / rf.path
+        if path.exists():
+            actual = sha256_file(path)
+            if actual == rf.sha256:
+                print(f"[download@{name}] {path}: present, sha256 ok (not fetched again)", flush=True)
+                continue
+            moved = _quarantine(path, raw_dir)
+            problems.append(f"{path}: sha256 mismatch, expected {rf.sha256}, actual {actual}; "
+                            f"moved aside to {moved}")
+        if offline:
+            missing.append(rf)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        part = path.with_name(path.name + ".part")
+        connect_failures = 0
+        for url in rf.urls:
+            print(f"[download@{name}] fetching {url}", flush=True)
+            try:
+                get(url, part)
+            except urllib.error.HTTPError as err:  # the server answered: try the next mirror
+                problems.append(f"{url}: HTTP {err.code} {err.reason}")
+                continue
+            except OSError as err:  # URLError (DNS, refused), socket timeout: try the next mirror
+                problems.append(f"{url}: cannot connect ({getattr(err, 'reason', err)})")
+                connect_failures += 1
+                continue
+            actual = sha256_file(part)
+            if actual == rf.sha256:
+                os.replace(part, path)
+                break
+            moved = _quarantine(part, raw_dir)
+            problems.append(f"{url}: downloaded file has sha256 {actual}, expected {rf.sha256}; "
+                            f"moved aside to {moved}")
+        part.unlink(missing_ok=True)
+        # No mirror reachable: do not spend a timeout per remaining file, just list them for the user.
+        offline = connect_failures == len(rf.urls)
+        if not path.exists():
+            missing.append(rf)
+    if missing:
+        lines = [f"source {name!r}: {len(missing)} file(s) could not be obtained.", *problems,
+                 "To place the files by hand, download each from the URL shown and put it at the exact path:"]
+        lines += [f"  {rf.urls[0]}\n    -> {(raw_dir / rf.path).resolve()}  (sha256 {rf.sha256})" for rf in missing]
+        lines.append(f"then rerun `dvc repro download@{name}` (files already present are checked, not refetched).")
+        raise DataError("\n".join(lines))
+
+
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = d.images.astype(np.uint8)
+    y = d.target.astype(np.int64)
+    h = hashlib.sha256(x.tobytes())
+    h.update(y.tobytes())
+    if h.hexdigest() != _DIGITS_SHA or not np.array_equal(x, d.images):
+        raise DataError(f"scikit-learn's load_digits() returned data with sha256 {h.hexdigest()}, "
+                        f"expected {_DIGITS_SHA}: this scikit-learn ships a different digits set")
+    return x, y
+
+
+def _bilinear(n_in: int, n_out: int) -> np.ndarray:
+    """n_out×n_in bilinear interpolation matrix (half-pixel centres, edges clamped)."""
+    pos = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, n_in - 1)
+    w = pos - lo
+    m = np.zeros((n_out, n_in))
+    m[np.arange(n_out), lo] += 1 - w
+    m[np.arange(n_out), hi] += w
+    return m
+
+
+def make_cifar10_fixture(n_train: int, n_test: int, size: int, seed: int
+                         ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Colourised scikit-learn digits, N×3×size×size uint8 with 256 levels, the digit as label.
+
+    Each image gets a random background colour and a foreground colour that differs from it by 0.35-0.65
+    in every channel (so the digit stays visible); intensity is the digit's gray value, upscaled
+    bilinearly. Images are drawn from a seeded permutation of the 1,797 digits (repeated, with new
+    colours, when more are asked for); train and test use distinct digits while n_train + n_test <= 1797.
+    """
+    digits, labels = _digits()
+    rng = np.random.default_rng(seed)
+    n = n_train + n_test
+    reps = -(-n // len(digits))
+    idx = np.concatenate([rng.permutation(len(digits)) for _ in range(reps)])[:n]
+    up = _bilinear(8, size)
+    t = np.einsum("ij,njk,lk->nil", up, digits[idx] / 16.0, up)  # N×size×size intensity in [0, 1]
+    bg = rng.uniform(0, 1, (n, 3))
+    fg = (bg + 0.5 + rng.uniform(-0.15, 0.15, (n, 3))) % 1.0
+    img = bg[:, :, None, None] + (fg - bg)[:, :, None, None] * t[:, None]
+    x = np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
+    y = labels[idx]
+    return (x[:n_train], y[:n_train]), (x[n_train:], y[n_train:])
+
+
+def _atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        writer(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _savez(path: Path, **arrays: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object, so numpy does not append ".npz" to the temp name
+        np.savez(f, **arrays)
+
+
+def _generate(kind: str, spec: dict[str, Any], raw_dir: Path) -> list[str]:
+    if kind == "sklearn_digits":
+        x, y = _digits()
+        _atomic_write(raw_dir / DIGITS_FILE, lambda p: _savez(p, images=x, target=y))
+        return [DIGITS_FILE]
+    train, test = make_cifar10_fixture(spec["n_train"], spec["n_test"], spec["size"], spec["seed"])
+    names = [str(i) for i in range(10)]
+    _atomic_write(raw_dir / CIFAR10_FILE, lambda p: formats.write_cifar_tar(p, train, test, names))
+    return [CIFAR10_FILE]
+
+
+def download_source(name: str, spec: dict[str, Any], raw_dir: str | Path,
+                    get: Callable[[str, Path], None] | None = None) -> dict[str, Any]:
+    """Fetch (or generate) source ``name`` into ``raw_dir`` and write its ``SOURCE.json``; return it.
+
+    Files already present with the right sha256 are kept; a mismatching file is moved to
+    ``<raw_dir>.corrupt/`` and fetched again. Raises DataError naming URLs and exact paths when offline.
+    """
+    source_kind(name, spec)
+    kind = spec["kind"]
+    raw_dir = Path(raw_dir)
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    (raw_dir / MANIFEST).unlink(missing_ok=True)  # the manifest marks completeness: gone until done
+    if kind in REMOTE_FILES:
+        _fetch_remote(name, raw_dir, REMOTE_FILES[kind], get or _http_get)
+        rel = [rf.path for rf in REMOTE_FILES[kind]]
+    else:
+        rel = _generate(kind, spec, raw_dir)
+    manifest = {"source": name, "kind": kind, "params": spec,
+                "files": {r: sha256_file(raw_dir / r) for r in rel}}
+    _atomic_write(raw_dir / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=2) + "\n"))
+    print(f"[download@{name}] complete: {', '.join(rel)}", flush=True)
+    return manifest
+
+
+@dataclass
+class RawSource:
+    """A source's arrays in native form: x N×C×H×W uint8 with values in [0, levels), y int64."""
+
+    splits: dict[str, tuple[np.ndarray, np.ndarray]]
+    levels: int
+    n_classes: int | None
+    files: dict[str, str]  # relative path -> sha256, verified against SOURCE.json
+
+
+def load_source(name: str, spec: dict[str, Any], raw_dir: str | Path) -> RawSource:
+    """Read a downloaded source after checking every file against its ``SOURCE.json``."""
+    info = source_kind(name, spec)
+    raw_dir = Path(raw_dir)
+    manifest_path = raw_dir / MANIFEST
+    if not manifest_path.is_file():
+        raise DataError(f"source {name!r} is not (completely) downloaded: {manifest_path} is missing; "
+                        f"run `dvc repro download@{name}`")
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("kind") != spec["kind"]:
+        raise DataError(f"{raw_dir} holds kind {manifest.get('kind')!r}, params say {spec['kind']!r}; "
+                        f"run `dvc repro download@{name}`")
+    for rel, expected in manifest["files"].items():
+        actual = sha256_file(raw_dir / rel) if (raw_dir / rel).is_file() else "(missing)"
+        if actual != expected:
+            raise DataError(f"{raw_dir / rel}: sha256 {actual} differs from {expected} recorded in "
+                            f"{manifest_path}; run `dvc repro download@{name}`")
+    kind = spec["kind"]
+    if kind == "amat":
+        splits = {}
+        for s in ("train", "valid", "test"):
+            x = formats.read_amat(raw_dir / f"binarized_mnist_{s}.amat")[:, None]
+            splits[s] = (x, np.full(len(x), -1, dtype=np.int64))
+    elif kind == "torchvision_mnist":
+        splits = {}
+        for s, prefix in (("train", "train"), ("test", "t10k")):
+            x = formats.read_idx(raw_dir / f"MNIST/raw/{prefix}-images-idx3-ubyte.gz")[:, None]
+            y = formats.read_idx(raw_dir / f"MNIST/raw/{prefix}-labels-idx1-ubyte.gz").astype(np.int64)
+            splits[s] = (x, y)
+    elif kind in ("torchvision_cifar10", "cifar10_fixture"):
+        data = formats.read_cifar_tar(raw_dir / CIFAR10_FILE)
+        splits = {"train": data["train"], "test": data["test"]}
+    else:  # sklearn_digits: one pool, split by the dataset entry
+        with np.load(raw_dir / DIGITS_FILE) as z:
+            splits = {"train": (z["images"][:, None].astype(np.uint8), z["target"].astype(np.int64))}
+    for s, (x, y) in splits.items():
+        if x.ndim != 4 or x.shape[1] != info.channels or len(x) != len(y) or x.max(initial=0) >= info.levels:
+            raise DataError(f"source {name!r} split {s}: unexpected arrays {x.shape} / {y.shape} "
+                            f"(max value {x.max(initial=0)}, {info.levels} levels expected)")
+    return RawSource(splits, info.levels, info.n_classes, dict(manifest["files"]))

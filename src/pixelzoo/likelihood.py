@@ -1,0 +1,60 @@
+"""Output heads and losses: the categorical distribution over K levels per sub-pixel (PixelRNN §2.2).
+
+One place for the numbers training and evaluation report: NLL in nats per image (cross-entropy summed
+over C, H, W) and bits/dim = nats / (C·H·W·ln 2). No dequantization: the likelihood is discrete.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def _check(logits: torch.Tensor, x: torch.Tensor) -> None:
+    if logits.dim() != 5 or x.dim() != 4:
+        raise ValueError(
+            f"expected logits B×K×C×H×W and x B×C×H×W, got {tuple(logits.shape)} and {tuple(x.shape)}"
+        )
+    b, k, c, h, w = logits.shape
+    if tuple(x.shape) != (b, c, h, w):
+        raise ValueError(f"logits {tuple(logits.shape)} do not match images {tuple(x.shape)}")
+    if x.is_floating_point():
+        raise TypeError("x must hold integer levels (LongTensor), not floats")
+    lo, hi = int(x.min()), int(x.max())
+    if lo < 0 or hi >= k:
+        raise ValueError(f"pixel levels must lie in [0, {k}) for a {k}-way head, found [{lo}, {hi}]")
+
+
+def nll_per_image(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood of each image in nats: shape (B,), computed in float32.
+
+    Callers summing over a dataset should accumulate in float64.
+    """
+    _check(logits, x)
+    ce = F.cross_entropy(logits.float(), x.long(), reduction="none")  # B×C×H×W, class dim is K
+    return ce.flatten(1).sum(1)
+
+
+def bits_per_dim(nats: float | torch.Tensor, dims: int) -> float | torch.Tensor:
+    """Convert nats (per image, or a mean per image) to bits per sub-pixel; ``dims`` = C·H·W."""
+    if dims <= 0:
+        raise ValueError(f"dims must be C·H·W > 0, got {dims}")
+    return nats / (dims * math.log(2.0))
+
+
+def sample_from_logits(
+    logits: torch.Tensor, generator: torch.Generator | None = None, temperature: float = 1.0
+) -> torch.Tensor:
+    """Draw one level per row of ``logits`` (B×K at one sub-pixel) -> LongTensor (B,).
+
+    Uses ``torch.multinomial`` with the given generator so that samplers sharing a random stream
+    draw identical values.
+    """
+    if logits.dim() != 2:
+        raise ValueError(f"expected logits B×K for one sub-pixel, got shape {tuple(logits.shape)}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    probs = torch.softmax(logits.float() / temperature, dim=1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)

@@ -1,0 +1,69 @@
+"""Row LSTM (van den Oord, Kalchbrenner, Kavukcuoglu 2016, "Pixel Recurrent Neural Networks", §3.1).
+
+An LSTM that runs down the image one row at a time: the input-to-state part is a 1×k mask-B
+convolution along the row (left neighbours and, by channel group, the current pixel), the
+state-to-state part a 1×k convolution over the previous row's hidden state. Each step processes a
+whole row of the whole batch. The context is a triangle above the pixel (it widens by one column
+per row on each side), not the whole past: the model has a blind spot far to the upper right.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pixelzoo.models.registry import register
+from pixelzoo.nn.recurrent import GATES, ConvLSTMScan, GateConv, PixelRNN
+
+
+class RowLSTMLayer(nn.Module):
+    """``2h -> h``: masked 1×k input-to-state conv, then the row-by-row recurrence."""
+
+    def __init__(self, in_channels: int, hidden: int, channels: int, kernel: int = 3) -> None:
+        super().__init__()
+        if kernel < 1 or kernel % 2 == 0:
+            raise ValueError(f"the Row LSTM kernel must be odd (centred on the pixel), got {kernel}")
+        self.hidden, self.bias_channels = hidden, GATES * hidden
+        self.input_to_state = GateConv("B", in_channels, hidden, (1, kernel), groups=channels)
+        self.scan = ConvLSTMScan(hidden, kernel, (kernel // 2, kernel // 2))
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        pre = self.input_to_state(x)
+        if bias is not None:
+            pre = pre + bias
+        return self.scan(pre)  # rows are the steps: B×4h×H×W is already B×4h×T×N
+
+
+def row_lstm(
+    *,
+    channels: int,
+    levels: int,
+    hidden: int = 128,
+    layers: int = 12,
+    kernel: int = 3,
+    residual: bool = True,
+    skip: bool = True,
+    output_hidden: int = 1024,
+    input_kernel: int = 7,
+    n_classes: int | None = None,
+) -> PixelRNN:
+    """Row LSTM PixelRNN; defaults are the paper's CIFAR-10 size (12 layers, h=128, 1024 output maps)."""
+    return PixelRNN(
+        lambda: RowLSTMLayer(2 * hidden, hidden, channels, kernel),
+        channels=channels,
+        levels=levels,
+        hidden=hidden,
+        layers=layers,
+        residual=residual,
+        skip=skip,
+        output_hidden=output_hidden,
+        n_classes=n_classes,
+        input_kernel=input_kernel,
+    )
+
+
+@register("row_lstm", tiny={"hidden": 6, "layers": 2, "output_hidden": 12})
+def build(
+    *, channels: int, levels: int, height: int, width: int, n_classes: int | None = None, **args
+) -> PixelRNN:
+    return row_lstm(channels=channels, levels=levels, n_classes=n_classes, **args)

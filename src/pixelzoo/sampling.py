@@ -1,0 +1,99 @@
+"""The naive reference sampler: one full forward pass per sub-pixel (PixelRNN §2, eq. 1–2).
+
+Sub-pixels are drawn in the order :func:`pixelzoo.models.registry.generation_order` gives for the
+model (raster, then R,G,B within a pixel, unless the model says otherwise, e.g. multi-scale). Every
+draw comes from one seeded CPU ``torch.Generator``, so the same seed gives the same images on any
+device; faster (cached) samplers must reproduce these samples for the same generator.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.utils import save_image
+
+from pixelzoo.models import generation_order
+
+
+@torch.no_grad()
+def sample(
+    model: nn.Module,
+    n: int,
+    *,
+    channels: int,
+    height: int,
+    width: int,
+    levels: int,
+    y: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    x_init: torch.Tensor | None = None,
+    known: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Draw ``n`` images (LongTensor n×C×H×W of levels) from ``model``.
+
+    ``y``: class indices (n,) or soft labels (n, N) for conditional models. ``x_init`` and ``known``
+    (bool C×H×W) give sub-pixels that are fixed rather than sampled (image completion); the model
+    still sees them as context for every later draw.
+    """
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    if x_init is None:
+        x = torch.zeros(n, channels, height, width, dtype=torch.long, device=device)
+    else:
+        if tuple(x_init.shape) != (n, channels, height, width):
+            raise ValueError(f"x_init must have shape {(n, channels, height, width)}, got {tuple(x_init.shape)}")
+        x = x_init.to(device).long().clone()
+    if known is None:
+        known = torch.zeros(channels, height, width, dtype=torch.bool)
+    elif known.shape != (channels, height, width) or x_init is None:
+        raise ValueError("`known` must be a bool C×H×W mask and needs `x_init` holding the known values")
+    y = None if y is None else y.to(device)
+    known_flat = known.reshape(-1).cpu()
+    for flat in generation_order(model, channels, height, width).tolist():
+        if known_flat[flat]:
+            continue
+        c, rem = divmod(flat, height * width)
+        i, j = divmod(rem, width)
+        logits = model(x, y)[:, :, c, i, j]  # n × K: the distribution of this sub-pixel given the past
+        probs = torch.softmax(logits.float(), dim=1).cpu()
+        x[:, c, i, j] = torch.multinomial(probs, 1, generator=generator)[:, 0].to(device)
+    model.train(was_training)
+    return x
+
+
+def to_unit(x: torch.Tensor, levels: int) -> torch.Tensor:
+    """Levels in [0, levels) -> floats in [0, 1] for PNG output."""
+    return x.float() / (levels - 1)
+
+
+def save_grid(x: torch.Tensor, levels: int, path: Path, nrow: int) -> None:
+    """Save a batch of level images as one PNG grid (``nrow`` images per row)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_image(to_unit(x.cpu(), levels), str(path), nrow=nrow, padding=1, pad_value=0.5)
+
+
+def class_rows(n_classes: int, per_class: int) -> torch.Tensor:
+    """Labels 0,0,..,1,1,.. : one grid row per class."""
+    return torch.arange(n_classes).repeat_interleave(per_class)
+
+
+def soft_label_rows(pairs: list[list[int]], n_classes: int, per_pair: int) -> torch.Tensor:
+    """One row of 0.5/0.5 soft labels per class pair (seed 004: "images between two classes")."""
+    rows = []
+    for pair in pairs:
+        if len(pair) != 2 or not all(0 <= c < n_classes for c in pair) or pair[0] == pair[1]:
+            raise ValueError(f"soft-label pair {pair} must be two distinct classes in [0, {n_classes})")
+        v = torch.zeros(n_classes)
+        v[list(pair)] = 0.5
+        rows.append(v.expand(per_pair, n_classes))
+    return torch.cat(rows)
+
+
+def top_half_known(channels: int, height: int, width: int) -> torch.Tensor:
+    """Mask of the rows above the middle (all channels): the part of a test image kept for completion."""
+    known = torch.zeros(channels, height, width, dtype=torch.bool)
+    known[:, : height // 2] = True
+    return known

@@ -1,0 +1,393 @@
+"""One training loop for every model (PixelRNN / PixelCNN family), readable top to bottom.
+
+The same code runs on CPU, on one GPU and under ``torchrun`` (DDP); the few places where these differ
+are marked ``# [DDP]`` / ``# [CUDA]``. Configuration is plain data: the experiment entry of
+``params.yaml`` merged over ``train_defaults`` (:func:`resolve_experiment`).
+
+What the loop guarantees:
+- CPU runs are deterministic (seeds + ``torch.use_deterministic_algorithms``), and a run that was
+  killed and resumed from its scratch checkpoint ends with bitwise the same weights as an
+  uninterrupted one: the checkpoint holds model, optimizer, RNG state and the position in the data
+  order, and the data order of epoch ``e`` is a pure function of ``(seed, e)``.
+- The resumable checkpoint lives in a scratch folder that DVC does not own (DVC deletes declared
+  outputs before re-running a stage); it is only removed after the stage finished completely.
+- The stage output is the checkpoint with the best validation NLL (state_dict + resolved config).
+- [DDP] only rank 0 evaluates, writes files and logs. Multi-GPU has not been run in this project.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from pixelzoo.data.datasets import load_meta, load_split
+from pixelzoo.evaluation import evaluate_nll
+from pixelzoo.likelihood import bits_per_dim, nll_per_image
+from pixelzoo.models import build_model
+
+MetricLogger = Callable[[dict[str, float], int], None]
+
+# Keys every resolved experiment must have; everything else has a default in train_defaults.
+REQUIRED_KEYS = ("model", "dataset", "batch_size", "epochs", "seed", "optimizer")
+
+
+# ----------------------------------------------------------------------------- configuration
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``override`` merged over ``base``; nested dicts merge key by key, anything else replaces."""
+    out = copy.deepcopy(dict(base))
+    for k, v in override.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def resolve_experiment(params: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """The experiment ``key`` of ``params.yaml`` with ``train_defaults`` merged under it."""
+    experiments = params.get("experiments") or {}
+    if key not in experiments:
+        raise KeyError(
+            f"experiment {key!r} is not in params.yaml `experiments`; known: {', '.join(sorted(experiments))}"
+        )
+    cfg = deep_merge(params.get("train_defaults") or {}, experiments[key])
+    missing = [k for k in REQUIRED_KEYS if k not in cfg]
+    if missing:
+        raise ValueError(
+            f"experiment {key!r} lacks {missing}: set them in its params.yaml entry or in `train_defaults`"
+        )
+    cfg["name"] = key
+    return cfg
+
+
+# The params section (besides the experiment) that each stage reads; logged with the stage's run.
+STAGE_SECTIONS = {"train": None, "evaluate": "evaluate", "sample": "sample"}
+
+
+def stage_config(params: Mapping[str, Any], key: str, stage: str) -> dict[str, Any]:
+    """What stage ``stage`` of experiment ``key`` runs with: the resolved experiment + its own section."""
+    cfg = resolve_experiment(params, key)
+    section = STAGE_SECTIONS[stage]
+    if section is not None:
+        cfg[section] = copy.deepcopy(params.get(section) or {})
+    return cfg
+
+
+def config_digest(cfg: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of a resolved config (identifies a run's settings)."""
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# ----------------------------------------------------------------------------- device, seeds, DDP
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed() -> DistInfo:
+    """[DDP] Join the process group when launched by ``torchrun`` (WORLD_SIZE > 1); else a no-op."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return DistInfo()
+    torch.distributed.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(info.local_rank)
+    return info
+
+
+def pick_device(preference: str = "auto", dist: DistInfo | None = None) -> torch.device:
+    """``auto``: CUDA when present (the local rank's GPU under DDP), else CPU."""
+    if preference not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {preference!r}")
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device: cuda was requested but no CUDA GPU is visible; use device: auto")
+    if preference == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", (dist or DistInfo()).local_rank)
+
+
+def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """bf16 autocast on CUDA, plain fp32 on CPU (``precision: fp32`` forces fp32 everywhere)."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    return torch.bfloat16
+
+
+def seed_everything(seed: int, device: torch.device) -> None:
+    """Seed torch (and numpy); on CPU also insist on deterministic kernels."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """Shuffled indices of epoch ``epoch``: a pure function of (seed, epoch), so a resume can rebuild it."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g)
+
+
+# ----------------------------------------------------------------------------- model, optimizer, data
+def data_shape(meta: Mapping[str, Any]) -> dict[str, int]:
+    return {k: int(meta[k]) for k in ("channels", "levels", "height", "width")}
+
+
+def build_from_config(cfg: Mapping[str, Any], meta: Mapping[str, Any]) -> nn.Module:
+    """The experiment's model, sized from the dataset's meta.json; class-conditional if ``conditional``."""
+    n_classes = int(meta["n_classes"]) if cfg.get("conditional", False) else None
+    return build_model(cfg["model"], **data_shape(meta), n_classes=n_classes, **(cfg.get("model_args") or {}))
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+_OPTIMIZERS = {"rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+
+
+def make_optimizer(params: Any, opt_cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
+    """``{name: rmsprop|adam|sgd, lr: ..., <other torch kwargs>}`` -> optimizer."""
+    opt_cfg = dict(opt_cfg)
+    name = str(opt_cfg.pop("name", "")).lower()
+    if name not in _OPTIMIZERS:
+        raise ValueError(f"optimizer.name must be one of {sorted(_OPTIMIZERS)}, got {name!r}")
+    return _OPTIMIZERS[name](params, **opt_cfg)
+
+
+@dataclass
+class Split:
+    x: torch.Tensor  # uint8 N×C×H×W
+    y: torch.Tensor  # int64 N
+
+
+def load_splits(data_dir: Path, splits: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Split]]:
+    meta = load_meta(data_dir)
+    out = {}
+    for s in splits:
+        x, y = load_split(data_dir, s)
+        out[s] = Split(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y)))
+    return meta, out
+
+
+def image_nats(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, amp: torch.dtype | None
+) -> torch.Tensor:
+    """Per-image NLL in nats; the forward may run under autocast, the loss is always fp32."""
+    with torch.autocast(x.device.type, dtype=amp, enabled=amp is not None):
+        logits = model(x, y)
+    return nll_per_image(logits.float(), x)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+class TrainingInterrupted(RuntimeError):
+    """Raised by the ``interrupt_after_steps`` test hook: behaves like a kill after that step."""
+
+
+def _save_atomic(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)  # a kill during the write never leaves a truncated checkpoint behind
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_trained(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model saved by :func:`train` (``model.pt``); returns (model in eval mode, checkpoint)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    model = build_from_config(ckpt["config"], ckpt["data"])
+    model.load_state_dict(ckpt["state_dict"])
+    return model.to(device).eval(), ckpt
+
+
+# ----------------------------------------------------------------------------- the loop
+def train(
+    cfg: Mapping[str, Any],
+    data_dir: Path,
+    out_dir: Path,
+    scratch_dir: Path,
+    log_metrics: MetricLogger | None = None,
+    interrupt_after_steps: int | None = None,
+) -> dict[str, Any]:
+    """Train ``cfg`` on ``data_dir``; write ``model.pt`` + ``history.json`` to ``out_dir``.
+
+    Resumes from ``scratch_dir/resume.pt`` when it exists and was written for the same config.
+    Returns the history dict. ``interrupt_after_steps`` simulates a kill (tests only).
+    """
+    data_dir, out_dir, scratch_dir = Path(data_dir), Path(out_dir), Path(scratch_dir)
+    dist = setup_distributed()
+    device = pick_device(cfg.get("device", "auto"), dist)
+    amp = autocast_dtype(device, cfg.get("precision", "auto"))
+    seed_everything(int(cfg["seed"]), device)
+    if device.type == "cuda":  # [CUDA] fixed shapes: let cuDNN pick the fastest kernels
+        torch.backends.cudnn.benchmark = True
+
+    meta, splits = load_splits(data_dir, ("train", "valid"))
+    train_set, valid_set = splits["train"], splits["valid"]
+    conditional = bool(cfg.get("conditional", False))
+    dims = int(meta["channels"]) * int(meta["height"]) * int(meta["width"])
+
+    model = build_from_config(cfg, meta).to(device)
+    n_params = count_params(model)
+    optimizer = make_optimizer(model.parameters(), cfg["optimizer"])
+    net: nn.Module = model
+    if dist.world_size > 1:  # [DDP] gradients are averaged across ranks; `model` stays the bare module
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    batch_size, epochs, seed = int(cfg["batch_size"]), int(cfg["epochs"]), int(cfg["seed"])
+    max_steps = cfg.get("max_steps")
+    grad_clip = cfg.get("grad_clip")
+    log_every = int(cfg.get("log_every_steps", 50))
+    ckpt_seconds = float(cfg.get("checkpoint_minutes", 10)) * 60.0
+    per_rank = len(train_set.x) // dist.world_size  # [DDP] equal shards so every rank runs as many steps
+    steps_per_epoch = math.ceil(per_rank / batch_size)
+    digest = config_digest(cfg)
+    resume_path = scratch_dir / "resume.pt"
+
+    # State that a resume must restore exactly; everything else is rebuilt from the config.
+    state: dict[str, Any] = {
+        "epoch": 0, "step_in_epoch": 0, "global_step": 0, "epoch_nats": 0.0, "epoch_images": 0,
+        "history": [], "best": None, "wall_seconds": 0.0, "done": False,
+    }
+    if resume_path.exists():
+        ckpt = torch.load(resume_path, map_location="cpu", weights_only=False)
+        if ckpt["config_digest"] == digest:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            _set_rng_state(ckpt["rng"])
+            state = ckpt["state"]
+            if dist.is_main:
+                print(f"resuming {cfg['name']} from {resume_path} at step {state['global_step']}")
+        elif dist.is_main:
+            print(f"ignoring {resume_path}: written for different params (config digest differs)")
+
+    def save_resume() -> None:
+        if dist.is_main:  # [DDP] rank 0 holds the same weights as every other rank
+            _save_atomic(
+                {"config_digest": digest, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "rng": _rng_state(), "state": state}, resume_path,
+            )
+
+    def validate() -> float:
+        result = evaluate_nll(model, valid_set.x, valid_set.y if conditional else None,
+                              int(cfg.get("eval_batch_size", batch_size)), device)
+        return result["bits_per_dim"]
+
+    started = time.monotonic() - state["wall_seconds"]
+    last_save = time.monotonic()
+    total_steps = epochs * steps_per_epoch if max_steps is None else min(int(max_steps), epochs * steps_per_epoch)
+    while not state["done"]:
+        epoch = state["epoch"]
+        order = epoch_order(len(train_set.x), seed, epoch)[dist.rank::dist.world_size][:per_rank]
+        net.train()
+        bar = tqdm(range(state["step_in_epoch"], steps_per_epoch), desc=f"{cfg['name']} epoch {epoch}",
+                   disable=not dist.is_main, dynamic_ncols=True)
+        for b in bar:
+            if state["global_step"] >= total_steps:
+                break
+            idx = order[b * batch_size:(b + 1) * batch_size]
+            x = train_set.x[idx].to(device, non_blocking=True).long()
+            y = train_set.y[idx].to(device, non_blocking=True) if conditional else None
+            nats = image_nats(net, x, y, amp)
+            loss = nats.mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), float(grad_clip))
+            optimizer.step()
+
+            state["global_step"] += 1
+            state["step_in_epoch"] = b + 1
+            state["epoch_nats"] += float(nats.detach().double().sum())
+            state["epoch_images"] += len(idx)
+            bpd = float(bits_per_dim(loss.item(), dims))
+            bar.set_postfix(loss=f"{loss.item():.3f}", bpd=f"{bpd:.4f}")
+            if log_metrics and dist.is_main and state["global_step"] % log_every == 0:
+                log_metrics({"train_step_nats": loss.item(), "train_step_bits_per_dim": bpd}, state["global_step"])
+            if time.monotonic() - last_save >= ckpt_seconds:
+                save_resume()
+                last_save = time.monotonic()
+            if interrupt_after_steps is not None and state["global_step"] >= interrupt_after_steps:
+                raise TrainingInterrupted(f"simulated interruption after step {state['global_step']}")
+
+        # End of epoch (or of the step budget): exact validation NLL, keep the best weights.
+        valid_bpd = validate() if dist.is_main else float("nan")
+        train_bpd = float(bits_per_dim(state["epoch_nats"] / max(state["epoch_images"], 1), dims))
+        state["wall_seconds"] = time.monotonic() - started
+        record = {"epoch": epoch, "steps": state["global_step"], "train_bits_per_dim": train_bpd,
+                  "valid_bits_per_dim": valid_bpd, "wall_seconds": state["wall_seconds"]}
+        state["history"].append(record)
+        if dist.is_main and (state["best"] is None or valid_bpd < state["best"]["valid_bits_per_dim"]):
+            state["best"] = {"epoch": epoch, "steps": state["global_step"], "valid_bits_per_dim": valid_bpd,
+                             "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+        if log_metrics and dist.is_main:
+            log_metrics({"train_bits_per_dim": train_bpd, "valid_bits_per_dim": valid_bpd,
+                         "epoch": float(epoch)}, state["global_step"])
+        if dist.is_main:
+            print(f"epoch {epoch}: train {train_bpd:.4f} bits/dim, valid {valid_bpd:.4f} bits/dim")
+        state.update(epoch=epoch + 1, step_in_epoch=0, epoch_nats=0.0, epoch_images=0)
+        state["done"] = state["epoch"] >= epochs or state["global_step"] >= total_steps
+        save_resume()  # also at the very end: a crash while writing outputs or logging loses nothing
+        last_save = time.monotonic()
+        if dist.world_size > 1:  # [DDP] the others wait while rank 0 validates and writes
+            torch.distributed.barrier()
+
+    history = {
+        "experiment": cfg["name"], "epochs": state["history"], "total_steps": state["global_step"],
+        "wall_seconds": state["wall_seconds"], "device": str(device) if device.type == "cpu"
+        else f"{device} ({torch.cuda.get_device_name(device)})", "world_size": dist.world_size,
+        "precision": "bf16-autocast" if amp is not None else "fp32", "n_params": n_params,
+        "best_epoch": state["best"]["epoch"] if state["best"] else None,
+        "best_valid_bits_per_dim": state["best"]["valid_bits_per_dim"] if state["best"] else None,
+    }
+    if dist.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _save_atomic(
+            {"state_dict": state["best"]["state_dict"], "config": dict(cfg), "data": data_shape(meta)
+             | {"n_classes": meta.get("n_classes")}, "epoch": state["best"]["epoch"],
+             "steps": state["best"]["steps"], "valid_bits_per_dim": state["best"]["valid_bits_per_dim"],
+             "n_params": n_params}, out_dir / "model.pt",
+        )
+        (out_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+    return history
+
+
+def clear_scratch(scratch_dir: Path) -> None:
+    """Remove the resumable checkpoint once the whole stage (outputs and tracking) has finished."""
+    path = Path(scratch_dir) / "resume.pt"
+    if path.exists():
+        path.unlink()

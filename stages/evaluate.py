@@ -1,0 +1,49 @@
+"""DVC stage ``evaluate@<exp>``: exact NLL of the best checkpoint on every image of the eval split.
+
+Writes ``metrics/<exp>.json`` (committed, ``cache: false``) and the MLflow run pointer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from pixelzoo import tracking, training
+from pixelzoo.config import load_params
+from pixelzoo.evaluation import evaluate_nll
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("experiment", help="key of params.yaml `experiments`")
+    args = parser.parse_args()
+
+    params = load_params()
+    cfg = training.stage_config(params, args.experiment, "evaluate")
+    split = cfg.get("eval_split", "test")
+    data = tracking.data_dir(cfg["dataset"])
+    out = tracking.stage_dir(args.experiment, "evaluate")
+    device = training.pick_device(cfg["evaluate"].get("device", "auto"))
+    meta, splits = training.load_splits(data, (split,))
+
+    with tracking.stage_run(args.experiment, "evaluate", cfg, meta, data, [split], out,
+                            params["tracking"]["experiment_name"]) as run:
+        model, ckpt = training.load_trained(tracking.stage_dir(args.experiment, "train") / "model.pt", device)
+        x, y = splits[split].x, splits[split].y
+        result = evaluate_nll(model, x, y if cfg.get("conditional") else None,
+                              int(cfg["evaluate"]["batch_size"]), device)
+        metrics = {
+            "experiment": args.experiment, "dataset": cfg["dataset"], "model": cfg["model"], "split": split,
+            "test_nats_per_image": result["nats_per_image"], "test_bits_per_dim": result["bits_per_dim"],
+            "n_images": result["n_images"], "n_params": ckpt["n_params"],
+        }
+        path = tracking.metrics_path(args.experiment)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(metrics, indent=2) + "\n")
+        run.log_metrics({k: float(metrics[k]) for k in ("test_nats_per_image", "test_bits_per_dim", "n_images")})
+        print(f"{args.experiment}: {split} {result['bits_per_dim']:.4f} bits/dim, "
+              f"{result['nats_per_image']:.3f} nats/image over {result['n_images']} images")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""DVC stage ``sample@<exp>``: sample grids from the best checkpoint with the naive reference sampler.
+
+Writes ``outputs/<exp>/samples/``: grid.png (unconditional), completions.png (top half of test
+images given, bottom half sampled) and, for class-conditional models, classes.png (one row per
+class) and soft_labels.png (0.5/0.5 soft labels for the class pairs of seed 004).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from pixelzoo import sampling, tracking, training
+from pixelzoo.config import load_params
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("experiment", help="key of params.yaml `experiments`")
+    args = parser.parse_args()
+
+    params = load_params()
+    cfg = training.stage_config(params, args.experiment, "sample")
+    opts = cfg["sample"]
+    data = tracking.data_dir(cfg["dataset"])
+    out = tracking.stage_dir(args.experiment, "sample")
+    device = training.pick_device(opts.get("device", "auto"))
+    meta, splits = training.load_splits(data, ("test",))
+    shape = training.data_shape(meta)
+    levels, per_row, seed = shape["levels"], int(opts["per_row"]), int(opts["seed"])
+    conditional = bool(cfg.get("conditional"))
+
+    def draw(figure: int, n: int, **kw: object) -> torch.Tensor:
+        # One generator per figure: adding a figure never changes the others.
+        return sampling.sample(model, n, **shape, generator=torch.Generator().manual_seed(seed + figure), **kw)
+
+    with tracking.stage_run(args.experiment, "sample", cfg, meta, data, ["test"], out,
+                            params["tracking"]["experiment_name"]) as run:
+        model, _ = training.load_trained(tracking.stage_dir(args.experiment, "train") / "model.pt", device)
+        n_classes = int(meta["n_classes"])
+        figures = {}
+        # Unconditional grid; a conditional model gets uniform soft labels (no class preferred).
+        y_grid = torch.full((int(opts["n_grid"]), n_classes), 1.0 / n_classes) if conditional else None
+        figures["grid.png"] = draw(0, int(opts["n_grid"]), y=y_grid)
+        test = splits["test"]
+        n_comp = min(int(opts["n_completions"]), len(test.x))
+        figures["completions.png"] = draw(1, n_comp, y=test.y[:n_comp] if conditional else None,
+                                          x_init=test.x[:n_comp].long(), known=sampling.top_half_known(
+                                              shape["channels"], shape["height"], shape["width"]))
+        if conditional:
+            figures["classes.png"] = draw(2, n_classes * per_row, y=sampling.class_rows(n_classes, per_row))
+            figures["soft_labels.png"] = draw(
+                3, len(opts["soft_label_pairs"]) * per_row,
+                y=sampling.soft_label_rows(opts["soft_label_pairs"], n_classes, per_row))
+        for name, images in figures.items():
+            sampling.save_grid(images, levels, out / name, nrow=per_row)
+            run.log_artifact(out / name, artifact_path="samples")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""DVC stage ``train@<exp>``: train one experiment, keep its best checkpoint, record the MLflow run.
+
+Recipe: parse -> resolve params -> open the tracking run (fails fast if the store is unreachable)
+-> pixelzoo.training.train -> log the history -> drop the scratch checkpoint.
+Run under ``torchrun`` for DDP; only rank 0 tracks and writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from contextlib import nullcontext
+
+from pixelzoo import tracking, training
+from pixelzoo.config import load_params
+from pixelzoo.data.datasets import load_meta
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("experiment", help="key of params.yaml `experiments`")
+    args = parser.parse_args()
+
+    params = load_params()
+    cfg = training.stage_config(params, args.experiment, "train")
+    data = tracking.data_dir(cfg["dataset"])
+    out = tracking.stage_dir(args.experiment, "train")
+    scratch = tracking.scratch_dir(args.experiment)
+    is_main = int(os.environ.get("RANK", "0")) == 0  # [DDP] torchrun sets RANK; only rank 0 tracks
+
+    run_ctx = (tracking.stage_run(args.experiment, "train", cfg, load_meta(data), data, ["train", "valid"], out,
+                                  params["tracking"]["experiment_name"]) if is_main else nullcontext(None))
+    with run_ctx as run:
+        history = training.train(cfg, data, out, scratch, log_metrics=run.log_metrics if run else None)
+        if run:
+            run.log_metrics({"best_valid_bits_per_dim": history["best_valid_bits_per_dim"],
+                             "n_params": float(history["n_params"]), "wall_seconds": history["wall_seconds"]})
+            run.log_artifact(out / "history.json")
+    if is_main:
+        training.clear_scratch(scratch)  # only now: outputs and tracking are both complete
+
+
+if __name__ == "__main__":
+    main()
