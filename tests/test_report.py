@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -14,11 +15,13 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from mlflow.entities import Param
 from torchvision.utils import save_image
 
+from pixelzoo import tracking, training
 from pixelzoo.report import build_report, reference
 from pixelzoo.report.collect import RunPointer
-from pixelzoo.report.lineage import dataset_digest, diff_params
+from pixelzoo.report.lineage import changed_keys
 
 REPO = Path(__file__).resolve().parents[1]
 LN2 = math.log(2.0)
@@ -34,26 +37,33 @@ META = {
 
 def _params() -> dict[str, Any]:
     return {
+        "train_defaults": {
+            "batch_size": 16, "epochs": 2, "seed": 0, "max_steps": None,
+            "optimizer": {"name": "rmsprop", "lr": 1e-3},
+        },
         "experiments": {
             # run, up to date, every output present
             "bmnist_pixelcnn": {
-                "model": "pixelcnn", "dataset": "binarized_mnist", "args": {"layers": 2, "hidden": 8},
-                "budget": {"epochs": 2}, "reference": {"table": "pixelrnn_t4_bmnist", "row": "PixelCNN"},
+                "model": "pixelcnn", "dataset": "binarized_mnist", "model_args": {"layers": 2, "hidden": 8},
+                "reference": {"table": "pixelrnn_t4_bmnist", "row": "PixelCNN"},
             },
             # configured, never run
             "cifar_row_lstm": {
-                "model": "row_lstm", "dataset": "cifar10", "args": {"layers": 12},
-                "budget": {"epochs": 1}, "reference": {"table": "cifar10_test", "row": "Row LSTM"},
+                "model": "row_lstm", "dataset": "cifar10", "model_args": {"layers": 12}, "epochs": 1,
+                "reference": {"table": "cifar10_test", "row": "Row LSTM"},
             },
             # run, but params.yaml changed since (layers 1 -> 2)
             "depth_1": {
-                "model": "row_lstm", "dataset": "binarized_mnist", "args": {"layers": 2},
-                "budget": {"epochs": 1}, "reference": {"table": "pixelrnn_t3_depth", "row": "1 layer"},
+                "model": "row_lstm", "dataset": "binarized_mnist", "model_args": {"layers": 2}, "epochs": 1,
+                "eval_split": "valid", "reference": {"table": "pixelrnn_t3_depth", "row": "1"},
             },
             # no paper row, run
-            "seed004": {"model": "seed004", "dataset": "binarized_mnist", "args": {}, "budget": {"epochs": 1},
+            "seed004": {"model": "seed004", "dataset": "binarized_mnist", "model_args": {}, "epochs": 1,
                         "reference": None},
-        }
+        },
+        "evaluate": {"batch_size": 100},
+        "sample": {"seed": 0, "n_grid": 16},
+        "report": {"receptive_field": {"models": ["pixelcnn", "no_such_model"], "size": 7}},
     }
 
 
@@ -62,28 +72,49 @@ def _write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=1))
 
 
-def _run(root: Path, key: str, entry: dict[str, Any], nats: float, split: str, uri: str, config=None) -> None:
-    """Outputs of train/evaluate/sample for one experiment, as the pipeline writes them."""
-    digest = dataset_digest(META)
-    extra = {"git_commit": "0123456789abcdef0123", "git_dirty": False, "data_sha256": digest}
+def _record_run(uri: str, key: str, stage: str, cfg: dict[str, Any]) -> str:
+    """An MLflow run with the tags and params pixelzoo.tracking.stage_run records."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("pixelzoo")
+    exp_id = exp.experiment_id if exp else client.create_experiment("pixelzoo")
+    tags = {"git.commit": "0123456789abcdef0123", "git.dirty": "false",
+            tracking.TAG_CONFIG: training.config_digest(cfg), "dataset.sha256": tracking.dataset_digest(META)}
+    run = client.create_run(exp_id, run_name=f"{key}:{stage}", tags=tags)
+    client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in tracking.flatten(cfg).items()])
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
+def _run(root: Path, params: dict[str, Any], key: str, nats: float, uri: str | None) -> None:
+    """Outputs of train/evaluate/sample for one experiment, as the pipeline writes them.
+
+    ``params`` are those the run used; ``uri`` an MLflow store to record the runs in (None: pointers name
+    a store that does not exist).
+    """
+    entry = params["experiments"][key]
     _write_json(root / "metrics" / f"{key}.json", {
-        "test_nats_per_image": nats, "test_bits_per_dim": nats / (BMNIST_DIMS * LN2), "n_images": 10000,
-        "split": split, "n_params": 12345, "experiment": key, "dataset": entry["dataset"],
-        "model": entry["model"],
+        "experiment": key, "dataset": entry["dataset"], "model": entry["model"],
+        "split": entry.get("eval_split", "test"), "test_nats_per_image": nats,
+        "test_bits_per_dim": nats / (BMNIST_DIMS * LN2), "n_images": 10000, "n_params": 12345,
     })
     epochs = [
-        {"epoch": i + 1, "step": 100 * (i + 1), "train_bpd": 0.2 - 0.02 * i, "valid_bpd": 0.21 - 0.02 * i,
-         "wall_s": 30.0 * (i + 1)}
+        {"epoch": i + 1, "steps": 100 * (i + 1), "train_bits_per_dim": 0.2 - 0.02 * i,
+         "valid_bits_per_dim": 0.21 - 0.02 * i, "wall_seconds": 30.0 * (i + 1)}
         for i in range(3)
     ]
     _write_json(root / "outputs" / key / "train" / "history.json", {
-        "epochs": epochs, "device": "cpu", "n_params": 12345, "wall_s": 90.0,
-        "config": entry if config is None else config,
+        "experiment": key, "epochs": epochs, "total_steps": 300, "wall_seconds": 90.0, "device": "cpu",
+        "world_size": 1, "precision": "fp32", "n_params": 12345, "best_epoch": 3,
+        "best_valid_bits_per_dim": 0.17,
     })
-    for stage, d in (("train", "train"), ("evaluate", "evaluate"), ("sample", "samples")):
-        _write_json(root / "outputs" / key / d / "mlflow_run.json", {
-            "run_id": f"{stage[:2]}{key}".ljust(32, "0"), "tracking_uri": uri,
-            "experiment_name": "pixelzoo", "run_name": f"{stage}@{key}", **extra,
+    for stage in ("train", "evaluate", "sample"):
+        cfg = training.stage_config(params, key, stage)
+        run_id = _record_run(uri, key, stage, cfg) if uri else f"{stage}{key}".ljust(32, "0")
+        _write_json(root / tracking.stage_dir(key, stage) / "mlflow_run.json", {
+            "run_id": run_id, "tracking_uri": uri or f"sqlite:///{root}/mlflow.db",
+            "experiment_name": "pixelzoo", "run_name": f"{key}:{stage}",
         })
     gen = torch.Generator().manual_seed(0)
     for name, n in (("grid", 16), ("classes", 20), ("soft_labels", 10), ("completions", 8)):
@@ -91,23 +122,29 @@ def _run(root: Path, key: str, entry: dict[str, Any], nats: float, split: str, u
         save_image(torch.rand(n, 1, 28, 28, generator=gen), png, nrow=min(n, 10))
 
 
-def write_fixture_outputs(root: Path) -> dict[str, Any]:
-    """A tree with metrics/, outputs/, data/ in the documented formats; returns the params."""
+def write_fixture_outputs(root: Path, tracking_uri: str | None = None) -> dict[str, Any]:
+    """A tree with metrics/, outputs/, data/ in the documented formats; returns the params now."""
     params = _params()
-    exps = params["experiments"]
     _write_json(root / "data" / "processed" / "binarized_mnist" / "meta.json", META)
-    _run(root, "bmnist_pixelcnn", exps["bmnist_pixelcnn"], 85.30, "test", "http://mlflow.example:5000")
-    stale_cfg = {**exps["depth_1"], "args": {"layers": 1}}
-    _run(root, "depth_1", exps["depth_1"], 120.0, "test", f"sqlite:///{root}/mlflow.db", config=stale_cfg)
-    _run(root, "seed004", exps["seed004"], 90.0, "test", f"sqlite:///{root}/mlflow.db")
+    _run(root, params, "bmnist_pixelcnn", 85.30, tracking_uri)
+    then = copy.deepcopy(params)
+    then["experiments"]["depth_1"]["model_args"]["layers"] = 1
+    _run(root, then, "depth_1", 120.0, tracking_uri)
+    _run(root, params, "seed004", 90.0, tracking_uri)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return params
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], Any]:
+def store_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One MLflow sqlite store for the module (creating its schema takes seconds)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, store_uri: str) -> tuple[Path, dict[str, Any], Any]:
     root = tmp_path_factory.mktemp("repo")
-    params = write_fixture_outputs(root)
+    params = write_fixture_outputs(root, store_uri)
     written = build_report(root, params, root / "reports")
     return root, params, written
 
@@ -127,8 +164,10 @@ def test_every_referenced_image_exists(built) -> None:
     md = written.markdown.read_text()
     html_imgs = re.findall(r'<img src="([^"]+)"', html)
     md_imgs = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
-    # 4 sample kinds × 3 run experiments + 3 learning curves, in both renderings
-    assert len(html_imgs) == 15 and sorted(html_imgs) == sorted(md_imgs)
+    # 4 sample kinds × 3 run experiments + 3 learning curves + 1 receptive field, in both renderings
+    assert len(html_imgs) == 16 and sorted(html_imgs) == sorted(md_imgs)
+    assert "figures/receptive_fields/pixelcnn.png" in html_imgs
+    assert "no_such_model: not registered" in html and "no_such_model: not registered" in md
     for rel in html_imgs:
         assert not rel.startswith(("/", "..")), rel  # relative, inside reports/: opens from disk
         assert (out / rel).is_file() and (out / rel).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", rel
@@ -153,10 +192,11 @@ def test_run_row_shows_paper_ours_difference_and_compute(built) -> None:
     assert cells[2] == "81.30" and cells[3] == "85.30" and cells[4] == "+4.00"
     # last-epoch train loss 0.16 bpd converted to nats over 784 binary pixels
     assert cells[6] == f"{0.16 * BMNIST_DIMS * LN2:.2f}"
-    assert cells[7] == "12.3 k" and cells[8] == "epochs=2" and cells[9] == "90 s" and cells[10] == "cpu"
+    assert cells[7:11] == ["12.3 k", "2 epochs, batch 16", "90 s", "cpu"]
     lineage = cells[11]
-    assert "http://mlflow.example:5000/#/runs/ev" in lineage and "commit 01234567" in lineage
-    assert "STALE" not in lineage
+    assert "evaluate " in lineage and "commit 01234567" in lineage
+    assert f"data {tracking.dataset_digest(META)[:8]}" in lineage
+    assert "STALE" not in lineage and "not checked" not in lineage
 
 
 def test_cited_baselines_are_figures_not_runs(built) -> None:
@@ -173,10 +213,11 @@ def test_stale_row_is_flagged_with_reason(built) -> None:
     _, _, written = built
     html = written.html.read_text()
     row = _row(html, "1 layer", "depth_1")
-    assert "STALE: params changed since the run: args.layers" in row and 'class="num stale"' in row
-    assert "1 stale" in html
+    assert "STALE: evaluate: params changed since it ran (model_args.layers)" in row
+    assert "; train: params changed since it ran (model_args.layers)" in row
+    assert 'class="num stale"' in row and "1 stale" in html
     md_row = next(ln for ln in written.markdown.read_text().splitlines() if ln.startswith("| 1 layer |"))
-    assert "**0.221 (test)** ⚠" in md_row and "STALE" in md_row
+    assert "**0.221** ⚠" in md_row and "STALE" in md_row  # measured on valid = the paper's split
 
 
 def test_other_experiments_table(built) -> None:
@@ -186,18 +227,18 @@ def test_other_experiments_table(built) -> None:
     assert "| 90.00 |" in line and f"| {90 / (BMNIST_DIMS * LN2):.3f} |" in line and "| 10000 |" in line
 
 
-def test_data_digest_change_marks_rows_stale(tmp_path: Path) -> None:
-    params = write_fixture_outputs(tmp_path)
+def test_data_digest_change_marks_rows_stale(tmp_path: Path, store_uri: str) -> None:
+    params = write_fixture_outputs(tmp_path, store_uri)
     meta = {**META, "sha256": {**META["sha256"], "test": "d" * 64}}
     _write_json(tmp_path / "data" / "processed" / "binarized_mnist" / "meta.json", meta)
     html = build_report(tmp_path, params, tmp_path / "reports").html.read_text()
-    assert "STALE: dataset binarized_mnist changed since the run" in _row(html, "PixelCNN", "bmnist_pixelcnn")
+    assert "STALE: evaluate: dataset changed since it ran" in _row(html, "PixelCNN", "bmnist_pixelcnn")
 
 
 def test_misspelt_reference_row_names_the_valid_rows(tmp_path: Path) -> None:
     params = write_fixture_outputs(tmp_path)
-    params["experiments"]["seed004"]["reference"] = {"table": "pixelrnn_t3_depth", "row": "one layer"}
-    with pytest.raises(KeyError, match="'1 layer', '2 layers'"):
+    params["experiments"]["seed004"]["reference"] = {"table": "pixelrnn_t3_depth", "row": "1 layer"}
+    with pytest.raises(KeyError, match="rows are: '1', '2', '3'"):
         build_report(tmp_path, params, tmp_path / "reports")
 
 
@@ -216,15 +257,21 @@ def test_stage_script_writes_report(tmp_path: Path) -> None:
     )
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "reports" / "index.html").is_file() and (tmp_path / "reports" / "README.md").is_file()
-    assert "15 figures" in res.stdout
+    assert "16 figures" in res.stdout and "no_such_model: not registered" in res.stdout
 
 
-def test_diff_params_ignores_reference_and_recorded_defaults() -> None:
-    rec = {"model": "m", "args": {"layers": 2, "hidden": 8, "dropout": 0.0}, "reference": {"row": "a"}}
-    assert diff_params(rec, {"model": "m", "args": {"layers": 2}, "reference": {"row": "b"}}) == []
-    assert diff_params(rec, {"model": "m", "args": {"layers": 3.0}}) == ["args.layers"]
-    assert diff_params(rec, {"model": "m", "budget": {"epochs": 1}}) == ["budget"]
-    assert diff_params({"lr": 1}, {"lr": 1.0}) == []
+def test_changed_keys_compares_flattened_configs() -> None:
+    recorded = tracking.flatten({"model": "m", "model_args": {"layers": 2, "hidden": 8}, "epochs": 3})
+    assert changed_keys(recorded, {"model": "m", "model_args": {"layers": 2, "hidden": 8}, "epochs": 3}) == []
+    now = {"model": "m", "model_args": {"layers": 3}, "epochs": 3, "conditional": True}
+    assert changed_keys(recorded, now) == ["conditional", "model_args.hidden", "model_args.layers"]
+
+
+def test_missing_tracking_store_is_reported_not_created(tmp_path: Path) -> None:
+    params = write_fixture_outputs(tmp_path)  # pointers name tmp_path/mlflow.db, which does not exist
+    html = build_report(tmp_path, params, tmp_path / "reports").html.read_text()
+    assert "not checked: evaluate: tracking store" in _row(html, "PixelCNN", "bmnist_pixelcnn")
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 def test_mlflow_links_only_for_http_servers() -> None:

@@ -68,7 +68,7 @@ def test_report_opens_in_headless_chromium(tmp_path: Path) -> None:
     assert m, "probe did not run: page did not finish loading\n" + res.stdout[-2000:]
     found = json.loads(m.group(1).replace("&quot;", '"'))
     assert found["broken"] == [], f"broken images: {found['broken']}"
-    assert found["images"] == page.count("<img ") == 15
+    assert found["images"] == page.count("<img ") == 16
     # 4 paper tables (12 + 12 + 4 + 6 rows), other experiments (1), data (2 datasets)
     assert found["tables"] == 6 and found["rows"] == 37
     assert "Binarized MNIST: test negative log-likelihood" in res.stdout and "not run" in res.stdout

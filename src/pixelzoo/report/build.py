@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pixelzoo.report import figures, reference
+from pixelzoo import tracking
+from pixelzoo.report import figures, lineage, reference
 from pixelzoo.report.collect import SAMPLE_FIGURES, Experiment, collect
 from pixelzoo.report.render import Cell, Section, Table, to_html, to_markdown
 
@@ -18,6 +19,7 @@ TITLE = "pixelzoo: PixelRNN / PixelCNN reproduction report"
 DEFAULT_TABLES = ("pixelrnn_t4_bmnist", "cifar10_test", "pixelrnn_t2_residual_skip", "pixelrnn_t3_depth")
 DEFAULT_RF_MODELS = ("pixelcnn", "gated_pixelcnn", "row_lstm", "diagonal_bilstm")
 NOT_RUN = "not run"
+SPLIT_NAMES = {"valid": "validation"}  # params/metrics split names -> the papers' wording
 DASH = "—"
 
 
@@ -52,30 +54,30 @@ def _fmt_params(n: int | None) -> str:
     return f"{n / 1e6:.2f} M" if n >= 1e6 else f"{n / 1e3:.1f} k" if n >= 1e4 else str(n)
 
 
-def _fmt_budget(entry: dict[str, Any]) -> str:
-    budget = entry.get("budget")
-    if not budget:
-        return DASH
-    if isinstance(budget, dict):
-        return ", ".join(f"{k}={v}" for k, v in budget.items())
-    return str(budget)
+def _fmt_budget(exp: Experiment) -> str:
+    """The training budget as resolved (train_defaults under the entry): epochs, batch, step cap."""
+    cfg = exp.resolved
+    parts = [f"{cfg['epochs']} epochs", f"batch {cfg['batch_size']}"]
+    if cfg.get("max_steps") is not None:
+        parts.append(f"≤ {cfg['max_steps']} steps")
+    return ", ".join(parts)
 
 
 def _wall_s(exp: Experiment) -> float | None:
     h = exp.history
     if not h:
         return None
-    if h.get("wall_s") is not None:
-        return float(h["wall_s"])
+    if h.get("wall_seconds") is not None:
+        return float(h["wall_seconds"])
     last = h["epochs"][-1] if h["epochs"] else {}
-    return float(last["wall_s"]) if last.get("wall_s") is not None else None
+    return float(last["wall_seconds"]) if last.get("wall_seconds") is not None else None
 
 
 def _train_ours(exp: Experiment, unit: str) -> float | None:
     """Our last-epoch mean training loss in the table's unit (nats need the image size from metrics)."""
     if not exp.history or not exp.history["epochs"]:
         return None
-    bpd = float(exp.history["epochs"][-1]["train_bpd"])
+    bpd = float(exp.history["epochs"][-1]["train_bits_per_dim"])
     if unit == "bits/dim":
         return bpd
     m = exp.metrics
@@ -121,7 +123,7 @@ def _ref_row(t: reference.RefTable, row: reference.RefRow, exp: Experiment | Non
     # Paper figures keep the papers' two decimals; ours get one more in bits/dim.
     paper = Cell(f"{rel}{row.value:.2f}", cls="num", title=row.citation or t.citation)
     train_paper = Cell(f"{row.train:.2f}" if row.train is not None else DASH, cls="num")
-    text = row.label + (f" [{reference.SHORT[row.citation]}]" if row.citation else "")
+    text = row.name + (f" [{reference.SHORT[row.citation]}]" if row.citation else "")
     label = Cell(text + (" (cited)" if row.cited else ""), cls="cited" if row.cited else "")
     if row.cited:
         return [label, Cell(DASH), paper, Cell("cited", cls="cited"), Cell(DASH), train_paper,
@@ -134,7 +136,7 @@ def _ref_row(t: reference.RefTable, row: reference.RefRow, exp: Experiment | Non
     else:
         value = float(exp.metrics[t.metric_key])
         d = value - row.value
-        split = exp.metrics.get("split")
+        split = SPLIT_NAMES.get(exp.metrics.get("split"), exp.metrics.get("split"))
         ours = Cell(_fmt(value, t.unit) + (f" ({split})" if split and split != t.split else ""),
                     cls="num stale" if _stale(exp) else "num")
         diff = Cell(f"{d:+.3f}" if t.unit != "nats" else f"{d:+.2f}",
@@ -143,7 +145,7 @@ def _ref_row(t: reference.RefTable, row: reference.RefRow, exp: Experiment | Non
     return [
         label, Cell(exp.key), paper, ours, diff, train_paper,
         Cell(_fmt(tr, t.unit) if tr is not None else DASH, cls="num"),
-        Cell(_fmt_params(exp.n_params), cls="num"), Cell(_fmt_budget(exp.entry)),
+        Cell(_fmt_params(exp.n_params), cls="num"), Cell(_fmt_budget(exp)),
         Cell(_fmt_wall(_wall_s(exp)), cls="num"), Cell(str((exp.history or {}).get("device", DASH))),
         _lineage_cell(exp),
     ]
@@ -156,7 +158,10 @@ def reference_section(t: reference.RefTable, exps: list[Experiment]) -> Section:
         attached = [e for e in exps if e.reference == (t.id, row.label)]
         for exp in attached or [None]:
             rows.append(_ref_row(t, row, exp))
-    splits = {e.metrics.get("split") for e in exps if e.reference and e.reference[0] == t.id and e.metrics}
+    splits = {
+        SPLIT_NAMES.get(e.metrics.get("split"), e.metrics.get("split"))
+        for e in exps if e.reference and e.reference[0] == t.id and e.metrics
+    }
     note = (
         f"Paper: {t.citation}; {t.dataset}, {t.split} split, {t.unit}"
         f"{' per image' if t.unit == 'nats' else ''}; lower is better. Δ < 0 means ours is lower."
@@ -192,7 +197,7 @@ def other_section(exps: list[Experiment]) -> Section:
         rows.append([
             Cell(e.key), Cell(e.model), Cell(e.dataset), *figs,
             Cell(_fmt(tr, "bits/dim") if tr is not None else DASH, cls="num"),
-            Cell(_fmt_params(e.n_params), cls="num"), Cell(_fmt_budget(e.entry)),
+            Cell(_fmt_params(e.n_params), cls="num"), Cell(_fmt_budget(e)),
             Cell(_fmt_wall(_wall_s(e)), cls="num"), Cell(str((e.history or {}).get("device", DASH))),
             _lineage_cell(e),
         ])
@@ -202,8 +207,6 @@ def other_section(exps: list[Experiment]) -> Section:
 
 def data_section(root: Path, params: dict[str, Any], exps: list[Experiment]) -> Section:
     """The processed datasets the experiments use: sizes, splits, digests (from meta.json)."""
-    from pixelzoo.report.lineage import dataset_digest
-
     header = ["Dataset", "Source", "Levels", "C×H×W", "train / valid / test", "Valid carved from train",
               "Digest", "Used by"]
     rows = []
@@ -222,7 +225,7 @@ def data_section(root: Path, params: dict[str, Any], exps: list[Experiment]) -> 
             Cell(f"{meta.get('channels')}×{meta.get('height')}×{meta.get('width')}"),
             Cell(" / ".join(str(counts.get(s, DASH)) for s in ("train", "valid", "test")), cls="num"),
             Cell("yes" if meta.get("valid_carved_from_train") else "no"),
-            Cell(dataset_digest(meta)[:16]), users,
+            Cell(tracking.dataset_digest(meta)[:16]), users,
         ])
     note = ("Digest: sha256 over the per-split sha256 of the processed arrays (meta.json). The counts state "
             "which images each model was trained on (the paper does not say whether binarized MNIST "
@@ -246,7 +249,7 @@ def build_report(root: Path, params: dict[str, Any], out_dir: Path) -> Written:
     never shows an image of an experiment that is gone.
     """
     opts = params.get("report") or {}
-    exps = collect(root, params)
+    exps = collect(root, params, lineage.RunStore() if opts.get("mlflow", True) else None)
     for e in exps:  # fail early, with the valid labels, on a misspelt reference
         if e.reference is not None:
             reference.table(e.reference[0]).row(e.reference[1])
@@ -294,7 +297,7 @@ def build_report(root: Path, params: dict[str, Any], out_dir: Path) -> Written:
 
     rf = opts.get("receptive_field") or {}
     rf_figs, rf_missing = figures.receptive_fields(
-        list(rf.get("models", DEFAULT_RF_MODELS)), dict(rf.get("spec", {})), fig_dir, out_dir
+        list(rf.get("models", DEFAULT_RF_MODELS)), dict(rf), fig_dir, out_dir
     )
     rf_blocks: list[Any] = [
         "Which input pixels can change the prediction of one output pixel (by autograd on an untrained "
@@ -333,9 +336,9 @@ def sources_section(exps: list[Experiment]) -> Section:
         "curves from outputs/<experiment>/train/history.json; run ids from the mlflow_run.json pointer "
         "written by each stage.",
         "Tracking URI(s): " + (", ".join(trackers) if trackers else "none recorded yet") + ".",
-        "A row is stale (highlighted) when params.yaml's entry for the experiment differs from the config "
-        "recorded with its run, or the processed data's digest differs from the one recorded; "
-        "re-run `dvc repro` to refresh it.",
+        "A row is stale (highlighted) when params.yaml now resolves to another config for one of its "
+        "stages than the one recorded with that stage's MLflow run (pixelzoo.config_sha256 tag), or the "
+        "processed data's digest differs from the run's dataset.sha256 tag; `dvc repro` refreshes it.",
     ]
     if any(not math.isfinite(float(e.metrics["test_bits_per_dim"])) for e in exps if e.metrics):
         blocks.append("Some metrics are not finite: training diverged for those rows.")

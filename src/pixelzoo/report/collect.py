@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pixelzoo import tracking, training
 from pixelzoo.report import lineage
 
 METRIC_KEYS = ("test_nats_per_image", "test_bits_per_dim", "n_images")
 POINTER_KEYS = ("run_id", "tracking_uri", "experiment_name", "run_name")
-# Pointer locations per stage; the sample stage writes its PNGs and pointer into ``samples/``.
-STAGE_DIRS = {"train": ("train",), "evaluate": ("evaluate",), "sample": ("samples", "sample")}
+EPOCH_KEYS = ("steps", "train_bits_per_dim", "valid_bits_per_dim")  # written by pixelzoo.training.train
 SAMPLE_FIGURES = (
     ("grid", "unconditional samples"),
     ("classes", "class-conditional samples (one row per class)"),
@@ -36,7 +36,6 @@ class RunPointer:
     experiment_name: str
     run_name: str
     experiment_id: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)  # any further keys (commit, data digest, ...)
 
     @property
     def url(self) -> str | None:
@@ -55,6 +54,7 @@ class Experiment:
 
     key: str
     entry: dict[str, Any]
+    resolved: dict[str, Any]  # the entry with train_defaults merged under it (pixelzoo.training)
     metrics: dict[str, Any] | None = None
     history: dict[str, Any] | None = None
     pointers: dict[str, RunPointer] = field(default_factory=dict)
@@ -113,13 +113,14 @@ def read_metrics(path: Path) -> dict[str, Any] | None:
 
 
 def read_history(path: Path) -> dict[str, Any] | None:
-    """``history.json``: ``{"epochs": [{"epoch", "step", "train_bpd", "valid_bpd", "wall_s"}...], ...}``."""
+    """``history.json``: ``{"epochs": [{"epoch", "steps", "train_bits_per_dim", "valid_bits_per_dim",
+    "wall_seconds"}, ...], "wall_seconds", "device", "n_params", ...}`` (see pixelzoo.training.train)."""
     if not path.exists():
         return None
     history = _read_json(path)
     _require(history, ("epochs",), path)
     for i, rec in enumerate(history["epochs"]):
-        _require(rec, ("step", "train_bpd", "valid_bpd"), path.with_name(f"{path.name}[epochs][{i}]"))
+        _require(rec, EPOCH_KEYS, path.with_name(f"{path.name}[epochs][{i}]"))
     return history
 
 
@@ -137,30 +138,34 @@ def read_pointer(path: Path, stage: str) -> RunPointer | None:
         experiment_name=str(obj["experiment_name"]),
         run_name=str(obj["run_name"]),
         experiment_id=None if exp_id is None else str(exp_id),
-        extra={k: v for k, v in obj.items() if k not in POINTER_KEYS},
     )
 
 
-def collect(root: Path, params: dict[str, Any]) -> list[Experiment]:
-    """Every experiment of ``params['experiments']`` with whatever outputs exist under ``root``."""
+def collect(root: Path, params: dict[str, Any], store: lineage.RunStore | None = None) -> list[Experiment]:
+    """Every experiment of ``params['experiments']`` with whatever outputs exist under ``root``.
+
+    ``store`` reads the MLflow runs for lineage; None skips lineage (rows then say "not checked").
+    """
     entries = params.get("experiments")
     if not isinstance(entries, dict):
         raise ValueError("params.yaml has no 'experiments' mapping; nothing to report")
     out = []
     for key, entry in entries.items():
-        exp = Experiment(key=str(key), entry=dict(entry or {}))
-        exp.metrics = read_metrics(root / "metrics" / f"{key}.json")
-        exp.history = read_history(root / "outputs" / key / "train" / "history.json")
-        for stage, dirs in STAGE_DIRS.items():
-            for d in dirs:
-                ptr = read_pointer(root / "outputs" / key / d / "mlflow_run.json", stage)
-                if ptr is not None:
-                    exp.pointers[stage] = ptr
-                    break
+        resolved = training.resolve_experiment(params, key)
+        exp = Experiment(key=str(key), entry=dict(entry or {}), resolved=resolved)
+        exp.metrics = read_metrics(root / tracking.metrics_path(key))
+        exp.history = read_history(root / tracking.stage_dir(key, "train") / "history.json")
+        for stage in tracking.STAGE_DIRS:
+            ptr = read_pointer(root / tracking.stage_dir(key, stage) / tracking.POINTER_NAME, stage)
+            if ptr is not None:
+                exp.pointers[stage] = ptr
         for name, _ in SAMPLE_FIGURES:
-            png = root / "outputs" / key / "samples" / f"{name}.png"
+            png = root / tracking.stage_dir(key, "sample") / f"{name}.png"
             if png.exists():
                 exp.samples[name] = png
-        exp.lineage = lineage.resolve(root, params, exp.key, exp.metrics, exp.history, exp.pointers)
+        if store is None:
+            exp.lineage = lineage.Lineage(unchecked=["lineage look-up switched off (report.mlflow: false)"])
+        else:
+            exp.lineage = lineage.resolve(root, params, exp.key, exp.pointers, store)
         out.append(exp)
     return out

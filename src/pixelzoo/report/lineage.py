@@ -1,27 +1,24 @@
 """Lineage of a report row: which runs, commit and data made it, and whether it is stale.
 
-A row is stale when the experiment's params in params.yaml now differ from the params recorded when it
-ran, or when the processed dataset's digest (``data/processed/<dataset>/meta.json``) differs from the
-digest recorded with the run. Recorded values are looked up, in order, in the run pointers, history.json
-and the metrics JSON, under these keys:
-
-- commit: ``git_commit`` (plus ``git_dirty``, a bool)
-- data digest: ``data_sha256`` (hex of :func:`dataset_digest`) or ``data_sha256_splits`` ({split: hex},
-  as in meta.json ``sha256``)
-- params: ``config`` (the experiment entry as resolved when it ran)
+The pipeline records, with every stage's MLflow run (:mod:`pixelzoo.tracking`): the git commit
+(``git.commit``, ``git.dirty``), the dataset digest (``dataset.sha256``), the sha256 of the stage's
+resolved config (``pixelzoo.config_sha256``) and that config itself as flattened run params. A row is
+stale when params.yaml now resolves to another config for any of its stages
+(:func:`pixelzoo.training.stage_config`), or the processed data's ``meta.json`` now has another digest.
+The stage's run pointer file (``mlflow_run.json``) names the run; nothing else is trusted for lineage.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Keys that do not change what a run computes: editing them does not make a result stale.
-NOT_AFFECTING = frozenset({"reference"})
+from pixelzoo import tracking, training
+
+TAG_COMMIT, TAG_DIRTY, TAG_DATA = "git.commit", "git.dirty", "dataset.sha256"
 
 
 @dataclass
@@ -35,93 +32,85 @@ class Lineage:
     unchecked: list[str] = field(default_factory=list)  # what could not be compared, and why
 
 
-def dataset_digest(meta: Mapping[str, Any]) -> str:
-    """One hex digest of a processed dataset: sha256 over ``meta['sha256']`` split hashes in split order."""
-    splits = meta.get("sha256")
-    if not isinstance(splits, Mapping) or not splits:
-        raise ValueError("meta.json has no 'sha256' mapping {split: hex}; re-run preprocess")
-    text = "".join(f"{split}:{splits[split]}\n" for split in sorted(splits))
-    return hashlib.sha256(text.encode()).hexdigest()
+@dataclass(frozen=True)
+class RecordedRun:
+    """Tags and (flattened, string-valued) params of one MLflow run."""
+
+    tags: dict[str, str]
+    params: dict[str, str]
 
 
-def _first(sources: Iterable[Mapping[str, Any]], key: str) -> Any:
-    for src in sources:
-        if src and src.get(key) is not None:
-            return src[key]
-    return None
+class RunStore:
+    """Reads runs from the tracking stores named in pointer files; one client per URI, never creates one.
 
-
-def diff_params(recorded: Any, current: Any, path: str = "") -> list[str]:
-    """Dotted paths where ``current`` (params.yaml now) differs from ``recorded``.
-
-    Only keys present now are compared, so a recorded config that also holds resolved defaults does not
-    count as a change; a key that is new in params.yaml does.
+    A local sqlite store that does not exist is reported as unavailable: opening it would create an
+    empty database.
     """
-    if isinstance(current, Mapping):
-        if not isinstance(recorded, Mapping):
-            return [path or "<entry>"]
-        out: list[str] = []
-        for k, v in current.items():
-            if not path and k in NOT_AFFECTING:
-                continue
-            sub = f"{path}.{k}" if path else str(k)
-            if k not in recorded:
-                out.append(sub)
-            else:
-                out.extend(diff_params(recorded[k], v, sub))
-        return out
-    # JSON round-trips turn tuples into lists and may turn ints into floats; compare as JSON values.
-    def as_json(v: Any) -> str:
-        return json.dumps(v, sort_keys=True, default=str)
 
-    same = as_json(recorded) == as_json(current)
-    if not same and isinstance(recorded, int | float) and isinstance(current, int | float):
-        same = float(recorded) == float(current)
-    return [] if same else [path or "<entry>"]
+    def __init__(self) -> None:
+        self._clients: dict[str, Any] = {}
+
+    def get(self, tracking_uri: str, run_id: str) -> RecordedRun:
+        """The run, or ``LookupError`` saying why it cannot be read."""
+        if tracking_uri.startswith("sqlite:///"):
+            db = Path(tracking_uri[len("sqlite:///"):])
+            if not db.exists():
+                raise LookupError(f"tracking store {db} not found")
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
+        try:
+            with tracking._short_http_retries():
+                client = self._clients.setdefault(tracking_uri, MlflowClient(tracking_uri=tracking_uri))
+                run = client.get_run(run_id)
+        except MlflowException as err:
+            raise LookupError(f"run {run_id} not readable from {tracking_uri} ({err.message[:120]})") from err
+        except OSError as err:
+            raise LookupError(f"tracking store {tracking_uri} unreachable ({err})") from err
+        return RecordedRun(dict(run.data.tags), dict(run.data.params))
+
+
+def changed_keys(recorded: Mapping[str, str], now: Mapping[str, Any]) -> list[str]:
+    """Flattened config keys whose value now differs from the recorded run params (added/removed too)."""
+    flat = tracking.flatten(now)
+    keys = sorted(set(flat) | set(recorded))
+    return [k for k in keys if flat.get(k) != recorded.get(k)]
 
 
 def resolve(
     root: Path,
     params: Mapping[str, Any],
     key: str,
-    metrics: Mapping[str, Any] | None,
-    history: Mapping[str, Any] | None,
     pointers: Mapping[str, Any],
+    store: RunStore,
 ) -> Lineage:
-    """The lineage of experiment ``key`` from its output files, checked against params and data now."""
-    sources = [getattr(p, "extra", {}) for p in pointers.values()] + [history or {}, metrics or {}]
-    lin = Lineage(commit=_first(sources, "git_commit"), dirty=_first(sources, "git_dirty"))
-    if metrics is None and history is None and not pointers:
-        return lin  # never ran: nothing to be stale
+    """The lineage of experiment ``key`` from its stages' runs, checked against params and data now.
 
-    entry = params["experiments"][key]
-    recorded_cfg = _first(sources, "config")
-    if recorded_cfg is None:
-        lin.unchecked.append("params (no resolved config recorded with the run)")
-    else:
-        changed = diff_params(recorded_cfg, entry)
-        if changed:
-            lin.stale.append("params changed since the run: " + ", ".join(changed))
-
-    dataset = (entry or {}).get("dataset")
-    meta_path = root / "data" / "processed" / str(dataset) / "meta.json"
-    rec_digest = _first(sources, "data_sha256")
-    rec_splits = _first(sources, "data_sha256_splits")
-    if not meta_path.exists():
-        lin.data_digest = rec_digest
-        lin.unchecked.append(f"data ({meta_path.relative_to(root)} not present)")
-        return lin
-    meta = json.loads(meta_path.read_text())
-    now = dataset_digest(meta)
-    lin.data_digest = rec_digest or now
-    if rec_digest is not None:
-        if rec_digest != now:
-            lin.stale.append(
-                f"dataset {dataset} changed since the run (digest {rec_digest[:8]} -> {now[:8]})"
-            )
-    elif rec_splits is not None:
-        if dict(rec_splits) != dict(meta["sha256"]):
-            lin.stale.append(f"dataset {dataset} changed since the run (split hashes differ)")
-    else:
-        lin.unchecked.append("data (no dataset digest recorded with the run)")
+    ``pointers`` maps stage name (train/evaluate/sample) to a pointer with ``run_id`` and
+    ``tracking_uri``. The commit and data digest shown are the evaluate run's (it made the number),
+    else the train run's.
+    """
+    lin = Lineage()
+    meta_path = root / tracking.data_dir(str(params["experiments"][key].get("dataset"))) / "meta.json"
+    data_now = tracking.dataset_digest(json.loads(meta_path.read_text())) if meta_path.exists() else None
+    for stage in sorted(pointers, key=lambda s: s != "evaluate"):  # evaluate first
+        ptr = pointers[stage]
+        try:
+            run = store.get(ptr.tracking_uri, ptr.run_id)
+        except LookupError as err:
+            lin.unchecked.append(f"{stage}: {err}")
+            continue
+        if lin.commit is None and run.tags.get(TAG_COMMIT):
+            lin.commit, lin.dirty = run.tags[TAG_COMMIT], run.tags.get(TAG_DIRTY) == "true"
+        recorded_data = run.tags.get(TAG_DATA)
+        lin.data_digest = lin.data_digest or recorded_data
+        if data_now is None:
+            lin.unchecked.append(f"{stage}: data ({meta_path.relative_to(root)} not present)")
+        elif recorded_data != data_now:
+            was = str(recorded_data)[:8]
+            lin.stale.append(f"{stage}: dataset changed since it ran ({was} -> {data_now[:8]})")
+        cfg_now = training.stage_config(params, key, stage)
+        if run.tags.get(tracking.TAG_CONFIG) != training.config_digest(cfg_now):
+            keys = changed_keys(run.params, cfg_now)
+            lin.stale.append(f"{stage}: params changed since it ran ({', '.join(keys) or 'config digest'})")
     return lin
