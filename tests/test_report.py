@@ -213,8 +213,7 @@ def test_stale_row_is_flagged_with_reason(built) -> None:
     _, _, written = built
     html = written.html.read_text()
     row = _row(html, "1 layer", "depth_1")
-    assert "STALE: evaluate: params changed since it ran (model_args.layers)" in row
-    assert "; train: params changed since it ran (model_args.layers)" in row
+    assert "STALE: evaluate, train, sample: params changed since it ran (model_args.layers)" in row
     assert 'class="num stale"' in row and "1 stale" in html
     md_row = next(ln for ln in written.markdown.read_text().splitlines() if ln.startswith("| 1 layer |"))
     assert "**0.221** ⚠" in md_row and "STALE" in md_row  # measured on valid = the paper's split
@@ -232,7 +231,7 @@ def test_data_digest_change_marks_rows_stale(tmp_path: Path, store_uri: str) -> 
     meta = {**META, "sha256": {**META["sha256"], "test": "d" * 64}}
     _write_json(tmp_path / "data" / "processed" / "binarized_mnist" / "meta.json", meta)
     html = build_report(tmp_path, params, tmp_path / "reports").html.read_text()
-    assert "STALE: evaluate: dataset changed since it ran" in _row(html, "PixelCNN", "bmnist_pixelcnn")
+    assert "STALE: evaluate, train, sample: dataset changed since it ran" in _row(html, "PixelCNN", "bmnist_pixelcnn")
 
 
 def test_misspelt_reference_row_names_the_valid_rows(tmp_path: Path) -> None:
@@ -270,7 +269,7 @@ def test_changed_keys_compares_flattened_configs() -> None:
 def test_missing_tracking_store_is_reported_not_created(tmp_path: Path) -> None:
     params = write_fixture_outputs(tmp_path)  # pointers name tmp_path/mlflow.db, which does not exist
     html = build_report(tmp_path, params, tmp_path / "reports").html.read_text()
-    assert "not checked: evaluate: tracking store" in _row(html, "PixelCNN", "bmnist_pixelcnn")
+    assert "not checked: evaluate, train, sample: tracking store" in _row(html, "PixelCNN", "bmnist_pixelcnn")
     assert not (tmp_path / "mlflow.db").exists()
 
 

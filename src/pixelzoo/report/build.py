@@ -57,7 +57,8 @@ def _fmt_params(n: int | None) -> str:
 def _fmt_budget(exp: Experiment) -> str:
     """The training budget as resolved (train_defaults under the entry): epochs, batch, step cap."""
     cfg = exp.resolved
-    parts = [f"{cfg['epochs']} epochs", f"batch {cfg['batch_size']}"]
+    n = int(cfg["epochs"])
+    parts = [f"{n} epoch{'s' if n != 1 else ''}", f"batch {cfg['batch_size']}"]
     if cfg.get("max_steps") is not None:
         parts.append(f"≤ {cfg['max_steps']} steps")
     return ", ".join(parts)
@@ -86,6 +87,15 @@ def _train_ours(exp: Experiment, unit: str) -> float | None:
     return bpd * float(m["test_nats_per_image"]) / float(m["test_bits_per_dim"])  # × dims·ln 2
 
 
+def _group_by_stage(reasons: list[str]) -> list[str]:
+    """"train: x", "sample: x" -> "train, sample: x" (same finding for several stages said once)."""
+    grouped: dict[str, list[str]] = {}
+    for r in reasons:
+        stage, _, msg = r.partition(": ")
+        grouped.setdefault(msg, []).append(stage) if msg else grouped.setdefault(r, [])
+    return [f"{', '.join(stages)}: {msg}" if stages else msg for msg, stages in grouped.items()]
+
+
 def _lineage_cell(exp: Experiment) -> Cell:
     lin = exp.lineage
     links = tuple(
@@ -97,9 +107,9 @@ def _lineage_cell(exp: Experiment) -> Cell:
     if lin and lin.data_digest:
         info.append(f"data {lin.data_digest[:8]}")
     if lin and lin.stale:
-        info.append("STALE: " + "; ".join(lin.stale))
+        info.append("STALE: " + "; ".join(_group_by_stage(lin.stale)))
     if lin and lin.unchecked and (exp.metrics or exp.history):
-        info.append("not checked: " + "; ".join(lin.unchecked))
+        info.append("not checked: " + "; ".join(_group_by_stage(lin.unchecked)))
     if not links and not info:
         return Cell(DASH, cls="lineage")
     runs = ", ".join(f"{stage} run {ptr.run_id}" for stage, ptr in exp.pointers.items())

@@ -47,7 +47,8 @@ caption{text-align:left;font-weight:600;padding:.3em 0}
 th,td{border:1px solid #d0d0d0;padding:.25em .5em;vertical-align:top}
 th{background:#f0f3f6;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 tr:nth-child(even) td{background:#fafbfc}
-.notrun{color:#8a8a8a;font-style:italic}.cited{color:#555}.stale{background:#fff3cd !important}
+.notrun{color:#8a8a8a;font-style:italic;white-space:nowrap}
+.cited{color:#555}.stale{background:#fff3cd !important}
 .lineage.stale{font-weight:600}.better{color:#116329}.worse{color:#a40e26}.lineage{font-size:.8em;color:#444}
 .note{font-size:.85em;color:#444;margin:.2em 0 1em}
 .figs{display:flex;flex-wrap:wrap;gap:1em;margin:.6em 0}
