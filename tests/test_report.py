@@ -231,7 +231,8 @@ def test_data_digest_change_marks_rows_stale(tmp_path: Path, store_uri: str) -> 
     meta = {**META, "sha256": {**META["sha256"], "test": "d" * 64}}
     _write_json(tmp_path / "data" / "processed" / "binarized_mnist" / "meta.json", meta)
     html = build_report(tmp_path, params, tmp_path / "reports").html.read_text()
-    assert "STALE: evaluate, train, sample: dataset changed since it ran" in _row(html, "PixelCNN", "bmnist_pixelcnn")
+    row = _row(html, "PixelCNN", "bmnist_pixelcnn")
+    assert "STALE: evaluate, train, sample: dataset changed since it ran" in row
 
 
 def test_misspelt_reference_row_names_the_valid_rows(tmp_path: Path) -> None:
