@@ -1,0 +1,355 @@
+"""Assemble the comparison report: paper tables with our figures, samples, curves, maps, lineage."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pixelzoo import tracking
+from pixelzoo.report import figures, lineage, reference
+from pixelzoo.report.collect import SAMPLE_FIGURES, Experiment, collect
+from pixelzoo.report.render import Cell, Section, Table, to_html, to_markdown
+
+TITLE = "pixelzoo: PixelRNN / PixelCNN reproduction report"
+# Tables always shown (rows not run are marked); others only when an experiment refers to them.
+DEFAULT_TABLES = ("pixelrnn_t4_bmnist", "cifar10_test", "pixelrnn_t2_residual_skip", "pixelrnn_t3_depth")
+DEFAULT_RF_MODELS = ("pixelcnn", "gated_pixelcnn", "row_lstm", "diagonal_bilstm")
+NOT_RUN = "not run"
+SPLIT_NAMES = {"valid": "validation"}  # params/metrics split names -> the papers' wording
+DASH = "—"
+
+
+@dataclass(frozen=True)
+class Written:
+    """Paths the report wrote."""
+
+    html: Path
+    markdown: Path
+    figures: tuple[Path, ...]
+    missing_receptive_fields: tuple[str, ...]
+
+
+# ---------------------------------------------------------------- formatting
+def _fmt(value: float, unit: str) -> str:
+    return f"{value:.2f}" if unit == "nats" else f"{value:.3f}"
+
+
+def _fmt_wall(seconds: float | None) -> str:
+    if seconds is None:
+        return DASH
+    s = int(round(seconds))
+    if s < 120:
+        return f"{s} s"
+    h, m = divmod(s // 60, 60)
+    return f"{h} h {m:02d} min" if h else f"{m} min"
+
+
+def _fmt_params(n: int | None) -> str:
+    if n is None:
+        return DASH
+    return f"{n / 1e6:.2f} M" if n >= 1e6 else f"{n / 1e3:.1f} k" if n >= 1e4 else str(n)
+
+
+def _fmt_budget(exp: Experiment) -> str:
+    """The training budget as resolved (train_defaults under the entry): epochs, batch, step cap."""
+    cfg = exp.resolved
+    n = int(cfg["epochs"])
+    parts = [f"{n} epoch{'s' if n != 1 else ''}", f"batch {cfg['batch_size']}"]
+    if cfg.get("max_steps") is not None:
+        parts.append(f"≤ {cfg['max_steps']} steps")
+    return ", ".join(parts)
+
+
+def _wall_s(exp: Experiment) -> float | None:
+    h = exp.history
+    if not h:
+        return None
+    if h.get("wall_seconds") is not None:
+        return float(h["wall_seconds"])
+    last = h["epochs"][-1] if h["epochs"] else {}
+    return float(last["wall_seconds"]) if last.get("wall_seconds") is not None else None
+
+
+def _train_ours(exp: Experiment, unit: str) -> float | None:
+    """Our last-epoch mean training loss in the table's unit (nats need the image size from metrics)."""
+    if not exp.history or not exp.history["epochs"]:
+        return None
+    bpd = float(exp.history["epochs"][-1]["train_bits_per_dim"])
+    if unit == "bits/dim":
+        return bpd
+    m = exp.metrics
+    if not m or not m["test_bits_per_dim"]:
+        return None
+    return bpd * float(m["test_nats_per_image"]) / float(m["test_bits_per_dim"])  # × dims·ln 2
+
+
+def _group_by_stage(reasons: list[str]) -> list[str]:
+    """"train: x", "sample: x" -> "train, sample: x" (same finding for several stages said once)."""
+    grouped: dict[str, list[str]] = {}
+    for r in reasons:
+        stage, _, msg = r.partition(": ")
+        grouped.setdefault(msg, []).append(stage) if msg else grouped.setdefault(r, [])
+    return [f"{', '.join(stages)}: {msg}" if stages else msg for msg, stages in grouped.items()]
+
+
+def _lineage_cell(exp: Experiment) -> Cell:
+    lin = exp.lineage
+    links = tuple(
+        (f"{stage} {ptr.run_id[:8]}", ptr.url) for stage, ptr in exp.pointers.items()
+    )
+    info = []
+    if lin and lin.commit:
+        info.append(f"commit {lin.commit[:8]}{'+dirty' if lin.dirty else ''}")
+    if lin and lin.data_digest:
+        info.append(f"data {lin.data_digest[:8]}")
+    if lin and lin.stale:
+        info.append("STALE: " + "; ".join(_group_by_stage(lin.stale)))
+    if lin and lin.unchecked and (exp.metrics or exp.history):
+        info.append("not checked: " + "; ".join(_group_by_stage(lin.unchecked)))
+    if not links and not info:
+        return Cell(DASH, cls="lineage")
+    runs = ", ".join(f"{stage} run {ptr.run_id}" for stage, ptr in exp.pointers.items())
+    cls = "lineage stale" if lin and lin.stale else "lineage"
+    return Cell("", cls=cls, title=runs or None, links=links + tuple((t, None) for t in info))
+
+
+def _stale(exp: Experiment) -> bool:
+    return bool(exp.lineage and exp.lineage.stale)
+
+
+# ---------------------------------------------------------------- tables
+REF_HEADER = [
+    "Model (paper row)", "Experiment", "Paper", "Ours", "Δ ours − paper", "Train: paper", "Train: ours",
+    "Params", "Budget", "Wall time", "Device", "Lineage",
+]
+
+
+def _ref_row(t: reference.RefTable, row: reference.RefRow, exp: Experiment | None) -> list[Cell]:
+    rel = "" if row.relation == "=" else f"{row.relation} "
+    # Paper figures keep the papers' two decimals; ours get one more in bits/dim.
+    paper = Cell(f"{rel}{row.value:.2f}", cls="num", title=row.citation or t.citation)
+    train_paper = Cell(f"{row.train:.2f}" if row.train is not None else DASH, cls="num")
+    text = row.name + (f" [{reference.SHORT[row.citation]}]" if row.citation else "")
+    label = Cell(text + (" (cited)" if row.cited else ""), cls="cited" if row.cited else "")
+    if row.cited:
+        return [label, Cell(DASH), paper, Cell("cited", cls="cited"), Cell(DASH), train_paper,
+                *[Cell(DASH)] * 6]
+    if exp is None:
+        return [label, Cell("not configured", cls="notrun"), paper, Cell(NOT_RUN, cls="notrun"), Cell(DASH),
+                train_paper, *[Cell(DASH)] * 6]
+    if exp.metrics is None:
+        ours, diff = Cell(NOT_RUN, cls="notrun"), Cell(DASH)
+    else:
+        value = float(exp.metrics[t.metric_key])
+        d = value - row.value
+        split = SPLIT_NAMES.get(exp.metrics.get("split"), exp.metrics.get("split"))
+        ours = Cell(_fmt(value, t.unit) + (f" ({split})" if split and split != t.split else ""),
+                    cls="num stale" if _stale(exp) else "num")
+        diff = Cell(f"{d:+.3f}" if t.unit != "nats" else f"{d:+.2f}",
+                    cls="num better" if d <= 0 else "num worse")
+    tr = _train_ours(exp, t.unit)
+    return [
+        label, Cell(exp.key), paper, ours, diff, train_paper,
+        Cell(_fmt(tr, t.unit) if tr is not None else DASH, cls="num"),
+        Cell(_fmt_params(exp.n_params), cls="num"), Cell(_fmt_budget(exp)),
+        Cell(_fmt_wall(_wall_s(exp)), cls="num"), Cell(str((exp.history or {}).get("device", DASH))),
+        _lineage_cell(exp),
+    ]
+
+
+def reference_section(t: reference.RefTable, exps: list[Experiment]) -> Section:
+    """One paper table: each paper row with the experiments that reproduce it (or "not run")."""
+    rows = []
+    for row in t.rows:
+        attached = [e for e in exps if e.reference == (t.id, row.label)]
+        for exp in attached or [None]:
+            rows.append(_ref_row(t, row, exp))
+    splits = {
+        SPLIT_NAMES.get(e.metrics.get("split"), e.metrics.get("split"))
+        for e in exps if e.reference and e.reference[0] == t.id and e.metrics
+    }
+    note = (
+        f"Paper: {t.citation}; {t.dataset}, {t.split} split, {t.unit}"
+        f"{' per image' if t.unit == 'nats' else ''}; lower is better. Δ < 0 means ours is lower."
+    )
+    if splits - {None, t.split}:
+        note += f" Ours marked with a split name were measured on that split, not on the {t.split} split."
+    note += " Train: ours is the mean training loss of the last epoch."
+    return Section(t.title, t.id, [Table(REF_HEADER, rows, note=note)])
+
+
+OTHER_HEADER = [
+    "Experiment", "Model", "Dataset", "Split", "nats/image", "bits/dim", "Images", "Train bpd (last epoch)",
+    "Params", "Budget", "Wall time", "Device", "Lineage",
+]
+
+
+def other_section(exps: list[Experiment]) -> Section:
+    """Experiments that reproduce no paper row (seed-004, CI-profile runs)."""
+    rows = []
+    for e in exps:
+        m = e.metrics
+        tr = _train_ours(e, "bits/dim")
+        if m is None:
+            figs = [Cell(NOT_RUN, cls="notrun"), Cell(DASH), Cell(DASH), Cell(DASH)]
+        else:
+            cls = "num stale" if _stale(e) else "num"
+            figs = [
+                Cell(str(m.get("split", DASH))),
+                Cell(_fmt(float(m["test_nats_per_image"]), "nats"), cls=cls),
+                Cell(_fmt(float(m["test_bits_per_dim"]), "bits/dim"), cls=cls),
+                Cell(str(m["n_images"]), cls="num"),
+            ]
+        rows.append([
+            Cell(e.key), Cell(e.model), Cell(e.dataset), *figs,
+            Cell(_fmt(tr, "bits/dim") if tr is not None else DASH, cls="num"),
+            Cell(_fmt_params(e.n_params), cls="num"), Cell(_fmt_budget(e)),
+            Cell(_fmt_wall(_wall_s(e)), cls="num"), Cell(str((e.history or {}).get("device", DASH))),
+            _lineage_cell(e),
+        ])
+    blocks: list[Any] = [Table(OTHER_HEADER, rows)] if rows else ["No experiments outside the paper tables."]
+    return Section("Other experiments", "other", blocks)
+
+
+def data_section(root: Path, params: dict[str, Any], exps: list[Experiment]) -> Section:
+    """The processed datasets the experiments use: sizes, splits, digests (from meta.json)."""
+    header = ["Dataset", "Source", "Levels", "C×H×W", "train / valid / test", "Valid carved from train",
+              "Digest", "Used by"]
+    rows = []
+    for name in sorted({e.dataset for e in exps}):
+        users = Cell(", ".join(e.key for e in exps if e.dataset == name))
+        meta_path = root / "data" / "processed" / name / "meta.json"
+        if not meta_path.exists():
+            src = str(((params.get("datasets") or {}).get(name) or {}).get("source", DASH))
+            rows.append([Cell(name), Cell(src), *[Cell(DASH)] * 3, Cell(DASH),
+                         Cell("not built", cls="notrun"), users])
+            continue
+        meta = json.loads(meta_path.read_text())
+        counts = meta.get("counts", {})
+        rows.append([
+            Cell(name), Cell(str(meta.get("source", DASH))), Cell(str(meta.get("levels", DASH)), cls="num"),
+            Cell(f"{meta.get('channels')}×{meta.get('height')}×{meta.get('width')}"),
+            Cell(" / ".join(str(counts.get(s, DASH)) for s in ("train", "valid", "test")), cls="num"),
+            Cell("yes" if meta.get("valid_carved_from_train") else "no"),
+            Cell(tracking.dataset_digest(meta)[:16]), users,
+        ])
+    note = ("Digest: sha256 over the per-split sha256 of the processed arrays (meta.json). The counts state "
+            "which images each model was trained on (the paper does not say whether binarized MNIST "
+            "was trained on train or train+valid).")
+    return Section("Data", "data", [Table(header, rows, note=note)])
+
+
+# ---------------------------------------------------------------- assembly
+def _paper_bpd(exp: Experiment) -> float | None:
+    if exp.reference is None:
+        return None
+    t = reference.table(exp.reference[0])
+    return t.row(exp.reference[1]).value if t.unit == "bits/dim" else None
+
+
+def build_report(root: Path, params: dict[str, Any], out_dir: Path) -> Written:
+    """Write ``out_dir/index.html``, ``out_dir/README.md`` and ``out_dir/figures/*.png``.
+
+    ``root`` is the repository (or profile work tree) holding ``metrics/``, ``outputs/`` and ``data/``;
+    ``params`` the parsed params.yaml. Figures from an earlier report are removed first, so the report
+    never shows an image of an experiment that is gone.
+    """
+    opts = params.get("report") or {}
+    exps = collect(root, params, lineage.RunStore() if opts.get("mlflow", True) else None)
+    for e in exps:  # fail early, with the valid labels, on a misspelt reference
+        if e.reference is not None:
+            reference.table(e.reference[0]).row(e.reference[1])
+
+    fig_dir = out_dir / "figures"
+    if fig_dir.exists():
+        shutil.rmtree(fig_dir)
+    fig_dir.mkdir(parents=True)
+    written: list[Path] = []
+
+    table_ids = list(opts.get("tables", DEFAULT_TABLES))
+    for e in exps:
+        if e.reference is not None and e.reference[0] not in table_ids:
+            table_ids.append(e.reference[0])
+    sections = [reference_section(reference.table(tid), exps) for tid in table_ids]
+    sections.append(other_section([e for e in exps if e.reference is None]))
+    sections.append(data_section(root, params, exps))
+
+    # Samples: every PNG the sample stage wrote, copied beside the page.
+    sample_blocks: list[Any] = []
+    for e in exps:
+        row = [
+            figures.copy_figure(e.samples[name], fig_dir / e.key / f"{name}.png", out_dir, f"{e.key}: {cap}")
+            for name, cap in SAMPLE_FIGURES if name in e.samples
+        ]
+        if row:
+            sample_blocks += [f"{e.key} ({e.model} on {e.dataset})", row]
+    without = [e.key for e in exps if not e.samples]
+    if without:
+        sample_blocks.append("No samples yet (sample stage not run): " + ", ".join(without) + ".")
+    sections.append(Section("Samples", "samples", sample_blocks))
+
+    curves = [
+        figures.learning_curve(
+            e.history, e.key, fig_dir / e.key / "learning_curve.png", out_dir, _paper_bpd(e)
+        )
+        for e in exps
+        if e.history and e.history["epochs"]
+    ]
+    curve_blocks: list[Any] = [curves] if curves else []
+    no_hist = [e.key for e in exps if not (e.history and e.history["epochs"])]
+    if no_hist:
+        curve_blocks.append("No training history yet: " + ", ".join(no_hist) + ".")
+    sections.append(Section("Learning curves", "curves", curve_blocks))
+
+    rf = opts.get("receptive_field") or {}
+    rf_figs, rf_missing = figures.receptive_fields(
+        list(rf.get("models", DEFAULT_RF_MODELS)), dict(rf), fig_dir, out_dir
+    )
+    rf_blocks: list[Any] = [
+        "Which input pixels can change the prediction of one output pixel (by autograd on an untrained "
+        "model): a blind spot shows as unseen pixels above-right of the target (PixelCNN); the gated "
+        "two-stack PixelCNN and the Diagonal BiLSTM see the full context, the Row LSTM a triangle."
+    ]
+    if rf_figs:
+        rf_blocks.append(rf_figs)
+    if rf_missing:
+        rf_blocks.append("Not drawn: " + "; ".join(rf_missing) + ".")
+    sections.append(Section("Receptive fields and blind spots", "receptive-fields", rf_blocks))
+    sections.append(sources_section(exps))
+
+    n_run = sum(e.metrics is not None for e in exps)
+    n_stale = sum(_stale(e) for e in exps)
+    intro = [
+        f"{len(exps)} experiments configured, {n_run} evaluated, {len(exps) - n_run} not run"
+        + (f", {n_stale} stale (marked; params or data changed since they ran)" if n_stale else "")
+        + ". Paper figures are copied from the publications; ours are read from metrics/<experiment>.json.",
+    ]
+    html_path, md_path = out_dir / "index.html", out_dir / "README.md"
+    html_path.write_text(to_html(TITLE, intro, sections))
+    md_path.write_text(to_markdown(TITLE, intro, sections))
+    written = sorted(fig_dir.rglob("*.png"))
+    return Written(html_path, md_path, tuple(written), tuple(rf_missing))
+
+
+def sources_section(exps: list[Experiment]) -> Section:
+    """Where the numbers come from: papers, files, and how staleness is decided."""
+    cites = sorted({r.citation for t in reference.TABLES for r in t.rows if r.citation}
+                   | {t.citation for t in reference.TABLES})
+    trackers = sorted({p.tracking_uri for e in exps for p in e.pointers.values()})
+    blocks: list[Any] = [
+        "Paper figures: " + " | ".join(cites) + ".",
+        "Our figures: metrics/<experiment>.json (evaluation over the full test split, every image once); "
+        "curves from outputs/<experiment>/train/history.json; run ids from the mlflow_run.json pointer "
+        "written by each stage.",
+        "Tracking URI(s): " + (", ".join(trackers) if trackers else "none recorded yet") + ".",
+        "A row is stale (highlighted) when params.yaml now resolves to another config for one of its "
+        "stages than the one recorded with that stage's MLflow run (pixelzoo.config_sha256 tag), or the "
+        "processed data's digest differs from the run's dataset.sha256 tag; `dvc repro` refreshes it.",
+    ]
+    if any(not math.isfinite(float(e.metrics["test_bits_per_dim"])) for e in exps if e.metrics):
+        blocks.append("Some metrics are not finite: training diverged for those rows.")
+    return Section("Sources and lineage", "sources", blocks)

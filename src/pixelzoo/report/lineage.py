@@ -1,0 +1,116 @@
+"""Lineage of a report row: which runs, commit and data made it, and whether it is stale.
+
+The pipeline records, with every stage's MLflow run (:mod:`pixelzoo.tracking`): the git commit
+(``git.commit``, ``git.dirty``), the dataset digest (``dataset.sha256``), the sha256 of the stage's
+resolved config (``pixelzoo.config_sha256``) and that config itself as flattened run params. A row is
+stale when params.yaml now resolves to another config for any of its stages
+(:func:`pixelzoo.training.stage_config`), or the processed data's ``meta.json`` now has another digest.
+The stage's run pointer file (``mlflow_run.json``) names the run; nothing else is trusted for lineage.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pixelzoo import tracking, training
+
+TAG_COMMIT, TAG_DIRTY, TAG_DATA = "git.commit", "git.dirty", "dataset.sha256"
+
+
+@dataclass
+class Lineage:
+    """Where a row's numbers came from, and why they may no longer match params.yaml / the data."""
+
+    commit: str | None = None
+    dirty: bool | None = None
+    data_digest: str | None = None
+    stale: list[str] = field(default_factory=list)  # human-readable reasons; empty = up to date
+    unchecked: list[str] = field(default_factory=list)  # what could not be compared, and why
+
+
+@dataclass(frozen=True)
+class RecordedRun:
+    """Tags and (flattened, string-valued) params of one MLflow run."""
+
+    tags: dict[str, str]
+    params: dict[str, str]
+
+
+class RunStore:
+    """Reads runs from the tracking stores named in pointer files; one client per URI, never creates one.
+
+    A local sqlite store that does not exist is reported as unavailable: opening it would create an
+    empty database.
+    """
+
+    def __init__(self) -> None:
+        self._clients: dict[str, Any] = {}
+
+    def get(self, tracking_uri: str, run_id: str) -> RecordedRun:
+        """The run, or ``LookupError`` saying why it cannot be read."""
+        if tracking_uri.startswith("sqlite:///"):
+            db = Path(tracking_uri[len("sqlite:///"):])
+            if not db.exists():
+                raise LookupError(f"tracking store {db} not found")
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
+        try:
+            with tracking._short_http_retries():
+                client = self._clients.setdefault(tracking_uri, MlflowClient(tracking_uri=tracking_uri))
+                run = client.get_run(run_id)
+        except MlflowException as err:
+            raise LookupError(f"run {run_id} not readable from {tracking_uri} ({err.message[:120]})") from err
+        except OSError as err:
+            raise LookupError(f"tracking store {tracking_uri} unreachable ({err})") from err
+        return RecordedRun(dict(run.data.tags), dict(run.data.params))
+
+
+def changed_keys(recorded: Mapping[str, str], now: Mapping[str, Any]) -> list[str]:
+    """Flattened config keys whose value now differs from the recorded run params (added/removed too)."""
+    flat = tracking.flatten(now)
+    keys = sorted(set(flat) | set(recorded))
+    return [k for k in keys if flat.get(k) != recorded.get(k)]
+
+
+def resolve(
+    root: Path,
+    params: Mapping[str, Any],
+    key: str,
+    pointers: Mapping[str, Any],
+    store: RunStore,
+) -> Lineage:
+    """The lineage of experiment ``key`` from its stages' runs, checked against params and data now.
+
+    ``pointers`` maps stage name (train/evaluate/sample) to a pointer with ``run_id`` and
+    ``tracking_uri``. The commit and data digest shown are the evaluate run's (it made the number),
+    else the train run's.
+    """
+    lin = Lineage()
+    meta_path = root / tracking.data_dir(str(params["experiments"][key].get("dataset"))) / "meta.json"
+    data_now = tracking.dataset_digest(json.loads(meta_path.read_text())) if meta_path.exists() else None
+    for stage in sorted(pointers, key=lambda s: s != "evaluate"):  # evaluate first
+        ptr = pointers[stage]
+        try:
+            run = store.get(ptr.tracking_uri, ptr.run_id)
+        except LookupError as err:
+            lin.unchecked.append(f"{stage}: {err}")
+            continue
+        if lin.commit is None and run.tags.get(TAG_COMMIT):
+            lin.commit, lin.dirty = run.tags[TAG_COMMIT], run.tags.get(TAG_DIRTY) == "true"
+        recorded_data = run.tags.get(TAG_DATA)
+        lin.data_digest = lin.data_digest or recorded_data
+        if data_now is None:
+            lin.unchecked.append(f"{stage}: data ({meta_path.relative_to(root)} not present)")
+        elif recorded_data != data_now:
+            was = str(recorded_data)[:8]
+            lin.stale.append(f"{stage}: dataset changed since it ran ({was} -> {data_now[:8]})")
+        cfg_now = training.stage_config(params, key, stage)
+        if run.tags.get(tracking.TAG_CONFIG) != training.config_digest(cfg_now):
+            keys = changed_keys(run.params, cfg_now)
+            lin.stale.append(f"{stage}: params changed since it ran ({', '.join(keys) or 'config digest'})")
+    return lin

@@ -1,0 +1,146 @@
+"""A tiny document model and its two renderings: self-contained HTML and GitHub Markdown.
+
+The report is assembled once as a list of :class:`Section` and rendered twice, so the HTML page and the
+Markdown twin cannot disagree.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+
+from pixelzoo.report.figures import Figure
+
+
+@dataclass(frozen=True)
+class Cell:
+    """Table cell: text, an optional link, a CSS class (``notrun``, ``stale``, ``cited``, ``better``...)."""
+
+    text: str
+    href: str | None = None
+    cls: str = ""
+    title: str | None = None
+    links: tuple[tuple[str, str | None], ...] = ()  # extra (text, href) parts after ``text``
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[list[Cell]]
+    caption: str = ""
+    note: str = ""
+
+
+@dataclass
+class Section:
+    title: str
+    anchor: str
+    blocks: list[str | Table | list[Figure]] = field(default_factory=list)  # paragraph, table, figure row
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:1.5em auto;
+max-width:1400px;padding:0 1em;color:#1b1b1b;line-height:1.4}
+h1{font-size:1.6em}h2{font-size:1.25em;border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.6em 0 .3em;font-size:.85em}
+caption{text-align:left;font-weight:600;padding:.3em 0}
+th,td{border:1px solid #d0d0d0;padding:.25em .5em;vertical-align:top}
+th{background:#f0f3f6;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+tr:nth-child(even) td{background:#fafbfc}
+.notrun{color:#8a8a8a;font-style:italic;white-space:nowrap}
+.cited{color:#555}.stale{background:#fff3cd !important}
+.lineage.stale{font-weight:600}.better{color:#116329}.worse{color:#a40e26}.lineage{font-size:.8em;color:#444}
+.note{font-size:.85em;color:#444;margin:.2em 0 1em}
+.figs{display:flex;flex-wrap:wrap;gap:1em;margin:.6em 0}
+figure{margin:0;max-width:460px}figure img{max-width:100%;image-rendering:pixelated;border:1px solid #ddd}
+figcaption{font-size:.8em;color:#444}nav a{margin-right:1em}
+"""
+
+
+def _html_link(text: str, href: str | None) -> str:
+    return f'<a href="{html.escape(href)}">{html.escape(text)}</a>' if href else html.escape(text)
+
+
+def _html_cell(c: Cell, tag: str = "td") -> str:
+    text = " · ".join(_html_link(t, h) for t, h in ((c.text, c.href), *c.links) if t)
+    attrs = f' class="{c.cls}"' if c.cls else ""
+    if c.title:
+        attrs += f' title="{html.escape(c.title)}"'
+    return f"<{tag}{attrs}>{text}</{tag}>"
+
+
+def _html_block(b: str | Table | list[Figure]) -> str:
+    if isinstance(b, str):
+        return f"<p>{html.escape(b)}</p>"
+    if isinstance(b, Table):
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in b.header)
+        body = "\n".join("<tr>" + "".join(_html_cell(c) for c in row) + "</tr>" for row in b.rows)
+        cap = f"<caption>{html.escape(b.caption)}</caption>" if b.caption else ""
+        note = f'<p class="note">{html.escape(b.note)}</p>' if b.note else ""
+        return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table>{note}"
+    figs = "".join(
+        f'<figure><img src="{html.escape(f.path)}" alt="{html.escape(f.caption)}">'
+        f"<figcaption>{html.escape(f.caption)}</figcaption></figure>"
+        for f in b
+    )
+    return f'<div class="figs">{figs}</div>'
+
+
+def to_html(title: str, intro: list[str], sections: list[Section]) -> str:
+    """The whole page: inline CSS, no scripts, no network; images by relative path."""
+    nav = "".join(f'<a href="#{s.anchor}">{html.escape(s.title)}</a>' for s in sections)
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        *(f"<p>{html.escape(p)}</p>" for p in intro),
+        f"<nav>{nav}</nav>",
+    ]
+    for s in sections:
+        parts.append(f'<section id="{s.anchor}"><h2>{html.escape(s.title)}</h2>')
+        parts.extend(_html_block(b) for b in s.blocks)
+        parts.append("</section>")
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _md_link(text: str, href: str | None) -> str:
+    return f"[{_md_escape(text)}]({href})" if href else _md_escape(text)
+
+
+def _md_cell(c: Cell) -> str:
+    text = _md_link(c.text, c.href)
+    classes = c.cls.split()
+    if c.text and "notrun" in classes:
+        text = f"*{text}*"
+    elif c.text and "stale" in classes:
+        text = f"**{text}** ⚠"
+    return " · ".join(p for p in (text, *(_md_link(t, h) for t, h in c.links if t)) if p)
+
+
+def _md_block(b: str | Table | list[Figure]) -> str:
+    if isinstance(b, str):
+        return b
+    if isinstance(b, Table):
+        lines = [f"**{_md_escape(b.caption)}**", ""] if b.caption else []
+        lines.append("| " + " | ".join(_md_escape(h) for h in b.header) + " |")
+        lines.append("|" + "---|" * len(b.header))
+        lines.extend("| " + " | ".join(_md_cell(c) for c in row) + " |" for row in b.rows)
+        if b.note:
+            lines += ["", f"_{b.note}_"]
+        return "\n".join(lines)
+    return "\n\n".join(f"![{_md_escape(f.caption)}]({f.path})  \n*{_md_escape(f.caption)}*" for f in b)
+
+
+def to_markdown(title: str, intro: list[str], sections: list[Section]) -> str:
+    """The Markdown twin of :func:`to_html` (GitHub-flavoured tables, relative image links)."""
+    parts = [f"# {title}", *intro, " · ".join(f"[{s.title}](#{s.anchor})" for s in sections)]
+    for s in sections:
+        parts.append(f'<a id="{s.anchor}"></a>\n\n## {s.title}')
+        parts.extend(_md_block(b) for b in s.blocks)
+    return "\n\n".join(parts) + "\n"
