@@ -292,6 +292,17 @@ def build_report(root: Path, params: dict[str, Any], out_dir: Path) -> Written:
         sample_blocks.append("No samples yet (sample stage not run): " + ", ".join(without) + ".")
     sections.append(Section("Samples", "samples", sample_blocks))
 
+    # One JSON per experiment for `dvc plots show` (read by the top-level `plots:` entry of dvc.yaml).
+    curve_dir = out_dir / "curves"
+    if curve_dir.exists():
+        shutil.rmtree(curve_dir)
+    curve_dir.mkdir(parents=True)
+    for e in exps:
+        if e.history and e.history["epochs"]:
+            path = curve_dir / f"{e.key}.json"
+            path.write_text(json.dumps(e.history["epochs"], indent=1))
+            written.append(path)
+
     curves = [
         figures.learning_curve(
             e.history, e.key, fig_dir / e.key / "learning_curve.png", out_dir, _paper_bpd(e)
