@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from pixelzoo.profile import dvc_repro, prepare_workdir, profile_env, project_files
+
 ROOT = Path(__file__).resolve().parents[1]
 _GIT_ENV = {"GIT_AUTHOR_NAME": "pixelzoo-tests", "GIT_AUTHOR_EMAIL": "tests@localhost",
             "GIT_COMMITTER_NAME": "pixelzoo-tests", "GIT_COMMITTER_EMAIL": "tests@localhost"}
@@ -40,17 +42,11 @@ class RepoCopy:
         return self.run(str(dvc) if dvc.exists() else "dvc", *args, check=check)
 
 
-def _project_files(root: Path) -> list[str]:
-    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                         cwd=root, check=True, capture_output=True, text=True).stdout
-    return sorted(f for f in out.split("\0") if f and (root / f).is_file())
-
-
 @pytest.fixture
 def repo_copy(tmp_path: Path) -> RepoCopy:
     """Copy of the working tree (committed or not, minus ignored files) as a fresh one-commit git repo."""
     dst = tmp_path / "repo"
-    for rel in _project_files(ROOT):
+    for rel in project_files(ROOT):
         (dst / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, dst / rel)
     copy = RepoCopy(dst)
@@ -58,3 +54,33 @@ def repo_copy(tmp_path: Path) -> RepoCopy:
     copy.run("git", "add", "-A")
     copy.run("git", "commit", "-q", "-m", "test copy")
     return copy
+
+
+@dataclass
+class ProfileRun:
+    """A finished `dvc repro` of a params profile in its own copy of the project."""
+
+    root: Path
+    env: dict[str, str]
+
+    def copy(self, dst: Path) -> ProfileRun:
+        """A second copy with everything generated so far (data, models, DVC cache, MLflow store)."""
+        shutil.copytree(self.root, dst, symlinks=True)
+        return ProfileRun(dst, self.env)
+
+    def repro(self, *targets: str) -> None:
+        dvc_repro(self.root, *targets, env=self.env)
+
+
+@pytest.fixture(scope="session")
+def ci_run(tmp_path_factory: pytest.TempPathFactory) -> ProfileRun:
+    """The CI-scale profile (ci/params.yaml) through every real stage, report included; run once per session.
+
+    The pipeline, report and NLL-regression tests all read this one run.
+    """
+    workdir = tmp_path_factory.mktemp("ci") / "repo"
+    prepare_workdir("ci/params.yaml", workdir, ROOT)
+    env = {**profile_env(ROOT), **_GIT_ENV}
+    run = ProfileRun(workdir, env)
+    run.repro()
+    return run

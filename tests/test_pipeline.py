@@ -1,4 +1,4 @@
-"""`dvc repro` of the CI-scale profile (ci/params.yaml: a tiny PixelCNN on offline digits) in a copy.
+"""`dvc repro` of the CI-scale profile (ci/params.yaml, offline digits) in a copy: one experiment in detail.
 
 Checks the real stages end to end: metrics over the whole test split, one MLflow run per stage with its
 tags, the lineage chain, a no-op second repro, and STALE once params change.
@@ -8,20 +8,18 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 
 import pytest
+from conftest import RepoCopy
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
 EXP = "pixelcnn-digits"
 
 
-def test_dvc_repro_ci_profile_end_to_end(repo_copy) -> None:
-    root = repo_copy.root
-    shutil.copy(root / "ci" / "params.yaml", root / "params.yaml")
-    repo_copy.run("git", "commit", "-qam", "CI profile")
-    repo_copy.dvc("repro")
+def test_dvc_repro_ci_profile_end_to_end(ci_run, tmp_path) -> None:
+    root = ci_run.root
+    repo_copy = RepoCopy(root)
 
     meta = json.loads((root / "data" / "processed" / "digits" / "meta.json").read_text())
     metrics = json.loads((root / "metrics" / f"{EXP}.json").read_text())
@@ -61,7 +59,9 @@ def test_dvc_repro_ci_profile_end_to_end(repo_copy) -> None:
     again = repo_copy.dvc("repro").stdout
     assert "Running stage" not in again and "up to date" in again
 
-    # Change a sampling param: the sample run is now stale, train and evaluate are not.
+    # Change a sampling param (in a copy: other tests read this run): the sample run is now stale.
+    root = ci_run.copy(tmp_path / "stale").root
+    repo_copy = RepoCopy(root)
     params = (root / "params.yaml").read_text().replace("n_grid: 16", "n_grid: 9")
     (root / "params.yaml").write_text(params)
     stale = repo_copy.run("python", "-m", "pixelzoo.lineage", EXP, "--check", check=False)

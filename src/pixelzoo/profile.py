@@ -84,8 +84,10 @@ def profile_env(root: Path | None = None) -> dict[str, str]:
     """Environment for stage commands in a profile copy: source revision and offline-friendly DVC."""
     commit, dirty = source_revision(root or repo_root())
     bindir = str(Path(sys.executable).parent)
-    return {**os.environ, "PIXELZOO_SOURCE_COMMIT": commit, "PIXELZOO_SOURCE_DIRTY": str(dirty).lower(),
-            "DVC_NO_ANALYTICS": "1", "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
+    # One thread always: the committed baseline then does not depend on the machine's core count.
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PIXELZOO_SOURCE_COMMIT": commit,
+            "PIXELZOO_SOURCE_DIRTY": str(dirty).lower(), "DVC_NO_ANALYTICS": "1",
+            "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
 
 
 def dvc_repro(workdir: Path, *targets: str, env: dict[str, str] | None = None) -> None:
