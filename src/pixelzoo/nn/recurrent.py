@@ -191,7 +191,7 @@ class PixelRNN(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Integer levels B×C×H×W -> logits B×K×C×H×W."""
         check_image(x, self.channels, self.levels)
-        return self.forward_scaled(scale_input(x, self.levels), y)
+        return self.forward_scaled(scale_input(x, self.levels).to(self.input.weight.dtype), y)
 
     def forward_scaled(
         self,
