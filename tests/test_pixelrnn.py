@@ -14,12 +14,17 @@ from pixelzoo.models.row_lstm import RowLSTMLayer
 from pixelzoo.nn.masks import causal_mask
 from pixelzoo.nn.skew import skew, unskew
 
-TOL = 1e-14  # relative to the largest gradient; float64 rounding noise is ~1e-16, real far-away effects ~1e-12
+TOL = (
+    1e-14  # relative to the largest gradient; float64 rounding noise is ~1e-16, real far-away effects ~1e-12
+)
 TINY = {"hidden": 6, "layers": 2, "output_hidden": 24}  # 8 head maps per colour group
 MODELS = {
     "row_lstm": ("row_lstm", TINY),
     "diagonal_bilstm": ("diagonal_bilstm", TINY),
-    "multiscale_diag": ("multiscale_pixelrnn", {**TINY, "layers": 1, "base": "diagonal_bilstm", "cond_channels": 4}),
+    "multiscale_diag": (
+        "multiscale_pixelrnn",
+        {**TINY, "layers": 1, "base": "diagonal_bilstm", "cond_channels": 4},
+    ),
     "multiscale_row": ("multiscale_pixelrnn", {**TINY, "layers": 1, "base": "row_lstm", "cond_channels": 4}),
 }
 
@@ -27,7 +32,9 @@ MODELS = {
 def make(key: str, channels: int, levels: int, height: int, width: int, **extra) -> torch.nn.Module:
     name, args = MODELS[key]
     torch.manual_seed(0)
-    model = build_model(name, channels=channels, levels=levels, height=height, width=width, **{**args, **extra})
+    model = build_model(
+        name, channels=channels, levels=levels, height=height, width=width, **{**args, **extra}
+    )
     return model.double()
 
 
@@ -114,6 +121,21 @@ def test_diagonal_bilstm_full_context_16x16() -> None:
     assert torch.equal(seen, torch.ones(256, 256, dtype=torch.bool).tril(-1))
 
 
+def test_diagonal_bilstm_paper_literal_has_one_pixel_blind_spot() -> None:
+    """Without the image read by the first right-to-left direction, (i, j<W-4) misses (i-1, W-1)."""
+    height, width = 5, 10
+    model = make(
+        "diagonal_bilstm", 1, 4, height, width, hidden=4, layers=2, output_hidden=8, close_blind_spot=False
+    )
+    randomize(model)
+    seen = audit(model, 1, height, width, batch=1)
+    missing = torch.ones(height * width, height * width, dtype=torch.bool).tril(-1) & ~seen
+    expected = {
+        (i * width + j, (i - 1) * width + width - 1) for i in range(1, height) for j in range(width - 4)
+    }
+    assert {tuple(p) for p in missing.nonzero().tolist()} == expected
+
+
 # --- loop equivalence with slow per-pixel references -------------------------------------------------
 
 
@@ -126,7 +148,12 @@ def reference_gate_mask(in_channels: int, hidden: int, groups: int) -> torch.Ten
 
 def reference_cell(z: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     h = z.shape[0] // 4
-    o, f, i, g = torch.sigmoid(z[:h]), torch.sigmoid(z[h : 2 * h]), torch.sigmoid(z[2 * h : 3 * h]), z[3 * h :]
+    o, f, i, g = (
+        torch.sigmoid(z[:h]),
+        torch.sigmoid(z[h : 2 * h]),
+        torch.sigmoid(z[2 * h : 3 * h]),
+        z[3 * h :],
+    )
     c = f * c + i * torch.tanh(g)
     return o * torch.tanh(c), c
 
@@ -162,8 +189,10 @@ def row_lstm_reference(layer: RowLSTMLayer, x: torch.Tensor, groups: int) -> tor
     return out
 
 
-def diagonal_reference(direction: DiagonalLSTM, x: torch.Tensor, groups: int, reverse: bool) -> torch.Tensor:
-    """h(i,j) = cell(is(i,j) + W0 h(i-1,j) + W1 h(i,j∓1), c(i,j∓1)); outside the image: (h0, c0)."""
+def diagonal_reference(
+    direction: DiagonalLSTM, x: torch.Tensor, groups: int, reverse: bool, extra: torch.Tensor | None = None
+) -> torch.Tensor:
+    """h(i,j) = cell(is(i,j) + extra(i,j) + W0 h(i-1,j) + W1 h(i,j∓1), c(i,j∓1)); outside: (h0, c0)."""
     hidden = direction.scan.hidden
     w_is = direction.input_to_state.weight[:, :, 0, 0] * reference_gate_mask(x.shape[1], hidden, groups)
     b_is = direction.input_to_state.bias
@@ -179,6 +208,8 @@ def diagonal_reference(direction: DiagonalLSTM, x: torch.Tensor, groups: int, re
                 h_side, c_side = hs.get(side, (h0, c0))
                 h_above = hs[(i - 1, j)][0] if i > 0 else h0
                 z = b_is + w_is @ x[b, :, i, j] + w_ss[:, :, 0] @ h_above + w_ss[:, :, 1] @ h_side
+                if extra is not None:
+                    z = z + extra[b, :, i, j]
                 hs[(i, j)] = reference_cell(z, c_side)
                 out[b, :, i, j] = hs[(i, j)][0]
     return out
@@ -192,16 +223,21 @@ def test_row_lstm_layer_matches_per_pixel_reference(channels: int) -> None:
     torch.testing.assert_close(layer(x), row_lstm_reference(layer, x, channels), atol=1e-9, rtol=0)
 
 
+@pytest.mark.parametrize("reads_image", [False, True])
 @pytest.mark.parametrize("channels", [1, 3])
-def test_diagonal_bilstm_layer_matches_per_pixel_reference(channels: int) -> None:
-    layer = DiagonalBiLSTMLayer(12, 6, channels).double()
+def test_diagonal_bilstm_layer_matches_per_pixel_reference(channels: int, reads_image: bool) -> None:
+    layer = DiagonalBiLSTMLayer(12, 6, channels, reads_image=reads_image).double()
     randomize(layer)
     x = torch.randn(2, 12, 4, 5, dtype=torch.float64)
+    image = torch.randn(2, channels, 4, 5, dtype=torch.float64)
+    extra = (
+        torch.einsum("gc,bchw->bghw", layer.image_to_state.weight[:, :, 0, 0], image) if reads_image else None
+    )
     left = diagonal_reference(layer.forward_dir, x, channels, reverse=False)
-    right = diagonal_reference(layer.backward_dir, x, channels, reverse=True)
+    right = diagonal_reference(layer.backward_dir, x, channels, reverse=True, extra=extra)
     top = layer.backward_dir.scan.h0.view(1, -1, 1, 1).expand(2, -1, 1, 5)
     expected = left + torch.cat([top, right[:, :, :-1]], dim=2)  # right-to-left map shifted down one row
-    torch.testing.assert_close(layer(x), expected, atol=1e-9, rtol=0)
+    torch.testing.assert_close(layer(x, image=image), expected, atol=1e-9, rtol=0)
 
 
 # --- skew, likelihood, interface -----------------------------------------------------------------------
@@ -229,7 +265,9 @@ def test_skew_round_trip(height: int, width: int) -> None:
         ("multiscale_row", 3, 2, 2, 2),
     ],
 )
-def test_probabilities_of_all_images_sum_to_one(key: str, channels: int, levels: int, height: int, width: int) -> None:
+def test_probabilities_of_all_images_sum_to_one(
+    key: str, channels: int, levels: int, height: int, width: int
+) -> None:
     """Summed categorical log-likelihoods over every possible image: a proper distribution sums to 1."""
     model = make(key, channels, levels, height, width).eval()
     n = channels * height * width
