@@ -8,7 +8,16 @@ below. The left-to-right direction thus sees the quadrant above-left (and, by ch
 current pixel). The right-to-left direction is the same computation on the width-flipped map,
 flipped back, which sees the quadrant above-right *including the rest of the current row*; it is
 therefore shifted down one row before being added, after which it depends on rows above only (so
-its channel groups are irrelevant to causality). Together: the whole past, no blind spot.
+its channel groups are irrelevant to causality).
+
+One deviation from the paper's text, needed for the full context it claims: with the 7×7 mask-A
+input layer feeding both directions, the last pixel of row i-1 is, in every layer and at any depth,
+invisible to pixels (i, j) with j < W-4. Row i-1's features never contain it (it is the last in its
+row), row i's features contain it only within the input kernel's reach of column W-1, and the only
+leftward path, the right-to-left direction, is moved down a row. So the first layer's right-to-left
+direction also reads the image itself through an unmasked 1×1 input-to-state conv: legitimate
+because that direction's output is shifted below the row it reads. The test suite checks that every
+earlier pixel is in the context of every pixel.
 """
 
 from __future__ import annotations
@@ -45,17 +54,29 @@ class DiagonalLSTM(nn.Module):
 
 
 class DiagonalBiLSTMLayer(nn.Module):
-    """``2h -> h``: left-to-right map + right-to-left map shifted down one row."""
+    """``2h -> h``: left-to-right map + right-to-left map shifted down one row.
 
-    def __init__(self, in_channels: int, hidden: int, channels: int) -> None:
+    ``reads_image`` (the first layer): the right-to-left direction also gets the image through an
+    unmasked 1×1 conv, which closes the blind spot described in the module docstring.
+    """
+
+    def __init__(self, in_channels: int, hidden: int, channels: int, reads_image: bool = False) -> None:
         super().__init__()
         self.hidden, self.bias_channels = hidden, 2 * GATES * hidden
         self.forward_dir = DiagonalLSTM(in_channels, hidden, channels)
         self.backward_dir = DiagonalLSTM(in_channels, hidden, channels)
+        self.image_to_state = nn.Conv2d(channels, GATES * hidden, 1, bias=False) if reads_image else None
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, bias: torch.Tensor | None = None, image: torch.Tensor | None = None
+    ) -> torch.Tensor:
         b_l, b_r = bias.chunk(2, dim=1) if bias is not None else (None, None)
         left = self.forward_dir(x, b_l)
+        if self.image_to_state is not None:
+            if image is None:
+                raise ValueError("this Diagonal BiLSTM layer reads the image: pass image=")
+            seen = self.image_to_state(image)
+            b_r = seen if b_r is None else b_r + seen
         flip = None if b_r is None else b_r.flip(-1)
         right = self.backward_dir(x.flip(-1), flip).flip(-1)  # flip the WIDTH axis, and flip back
         # Down shift: row i receives row i-1; row 0 receives the learned initial state.
@@ -73,11 +94,17 @@ def diagonal_bilstm(
     skip: bool = True,
     output_hidden: int = 1024,
     input_kernel: int = 7,
+    close_blind_spot: bool = True,
     n_classes: int | None = None,
 ) -> PixelRNN:
-    """Diagonal BiLSTM PixelRNN; defaults are the paper's CIFAR-10 size (MNIST: 7 layers, h=16, 32 maps)."""
+    """Diagonal BiLSTM PixelRNN; defaults are the paper's CIFAR-10 size (MNIST: 7 layers, h=16, 32 maps).
+
+    ``close_blind_spot=False`` gives the paper's text literally (one-pixel blind spot, see above).
+    """
     return PixelRNN(
-        lambda: DiagonalBiLSTMLayer(2 * hidden, hidden, channels),
+        lambda index: DiagonalBiLSTMLayer(
+            2 * hidden, hidden, channels, reads_image=close_blind_spot and index == 0
+        ),
         channels=channels,
         levels=levels,
         hidden=hidden,

@@ -76,7 +76,7 @@ class MultiScalePixelRNN(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Integer levels B×C×H×W -> logits B×K×C×H×W (see the module docstring for what each holds)."""
         check_image(x, self.channels, self.levels)
-        return self.forward_scaled(scale_input(x, self.levels), y)
+        return self.forward_scaled(scale_input(x, self.levels).to(self.full.input.weight.dtype), y)
 
     def forward_scaled(self, xs: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         r = self.scale

@@ -27,7 +27,10 @@ class RowLSTMLayer(nn.Module):
         self.input_to_state = GateConv("B", in_channels, hidden, (1, kernel), groups=channels)
         self.scan = ConvLSTMScan(hidden, kernel, (kernel // 2, kernel // 2))
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, bias: torch.Tensor | None = None, image: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``image`` is not used: every Row LSTM input reaches the current row."""
         pre = self.input_to_state(x)
         if bias is not None:
             pre = pre + bias
@@ -49,7 +52,7 @@ def row_lstm(
 ) -> PixelRNN:
     """Row LSTM PixelRNN; defaults are the paper's CIFAR-10 size (12 layers, h=128, 1024 output maps)."""
     return PixelRNN(
-        lambda: RowLSTMLayer(2 * hidden, hidden, channels, kernel),
+        lambda index: RowLSTMLayer(2 * hidden, hidden, channels, kernel),
         channels=channels,
         levels=levels,
         hidden=hidden,

@@ -110,10 +110,12 @@ class ConvLSTMScan(nn.Module):
 
 
 class RecurrentLayer(nn.Module):
-    """Interface of a PixelRNN layer: ``forward(x, bias) -> hidden map``.
+    """Interface of a PixelRNN layer: ``forward(x, bias, image) -> hidden map``.
 
     ``x`` is B×in×H×W, ``bias`` (optional) is added to the gate pre-activations and has
-    ``bias_channels`` maps; the result is B×hidden×H×W with the R,G,B channel groups intact.
+    ``bias_channels`` maps, ``image`` is the network's [-1, 1] input (a layer may read it where its
+    output cannot reach the current row, see the Diagonal BiLSTM); the result is B×hidden×H×W with
+    the R,G,B channel groups intact.
     """
 
     hidden: int
@@ -129,8 +131,8 @@ class Block(nn.Module):
         self.up = MaskedConv2d("B", layer.hidden, width, 1, groups=channels)  # h -> 2h
         self.skip = MaskedConv2d("B", width, width, 1, groups=channels) if skip else None
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        out = self.up(self.layer(x, bias))
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None, image: torch.Tensor) -> torch.Tensor:
+        out = self.up(self.layer(x, bias, image))
         return out + x if self.residual else out
 
 
@@ -147,14 +149,14 @@ def check_image(x: torch.Tensor, channels: int, levels: int) -> None:
 class PixelRNN(nn.Module):
     """Input conv (7×7 mask A) -> ``layers`` recurrent blocks on 2h maps -> output head (K logits).
 
-    ``make_layer()`` builds one recurrent layer (``2h -> h``). ``forward(x, y)`` takes integer levels;
-    ``forward_scaled(xs, y, layer_bias)`` takes the [-1, 1] image and optional per-layer biases
-    (``bias_channels[l]`` maps each, as used by the multi-scale model).
+    ``make_layer(index)`` builds recurrent layer ``index`` (``2h -> h``). ``forward(x, y)`` takes
+    integer levels; ``forward_scaled(xs, y, layer_bias)`` takes the [-1, 1] image and optional
+    per-layer biases (``bias_channels[l]`` maps each, as used by the multi-scale model).
     """
 
     def __init__(
         self,
-        make_layer: Callable[[], RecurrentLayer],
+        make_layer: Callable[[int], RecurrentLayer],
         *,
         channels: int,
         levels: int,
@@ -177,7 +179,7 @@ class PixelRNN(nn.Module):
         width = 2 * hidden
         self.input = input_conv(channels, width, input_kernel)
         self.blocks = nn.ModuleList(
-            Block(make_layer(), width, channels, residual, skip) for _ in range(layers)
+            Block(make_layer(i), width, channels, residual, skip) for i in range(layers)
         )
         self.use_skip = skip
         self.bias_channels = [blk.layer.bias_channels for blk in self.blocks]
@@ -191,7 +193,7 @@ class PixelRNN(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Integer levels B×C×H×W -> logits B×K×C×H×W."""
         check_image(x, self.channels, self.levels)
-        return self.forward_scaled(scale_input(x, self.levels), y)
+        return self.forward_scaled(scale_input(x, self.levels).to(self.input.weight.dtype), y)
 
     def forward_scaled(
         self,
@@ -215,7 +217,7 @@ class PixelRNN(nn.Module):
         h = self.input(xs)
         skips = None
         for blk, bias in zip(self.blocks, biases, strict=True):
-            h = blk(h, bias)
+            h = blk(h, bias, xs)
             if blk.skip is not None:
                 s = blk.skip(h)
                 skips = s if skips is None else skips + s
