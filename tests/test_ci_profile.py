@@ -38,11 +38,11 @@ def test_nll_matches_committed_baseline(ci_run) -> None:
 
 
 def test_nll_is_meaningful(ci_run) -> None:
-    """Every model beats the uniform distribution over its levels by a clear margin."""
+    """Every model beats the uniform distribution over its levels (log2 K bits/dim) by at least half a bit."""
     for exp, cfg in PROFILE["experiments"].items():
         m = json.loads((ci_run.root / "metrics" / f"{exp}.json").read_text())
         levels = PROFILE["datasets"][cfg["dataset"]]["levels"]
-        assert m["test_bits_per_dim"] < 0.8 * math.log2(levels), (exp, m["test_bits_per_dim"])
+        assert m["test_bits_per_dim"] < math.log2(levels) - 0.5, (exp, m["test_bits_per_dim"])
 
 
 def test_profile_modifies_no_tracked_file(ci_run) -> None:
