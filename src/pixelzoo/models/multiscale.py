@@ -7,7 +7,8 @@ upsampled from the small image.
 The paper leaves open how the small image relates to the big one. Here it *is* part of the big
 one, so that the sum of both parts is exactly the log-likelihood of the full image:
 
-- the small image is the sub-lattice ``x[:, :, ::r, ::r]`` (r = n/s), generated first, in raster
+- the small image is the sub-lattice ``x[:, :, ::r, ::r]`` (r = n/s; any n works, the small
+  image is then ceil(n/r) wide and the upsampled map is cropped to n), generated first, in raster
   order with R, G, B within a pixel, by the small model: ``log p(x_sub)``;
 - the remaining pixels are generated next, in raster order with R, G, B within a pixel, by the
   conditional model, which sees the whole small image through the bias and the earlier pixels of
@@ -58,8 +59,10 @@ class MultiScalePixelRNN(nn.Module):
         super().__init__()
         if base not in BASES:
             raise ValueError(f"unknown base {base!r}; choose one of {sorted(BASES)}")
-        if scale < 2 or height % scale or width % scale:
-            raise ValueError(f"scale must be >= 2 and divide the image size {height}×{width}, got {scale}")
+        if not 2 <= scale <= min(height, width):
+            raise ValueError(
+                f"scale must be in [2, min(height, width)] for a {height}×{width} image, got {scale}"
+            )
         self.channels, self.levels, self.scale = channels, levels, scale
         self.small: PixelRNN = BASES[base](channels=channels, levels=levels, n_classes=n_classes, **rnn_args)
         self.full: PixelRNN = BASES[base](channels=channels, levels=levels, n_classes=n_classes, **rnn_args)
@@ -79,19 +82,15 @@ class MultiScalePixelRNN(nn.Module):
         return self.forward_scaled(scale_input(x, self.levels).to(self.full.input.weight.dtype), y)
 
     def forward_scaled(self, xs: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        r = self.scale
-        if xs.shape[-2] % r or xs.shape[-1] % r:
-            raise ValueError(f"image size {tuple(xs.shape[-2:])} is not divisible by the scale {r}")
-        small = xs[:, :, ::r, ::r]
-        u = self.upsample(small)
+        r, (height, width) = self.scale, xs.shape[-2:]
+        small = xs[:, :, ::r, ::r]  # ceil(H/r)×ceil(W/r): any image size works
+        u = self.upsample(small)[..., :height, :width]
         logits = self.full.forward_scaled(xs, y, [conv(u) for conv in self.cond]).clone()
         logits[..., ::r, ::r] = self.small.forward_scaled(small, y)
         return logits
 
     def generation_order(self, channels: int, height: int, width: int) -> torch.Tensor:
         """Flat indices c·H·W + i·W + j: sub-lattice pixels (raster, R,G,B), then the rest (raster, R,G,B)."""
-        if height % self.scale or width % self.scale:
-            raise ValueError(f"image size {height}×{width} is not divisible by the scale {self.scale}")
         pix = torch.arange(height * width).view(height, width)
         sub = torch.zeros(height, width, dtype=torch.bool)
         sub[:: self.scale, :: self.scale] = True
