@@ -17,7 +17,7 @@ from pixelzoo.nn.skew import skew, unskew
 TOL = (
     1e-14  # relative to the largest gradient; float64 rounding noise is ~1e-16, real far-away effects ~1e-12
 )
-TINY = {"hidden": 6, "layers": 2, "output_hidden": 24}  # 8 head maps per colour group
+TINY = {"hidden": 6, "layers": 2, "head_hidden": 24}  # 8 head maps per colour group
 MODELS = {
     "row_lstm": ("row_lstm", TINY),
     "diagonal_bilstm": ("diagonal_bilstm", TINY),
@@ -118,7 +118,7 @@ def test_row_lstm_triangular_context() -> None:
 
 def test_diagonal_bilstm_full_context_16x16() -> None:
     """Paper §3.2: every earlier pixel is in the context (no blind spot), for every pixel."""
-    model = make("diagonal_bilstm", 1, levels=4, height=16, width=16, hidden=4, layers=1, output_hidden=8)
+    model = make("diagonal_bilstm", 1, levels=4, height=16, width=16, hidden=4, layers=1, head_hidden=8)
     seen = audit(model, 1, 16, 16, batch=1)
     assert torch.equal(seen, torch.ones(256, 256, dtype=torch.bool).tril(-1))
 
@@ -127,7 +127,7 @@ def test_diagonal_bilstm_paper_literal_has_one_pixel_blind_spot() -> None:
     """Without the image read by the first right-to-left direction, (i, j<W-4) misses (i-1, W-1)."""
     height, width = 5, 10
     model = make(
-        "diagonal_bilstm", 1, 4, height, width, hidden=4, layers=2, output_hidden=8, close_blind_spot=False
+        "diagonal_bilstm", 1, 4, height, width, hidden=4, layers=2, head_hidden=8, close_blind_spot=False
     )
     randomize(model)
     seen = audit(model, 1, height, width, batch=1)

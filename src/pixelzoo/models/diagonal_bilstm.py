@@ -92,7 +92,7 @@ def diagonal_bilstm(
     layers: int = 12,
     residual: bool = True,
     skip: bool = True,
-    output_hidden: int = 1024,
+    head_hidden: int = 1024,
     input_kernel: int = 7,
     close_blind_spot: bool = True,
     n_classes: int | None = None,
@@ -111,13 +111,13 @@ def diagonal_bilstm(
         layers=layers,
         residual=residual,
         skip=skip,
-        output_hidden=output_hidden,
+        head_hidden=head_hidden,
         n_classes=n_classes,
         input_kernel=input_kernel,
     )
 
 
-@register("diagonal_bilstm", tiny={"hidden": 6, "layers": 2, "output_hidden": 12})
+@register("diagonal_bilstm", tiny={"hidden": 6, "layers": 2, "head_hidden": 12})
 def build(
     *, channels: int, levels: int, height: int, width: int, n_classes: int | None = None, **args
 ) -> PixelRNN:

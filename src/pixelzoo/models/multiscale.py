@@ -105,7 +105,7 @@ class MultiScalePixelRNN(nn.Module):
         "base": "diagonal_bilstm",
         "hidden": 6,
         "layers": 1,
-        "output_hidden": 12,
+        "head_hidden": 12,
         "cond_channels": 4,
     },
 )

@@ -46,7 +46,7 @@ def row_lstm(
     kernel: int = 3,
     residual: bool = True,
     skip: bool = True,
-    output_hidden: int = 1024,
+    head_hidden: int = 1024,
     input_kernel: int = 7,
     n_classes: int | None = None,
 ) -> PixelRNN:
@@ -59,13 +59,13 @@ def row_lstm(
         layers=layers,
         residual=residual,
         skip=skip,
-        output_hidden=output_hidden,
+        head_hidden=head_hidden,
         n_classes=n_classes,
         input_kernel=input_kernel,
     )
 
 
-@register("row_lstm", tiny={"hidden": 6, "layers": 2, "output_hidden": 12})
+@register("row_lstm", tiny={"hidden": 6, "layers": 2, "head_hidden": 12})
 def build(
     *, channels: int, levels: int, height: int, width: int, n_classes: int | None = None, **args
 ) -> PixelRNN:

@@ -165,7 +165,7 @@ class PixelRNN(nn.Module):
         layers: int,
         residual: bool,
         skip: bool,
-        output_hidden: int,
+        head_hidden: int,
         n_classes: int | None,
         input_kernel: int = 7,
     ) -> None:
@@ -189,7 +189,7 @@ class PixelRNN(nn.Module):
             if n_classes is not None
             else None
         )
-        self.head = OutputHead(width, output_hidden, channels, levels)
+        self.head = OutputHead(width, head_hidden, channels, levels)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Integer levels B×C×H×W -> logits B×K×C×H×W."""
