@@ -7,10 +7,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
-from pixelzoo import tracking, training
-from pixelzoo.config import load_params
-from pixelzoo.evaluation import evaluate_nll
+# Import the pixelzoo of this tree (also in `dvc exp run` and profile copies), not the installed one.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from pixelzoo import tracking, training  # noqa: E402
+from pixelzoo.config import load_params  # noqa: E402
+from pixelzoo.evaluation import evaluate_nll  # noqa: E402
 
 
 def main() -> None:

@@ -4,11 +4,15 @@ metrics, training histories, samples and run pointers the other stages wrote."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import yaml
 
-from pixelzoo.report import build_report
+# Import the pixelzoo of this tree (also in `dvc exp run` and profile copies), not the installed one.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from pixelzoo.report import build_report  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,11 +8,16 @@ class) and soft_labels.png (0.5/0.5 soft labels for the class pairs of seed 004)
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import torch
 
-from pixelzoo import sampling, tracking, training
-from pixelzoo.config import load_params
+# Import the pixelzoo of this tree (also in `dvc exp run` and profile copies), not the installed one.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from pixelzoo import sampling, tracking, training  # noqa: E402
+from pixelzoo.config import load_params  # noqa: E402
 
 
 def main() -> None:

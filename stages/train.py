@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from contextlib import nullcontext
+from pathlib import Path
 
-from pixelzoo import tracking, training
-from pixelzoo.config import load_params
-from pixelzoo.data.datasets import load_meta
+# Import the pixelzoo of this tree (also in `dvc exp run` and profile copies), not the installed one.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from pixelzoo import tracking, training  # noqa: E402
+from pixelzoo.config import load_params  # noqa: E402
+from pixelzoo.data.datasets import load_meta  # noqa: E402
 
 
 def main() -> None:
