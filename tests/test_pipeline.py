@@ -10,11 +10,16 @@ import json
 import math
 
 import pytest
+import yaml
 from conftest import RepoCopy
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
 EXP = "pixelcnn-digits"
+
+
+def ci_run_experiments(root) -> list[str]:
+    return list(yaml.safe_load((root / "params.yaml").read_text())["experiments"])
 
 
 def test_dvc_repro_ci_profile_end_to_end(ci_run, tmp_path) -> None:
@@ -38,7 +43,8 @@ def test_dvc_repro_ci_profile_end_to_end(ci_run, tmp_path) -> None:
     assert {p["tracking_uri"] for p in pointers.values()} == {f"sqlite:///{root}/mlflow.db"}
     client = MlflowClient(f"sqlite:///{root}/mlflow.db")
     exp = client.get_experiment_by_name("pixelzoo-ci")
-    runs = client.search_runs([exp.experiment_id])
+    runs = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags["pixelzoo.experiment"] == EXP]
+    assert len(client.search_runs([exp.experiment_id])) == 3 * len(ci_run_experiments(root))
     assert sorted(r.info.run_name for r in runs) == sorted(f"{EXP}:{s}" for s in pointers)
     head = repo_copy.run("git", "rev-parse", "HEAD").stdout.strip()
     for stage, pointer in pointers.items():
