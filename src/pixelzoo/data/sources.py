@@ -28,18 +28,19 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import Field
 
-from pixelzoo.config import ParamsError
 from pixelzoo.data import formats
+from pixelzoo.errors import UserError
 
 MANIFEST = "SOURCE.json"
 TIMEOUT_S = 10.0  # per socket operation: an unreachable host fails in seconds, not minutes
 
 
-class DataError(RuntimeError):
+class DataError(UserError, RuntimeError):
     """Raw data is missing, unreachable or corrupt; the message says which file and what to do."""
 
 
@@ -85,13 +86,19 @@ REMOTE_FILES: dict[str, tuple[RemoteFile, ...]] = {
 
 @dataclass(frozen=True)
 class Kind:
-    """What a source kind provides: native gray levels, channels, classes, and its params."""
+    """What a source kind provides: native gray levels, channels, classes, and its params.
+
+    ``params`` / ``optional``: the entry's keys besides ``kind``, name -> type (pydantic annotations, so
+    constraints such as ``Annotated[int, Field(ge=5)]`` work); the params schema (pixelzoo.config) is
+    built from them, so a new kind is this one entry plus its reader.
+    """
 
     levels: int
     channels: int
     n_classes: int | None
     splits: tuple[str, ...]  # splits the source ships with
-    params: dict[str, type] = field(default_factory=dict)  # required params besides `kind`
+    params: dict[str, Any] = field(default_factory=dict)  # required params besides `kind`
+    optional: dict[str, Any] = field(default_factory=dict)  # optional params (default null)
 
 
 KINDS: dict[str, Kind] = {
@@ -99,30 +106,19 @@ KINDS: dict[str, Kind] = {
     "torchvision_mnist": Kind(256, 1, 10, ("train", "test")),
     "torchvision_cifar10": Kind(256, 3, 10, ("train", "test")),
     "sklearn_digits": Kind(17, 1, 10, ("train",)),
-    "cifar10_fixture": Kind(256, 3, 10, ("train", "test"),
-                            {"n_train": int, "n_test": int, "size": int, "seed": int}),
+    # five training batches, so n_train >= 5; size 8..64 (real CIFAR-10 is 32)
+    "cifar10_fixture": Kind(256, 3, 10, ("train", "test"), {
+        "n_train": Annotated[int, Field(ge=len(formats.CIFAR_TRAIN_BATCHES))],
+        "n_test": Annotated[int, Field(ge=1)], "size": Annotated[int, Field(ge=8, le=64)], "seed": int}),
 }
 
 
 def source_kind(name: str, spec: dict[str, Any]) -> Kind:
-    """Validate a source entry (kind known, exactly the params that kind takes) and return its Kind."""
-    kind = spec.get("kind")
-    if kind not in KINDS:
-        raise ParamsError(f"source {name!r}: kind {kind!r} is not one of {', '.join(sorted(KINDS))}")
-    info = KINDS[kind]
-    given = set(spec) - {"kind"}
-    if given != set(info.params):
-        raise ParamsError(f"source {name!r} (kind {kind}) takes params {sorted(info.params) or 'none'}, "
-                          f"got {sorted(given) or 'none'}")
-    for key, typ in info.params.items():
-        if not isinstance(spec[key], typ) or isinstance(spec[key], bool):
-            raise ParamsError(f"source {name!r}: {key} must be {typ.__name__}, got {spec[key]!r}")
-    if kind == "cifar10_fixture":
-        if spec["n_train"] < len(formats.CIFAR_TRAIN_BATCHES) or spec["n_test"] < 1:
-            raise ParamsError(f"source {name!r}: need n_train >= 5 (five batches) and n_test >= 1")
-        if not 8 <= spec["size"] <= 64:
-            raise ParamsError(f"source {name!r}: size must be in [8, 64] (real CIFAR-10 is 32), got {spec['size']}")
-    return info
+    """Validate a source entry against its kind's schema (raises ParamsError) and return its Kind."""
+    from pixelzoo.config import check_source
+
+    check_source(name, spec)
+    return KINDS[spec["kind"]]
 
 
 def sha256_file(path: Path) -> str:

@@ -117,7 +117,9 @@ def diagonal_bilstm(
     )
 
 
-@register("diagonal_bilstm", tiny={"hidden": 6, "layers": 2, "head_hidden": 12})
+@register(
+    "diagonal_bilstm", tiny={"hidden": 6, "layers": 2, "head_hidden": 12}, forwards=(diagonal_bilstm,)
+)
 def build(
     *, channels: int, levels: int, height: int, width: int, n_classes: int | None = None, **args
 ) -> PixelRNN:

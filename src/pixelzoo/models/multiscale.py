@@ -26,7 +26,7 @@ outputs at the sub-lattice positions (which would see the whole small image) are
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -38,6 +38,7 @@ from pixelzoo.nn.masks import scale_input
 from pixelzoo.nn.recurrent import PixelRNN, check_image
 
 BASES = {"row_lstm": row_lstm, "diagonal_bilstm": diagonal_bilstm}
+DEFAULT_BASE = "diagonal_bilstm"
 
 
 class MultiScalePixelRNN(nn.Module):
@@ -51,7 +52,7 @@ class MultiScalePixelRNN(nn.Module):
         height: int,
         width: int,
         scale: int = 2,
-        base: str = "diagonal_bilstm",
+        base: Literal["row_lstm", "diagonal_bilstm"] = DEFAULT_BASE,
         cond_channels: int = 32,
         n_classes: int | None = None,
         **rnn_args: Any,
@@ -108,6 +109,8 @@ class MultiScalePixelRNN(nn.Module):
         "head_hidden": 12,
         "cond_channels": 4,
     },
+    # model_args: the multi-scale ones (scale, base, cond_channels) + those of the chosen base model
+    forwards=lambda args: (MultiScalePixelRNN, BASES.get(args.get("base", DEFAULT_BASE), row_lstm)),
 )
 def build(
     *, channels: int, levels: int, height: int, width: int, n_classes: int | None = None, **args: Any

@@ -7,21 +7,31 @@ levels in [0, K), ``y`` an optional class index (B,) or soft label matrix (B, N)
 A model generated in an order other than raster-then-channel (e.g. multi-scale) exposes
 ``generation_order(channels, height, width) -> LongTensor`` of flat indices ``c*H*W + i*W + j`` in
 generation order; the audit and the reference sampler use it.
+
+The arguments a model takes in ``params.yaml`` (``model_args``) are read from its builder's signature
+(:func:`model_arguments`); a builder that passes ``**args`` on names where they go with ``forwards=``.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+import inspect
+import typing
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
 Builder = Callable[..., nn.Module]
+# Where a builder's ``**args`` go: callables (functions or classes), or a function of the args choosing them.
+Forwards = tuple[Callable[..., Any], ...] | Callable[[Mapping[str, Any]], tuple[Callable[..., Any], ...]]
 
 _BUILDERS: dict[str, Builder] = {}
 _TINY: dict[str, dict[str, Any]] = {}
+_FORWARDS: dict[str, Forwards] = {}
+# Filled in from the dataset, never from model_args.
+SHAPE_ARGS = ("channels", "levels", "height", "width", "n_classes")
 
 # Modules that register models on import; listed once here so `registered()` sees them all.
 _MODEL_MODULES = (
@@ -34,14 +44,19 @@ _MODEL_MODULES = (
 )
 
 
-def register(name: str, tiny: dict[str, Any]) -> Callable[[Builder], Builder]:
-    """Register ``builder`` under ``name``; ``tiny`` holds model args small enough for CPU audits."""
+def register(name: str, tiny: dict[str, Any], forwards: Forwards = ()) -> Callable[[Builder], Builder]:
+    """Register ``builder`` under ``name``; ``tiny`` holds model args small enough for CPU audits.
+
+    ``forwards``: the callables that receive the builder's ``**args`` (their keyword parameters are the
+    model's arguments too), or a function of the given args returning them (e.g. chosen by ``base``).
+    """
 
     def deco(builder: Builder) -> Builder:
         if name in _BUILDERS:
             raise ValueError(f"model {name!r} registered twice")
         _BUILDERS[name] = builder
         _TINY[name] = dict(tiny)
+        _FORWARDS[name] = forwards
         return builder
 
     return deco
@@ -66,6 +81,25 @@ def tiny_args(name: str) -> dict[str, Any]:
     """Small model args for tests and audits."""
     _load_all()
     return dict(_TINY[name])
+
+
+def model_arguments(name: str, args: Mapping[str, Any] | None = None) -> dict[str, inspect.Parameter]:
+    """The ``model_args`` model ``name`` accepts, from its builder's signature (and where ``**args`` go).
+
+    Each value is an ``inspect.Parameter`` whose annotation is the resolved type hint. ``args`` (the
+    model_args given) matters only for a builder whose forwards depend on them.
+    """
+    _load_all()
+    forwards = _FORWARDS[name]
+    targets = (_BUILDERS[name], *(forwards(args or {}) if callable(forwards) else forwards))
+    out: dict[str, inspect.Parameter] = {}
+    for fn in targets:
+        hints = typing.get_type_hints(fn.__init__ if isinstance(fn, type) else fn)
+        for p in inspect.signature(fn).parameters.values():
+            if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) or p.name in SHAPE_ARGS:
+                continue
+            out[p.name] = p.replace(annotation=hints.get(p.name, Any))
+    return out
 
 
 def build_model(

@@ -65,7 +65,7 @@ def row_lstm(
     )
 
 
-@register("row_lstm", tiny={"hidden": 6, "layers": 2, "head_hidden": 12})
+@register("row_lstm", tiny={"hidden": 6, "layers": 2, "head_hidden": 12}, forwards=(row_lstm,))
 def build(
     *, channels: int, levels: int, height: int, width: int, n_classes: int | None = None, **args
 ) -> PixelRNN:
