@@ -7,8 +7,9 @@ from pathlib import Path
 # Import the pixelzoo of this tree (also inside `dvc exp run` copies), not whichever one is installed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from pixelzoo.config import ParamsError, load_params, section_entry  # noqa: E402
-from pixelzoo.data.sources import DataError, download_source  # noqa: E402
+from pixelzoo.config import load_checked, section_entry  # noqa: E402
+from pixelzoo.data.sources import download_source  # noqa: E402
+from pixelzoo.errors import run_main  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,14 +18,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--raw-root", default="data/raw")
     args = parser.parse_args(argv)
-    try:
-        spec = section_entry(load_params(args.params), "sources", args.source)
-        download_source(args.source, spec, Path(args.raw_root) / args.source)
-    except (ParamsError, DataError) as err:
-        print(f"download@{args.source} failed:\n{err}", file=sys.stderr)
-        return 1
+    spec = section_entry(load_checked(args.params), "sources", args.source)
+    download_source(args.source, spec, Path(args.raw_root) / args.source)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_main(f"download@{(sys.argv[1:] or ['?'])[0]}", main))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from pixelzoo import tracking, training  # noqa: E402
-from pixelzoo.config import load_params  # noqa: E402
+from pixelzoo.config import load_checked, stage_config  # noqa: E402
+from pixelzoo.errors import kill_point, run_main  # noqa: E402
 from pixelzoo.evaluation import evaluate_nll  # noqa: E402
 
 
@@ -23,18 +25,18 @@ def main() -> None:
     parser.add_argument("experiment", help="key of params.yaml `experiments`")
     args = parser.parse_args()
 
-    params = load_params()
-    cfg = training.stage_config(params, args.experiment, "evaluate")
+    params = load_checked()
+    cfg = stage_config(params, args.experiment, "evaluate")
     split = cfg.get("eval_split", "test")
     data = tracking.data_dir(cfg["dataset"])
     out = tracking.stage_dir(args.experiment, "evaluate")
     device = training.pick_device(cfg["evaluate"].get("device", "auto"))
-    meta, splits = training.load_splits(data, (split,))
+    meta, splits = training.load_splits(data, (split,))  # missing or corrupt inputs stop us here
+    model, ckpt = training.load_trained(tracking.stage_dir(args.experiment, "train") / "model.pt", device)
 
     with tracking.stage_run(
         args.experiment, "evaluate", cfg, meta, data, [split], out, params["tracking"]["experiment_name"]
     ) as run:
-        model, ckpt = training.load_trained(tracking.stage_dir(args.experiment, "train") / "model.pt", device)
         x, y = splits[split].x, splits[split].y
         result = evaluate_nll(
             model, x, y if cfg.get("conditional") else None, int(cfg["evaluate"]["batch_size"]), device
@@ -51,7 +53,10 @@ def main() -> None:
         }
         path = tracking.metrics_path(args.experiment)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(metrics, indent=2) + "\n")
+        tmp = path.with_suffix(".json.tmp")  # never a half-written metrics file
+        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+        os.replace(tmp, path)
+        kill_point("evaluate")  # crash tests: metrics written, the run and its pointer not finished
         run.log_metrics(
             {k: float(metrics[k]) for k in ("test_nats_per_image", "test_bits_per_dim", "n_images")}
         )
@@ -62,4 +67,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_main(f"evaluate@{(sys.argv[1:] or ['?'])[0]}", main))

@@ -7,9 +7,9 @@ from pathlib import Path
 # Import the pixelzoo of this tree (also inside `dvc exp run` copies), not whichever one is installed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from pixelzoo.config import ParamsError, load_params  # noqa: E402
+from pixelzoo.config import load_checked  # noqa: E402
 from pixelzoo.data.preprocess import preprocess  # noqa: E402
-from pixelzoo.data.sources import DataError  # noqa: E402
+from pixelzoo.errors import run_main  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,15 +19,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raw-root", default="data/raw")
     parser.add_argument("--out-root", default="data/processed")
     args = parser.parse_args(argv)
-    try:
-        meta = preprocess(args.dataset, load_params(args.params), args.raw_root, args.out_root)
-    except (ParamsError, DataError) as err:
-        print(f"preprocess@{args.dataset} failed:\n{err}", file=sys.stderr)
-        return 1
+    meta = preprocess(args.dataset, load_checked(args.params), args.raw_root, args.out_root)
     print(f"[preprocess@{args.dataset}] {meta['counts']} images, {meta['levels']} levels, "
           f"{meta['channels']}x{meta['height']}x{meta['width']}")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_main(f"preprocess@{(sys.argv[1:] or ['?'])[0]}", main))

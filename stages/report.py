@@ -7,11 +7,11 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
-
 # Import the pixelzoo of this tree (also in `dvc exp run` and profile copies), not the installed one.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from pixelzoo.config import load_checked  # noqa: E402
+from pixelzoo.errors import run_main  # noqa: E402
 from pixelzoo.report import build_report  # noqa: E402
 
 
@@ -22,9 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=None, help="default: report.out_dir")
     args = ap.parse_args(argv)
 
-    if not args.params.exists():
-        raise SystemExit(f"params file {args.params} not found; run from the repo root or pass --params")
-    params = yaml.safe_load(args.params.read_text()) or {}
+    params = load_checked(args.params)
     out = args.out or Path((params.get("report") or {}).get("out_dir", "reports"))
     written = build_report(args.root, params, out)
     print(f"report: {written.html} and {written.markdown}, {len(written.figures)} figures")
@@ -33,4 +31,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_main("report", main))

@@ -17,7 +17,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from pixelzoo import sampling, tracking, training  # noqa: E402
-from pixelzoo.config import load_params  # noqa: E402
+from pixelzoo.config import load_checked, stage_config  # noqa: E402
+from pixelzoo.errors import kill_point, run_main  # noqa: E402
 
 
 def main() -> None:
@@ -25,13 +26,14 @@ def main() -> None:
     parser.add_argument("experiment", help="key of params.yaml `experiments`")
     args = parser.parse_args()
 
-    params = load_params()
-    cfg = training.stage_config(params, args.experiment, "sample")
+    params = load_checked()
+    cfg = stage_config(params, args.experiment, "sample")
     opts = cfg["sample"]
     data = tracking.data_dir(cfg["dataset"])
     out = tracking.stage_dir(args.experiment, "sample")
     device = training.pick_device(opts.get("device", "auto"))
-    meta, splits = training.load_splits(data, ("test",))
+    meta, splits = training.load_splits(data, ("test",))  # missing or corrupt inputs stop us here
+    model, _ = training.load_trained(tracking.stage_dir(args.experiment, "train") / "model.pt", device)
     shape = training.data_shape(meta)
     levels, per_row, seed = shape["levels"], int(opts["per_row"]), int(opts["seed"])
     conditional = bool(cfg.get("conditional"))
@@ -45,7 +47,6 @@ def main() -> None:
     with tracking.stage_run(
         args.experiment, "sample", cfg, meta, data, ["test"], out, params["tracking"]["experiment_name"]
     ) as run:
-        model, _ = training.load_trained(tracking.stage_dir(args.experiment, "train") / "model.pt", device)
         n_classes = int(meta["n_classes"])
         figures = {}
         # Unconditional grid; a conditional model gets uniform soft labels (no class preferred).
@@ -70,7 +71,8 @@ def main() -> None:
         for name, images in figures.items():
             sampling.save_grid(images, levels, out / name, nrow=per_row)
             run.log_artifact(out / name, artifact_path="samples")
+            kill_point("sample")  # crash tests: one figure written, the others and the pointer not yet
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_main(f"sample@{(sys.argv[1:] or ['?'])[0]}", main))

@@ -1,8 +1,8 @@
 """DVC stage ``train@<exp>``: train one experiment, keep its best checkpoint, record the MLflow run.
 
-Recipe: parse -> resolve params -> open the tracking run (fails fast if the store is unreachable)
--> pixelzoo.training.train -> log the history -> drop the scratch checkpoint.
-Run under ``torchrun`` for DDP; only rank 0 tracks and writes.
+Recipe: parse -> validate params and read the data (a mistake fails here, before any work) -> open the
+tracking run (fails fast if the store is unreachable) -> pixelzoo.training.train -> log the history
+-> drop the scratch checkpoint. Run under ``torchrun`` for DDP; only rank 0 tracks and writes.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from pixelzoo import tracking, training  # noqa: E402
-from pixelzoo.config import load_params  # noqa: E402
-from pixelzoo.data.datasets import load_meta  # noqa: E402
+from pixelzoo.config import load_checked, stage_config  # noqa: E402
+from pixelzoo.errors import run_main  # noqa: E402
 
 
 def main() -> None:
@@ -26,11 +26,13 @@ def main() -> None:
     parser.add_argument("experiment", help="key of params.yaml `experiments`")
     args = parser.parse_args()
 
-    params = load_params()
-    cfg = training.stage_config(params, args.experiment, "train")
+    params = load_checked()
+    cfg = stage_config(params, args.experiment, "train")
     data = tracking.data_dir(cfg["dataset"])
     out = tracking.stage_dir(args.experiment, "train")
     scratch = tracking.scratch_dir(args.experiment)
+    loaded = training.load_splits(data, ("train", "valid"))  # missing or corrupt data stops us here
+    training.check_model(cfg, loaded[0])
     is_main = int(os.environ.get("RANK", "0")) == 0  # [DDP] torchrun sets RANK; only rank 0 tracks
 
     run_ctx = (
@@ -38,7 +40,7 @@ def main() -> None:
             args.experiment,
             "train",
             cfg,
-            load_meta(data),
+            loaded[0],
             data,
             ["train", "valid"],
             out,
@@ -48,7 +50,9 @@ def main() -> None:
         else nullcontext(None)
     )
     with run_ctx as run:
-        history = training.train(cfg, data, out, scratch, log_metrics=run.log_metrics if run else None)
+        history = training.train(
+            cfg, data, out, scratch, log_metrics=run.log_metrics if run else None, loaded=loaded
+        )
         if run:
             run.log_metrics(
                 {
@@ -63,4 +67,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_main(f"train@{(sys.argv[1:] or ['?'])[0]}", main))

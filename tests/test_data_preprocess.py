@@ -76,16 +76,18 @@ def test_binarized_kept_as_is() -> None:
 @pytest.mark.parametrize(
     ("entry", "match"),
     [
-        ({"source": "mn", "levels": 1, "seed": 0, "valid_size": 5}, r"must be an integer in \[2, 256\]"),
-        ({"source": "mn", "levels": 257, "seed": 0, "valid_size": 5}, r"\[2, 256\]"),
-        ({"source": "dg", "levels": 32, "seed": 0, "valid_size": 5, "test_size": 5}, "more than source 'dg'"),
-        ({"source": "bm", "levels": 4, "seed": 0}, "more than source 'bm' has"),
-        ({"source": "nosuch", "levels": 2, "seed": 0}, "unknown source 'nosuch'"),
-        ({"source": "mn", "levels": 4, "seed": 0}, "has no validation split"),
+        ({"source": "mn", "levels": 1, "seed": 0, "valid_size": 5}, r"datasets\.d\.levels: must be >= 2"),
+        ({"source": "mn", "levels": 257, "seed": 0, "valid_size": 5}, r"datasets\.d\.levels: must be <= 256"),
+        ({"source": "dg", "levels": 32, "seed": 0, "valid_size": 5, "test_size": 5},
+         r"datasets\.d\.levels: source 'dg' has 17 levels"),
+        ({"source": "bm", "levels": 4, "seed": 0}, "source 'bm' has 2 levels"),
+        ({"source": "nosuch", "levels": 2, "seed": 0}, r"datasets\.d\.source: unknown source 'nosuch'"),
+        ({"source": "mn", "levels": 4, "seed": 0}, r"datasets\.d\.valid_size: source 'mn' has no valid"),
         ({"source": "mn", "levels": 4, "seed": 0, "valid_size": 5, "test_size": 3}, "remove test_size"),
         ({"source": "dg", "levels": 4, "seed": 0, "valid_size": 5}, "set test_size"),
-        ({"source": "mn", "levels": 4, "seed": 0, "valid_size": 5, "valid_szie": 3}, "unknown key"),
-        ({"source": "mn", "levels": 4, "seed": "0", "valid_size": 5}, "seed must be an integer"),
+        ({"source": "mn", "levels": 4, "seed": 0, "valid_size": 5, "valid_szie": 3},
+         r"datasets\.d\.valid_szie: unknown key \(did you mean valid_size\?\)"),
+        ({"source": "mn", "levels": 4, "seed": "0", "valid_size": 5}, r"datasets\.d\.seed: must be an int"),
     ],
 )
 def test_bad_dataset_params_fail_before_any_work(tmp_path: Path, entry: dict, match: str) -> None:

@@ -18,7 +18,7 @@ import yaml
 from mlflow.entities import Param
 from torchvision.utils import save_image
 
-from pixelzoo import tracking, training
+from pixelzoo import config, tracking
 from pixelzoo.report import build_report, reference
 from pixelzoo.report.collect import RunPointer
 from pixelzoo.report.lineage import changed_keys
@@ -80,7 +80,7 @@ def _record_run(uri: str, key: str, stage: str, cfg: dict[str, Any]) -> str:
     exp = client.get_experiment_by_name("pixelzoo")
     exp_id = exp.experiment_id if exp else client.create_experiment("pixelzoo")
     tags = {"git.commit": "0123456789abcdef0123", "git.dirty": "false",
-            tracking.TAG_CONFIG: training.config_digest(cfg), "dataset.sha256": tracking.dataset_digest(META)}
+            tracking.TAG_CONFIG: config.config_digest(cfg), "dataset.sha256": tracking.dataset_digest(META)}
     run = client.create_run(exp_id, run_name=f"{key}:{stage}", tags=tags)
     client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in tracking.flatten(cfg).items()])
     client.set_terminated(run.info.run_id)
@@ -110,7 +110,7 @@ def _run(root: Path, params: dict[str, Any], key: str, nats: float, uri: str | N
         "best_valid_bits_per_dim": 0.17,
     })
     for stage in ("train", "evaluate", "sample"):
-        cfg = training.stage_config(params, key, stage)
+        cfg = config.stage_config(params, key, stage)
         run_id = _record_run(uri, key, stage, cfg) if uri else f"{stage}{key}".ljust(32, "0")
         _write_json(root / tracking.stage_dir(key, stage) / "mlflow_run.json", {
             "run_id": run_id, "tracking_uri": uri or f"sqlite:///{root}/mlflow.db",

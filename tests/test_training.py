@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from pixelzoo import training
+from pixelzoo.config import ParamsError, resolve_experiment
 from pixelzoo.data.datasets import split_digest
 from pixelzoo.data.preprocess import write_processed
 from pixelzoo.evaluation import evaluate_nll
@@ -73,7 +74,7 @@ def config(**over) -> dict:
             }
         },
     }
-    return training.resolve_experiment(params, "toy")
+    return resolve_experiment(params, "toy")
 
 
 def test_resolve_experiment_merges_defaults_and_names_unknown_keys() -> None:
@@ -86,15 +87,15 @@ def test_resolve_experiment_merges_defaults_and_names_unknown_keys() -> None:
         },
         "experiments": {"a": {"model": "m", "dataset": "d", "optimizer": {"lr": 5e-4}, "epochs": 9}},
     }
-    cfg = training.resolve_experiment(params, "a")
+    cfg = resolve_experiment(params, "a")
     assert cfg["optimizer"] == {"name": "rmsprop", "lr": 5e-4}  # nested merge keeps the default name
     assert (cfg["epochs"], cfg["batch_size"], cfg["name"]) == (9, 16, "a")
     assert params["train_defaults"]["optimizer"]["lr"] == 1e-3  # defaults not mutated
-    with pytest.raises(KeyError, match="known: a"):
-        training.resolve_experiment(params, "b")
+    with pytest.raises(ParamsError, match="unknown experiment 'b'.*defines: a"):
+        resolve_experiment(params, "b")
     del params["train_defaults"]["seed"]
-    with pytest.raises(ValueError, match="seed"):
-        training.resolve_experiment(params, "a")
+    with pytest.raises(ParamsError, match=r"experiments\.a\.seed: missing"):
+        resolve_experiment(params, "a")
 
 
 def test_loss_decreases_and_outputs_are_complete(tmp_path: Path) -> None:
@@ -129,21 +130,21 @@ def test_resume_after_interruption_gives_bitwise_identical_weights(tmp_path: Pat
     data = make_dataset(tmp_path / "data")
     cfg = config(epochs=2)
     training.train(cfg, data, tmp_path / "a", tmp_path / "scratch_a")
-    final_a = torch.load(tmp_path / "scratch_a" / "resume.pt", weights_only=False)
+    final_a = torch.load(tmp_path / "scratch_a" / "resume.pt", weights_only=True)
 
     # Killed mid-epoch 0 (after step 4 of 7): only the periodic scratch checkpoint survives.
     with pytest.raises(training.TrainingInterrupted):
         training.train(cfg, data, tmp_path / "b", tmp_path / "scratch_b", interrupt_after_steps=4)
     assert not (tmp_path / "b" / "model.pt").exists()
-    partial = torch.load(tmp_path / "scratch_b" / "resume.pt", weights_only=False)
+    partial = torch.load(tmp_path / "scratch_b" / "resume.pt", weights_only=True)
     assert partial["state"]["global_step"] == 4 and partial["state"]["step_in_epoch"] == 4
     training.train(cfg, data, tmp_path / "b", tmp_path / "scratch_b")  # the rerun picks it up
-    final_b = torch.load(tmp_path / "scratch_b" / "resume.pt", weights_only=False)
+    final_b = torch.load(tmp_path / "scratch_b" / "resume.pt", weights_only=True)
 
     for key, value in final_a["model"].items():
         assert torch.equal(value, final_b["model"][key]), key
-    best_a = torch.load(tmp_path / "a" / "model.pt", weights_only=False)["state_dict"]
-    best_b = torch.load(tmp_path / "b" / "model.pt", weights_only=False)["state_dict"]
+    best_a = torch.load(tmp_path / "a" / "model.pt", weights_only=True)["state_dict"]
+    best_b = torch.load(tmp_path / "b" / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(best_a[k], best_b[k]) for k in best_a)
     hist_a = json.loads((tmp_path / "a" / "history.json").read_text())["epochs"]
     hist_b = json.loads((tmp_path / "b" / "history.json").read_text())["epochs"]
@@ -231,7 +232,7 @@ def test_every_paper_experiment_resolves_with_a_known_dataset_and_reference() ->
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
     tables = {"pixelrnn_t4_bmnist", "cifar10_test", "pixelrnn_t2_residual_skip", "pixelrnn_t3_depth"}
     for key in params["experiments"]:
-        cfg = training.resolve_experiment(params, key)
+        cfg = resolve_experiment(params, key)
         assert cfg["dataset"] in params["datasets"], key
         assert cfg["eval_split"] in ("valid", "test"), key
         ref = cfg["reference"]

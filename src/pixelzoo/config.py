@@ -36,7 +36,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from pixelzoo.errors import ParamsError, UserError
 
 __all__ = ["ParamsError", "UserError", "load_params", "load_checked", "validate", "resolve_experiment",
-           "stage_config", "config_digest", "deep_merge", "section_entry", "check_source", "OPTIMIZERS"]
+           "stage_config", "config_digest", "deep_merge", "section_entry", "check_source", "dataset_problems",
+           "Dataset", "OPTIMIZERS"]
 
 # Optimizer names in params -> torch.optim classes; their other keyword arguments are allowed in params.
 OPTIMIZERS = {"rmsprop": "RMSprop", "adam": "Adam", "sgd": "SGD"}
@@ -320,8 +321,14 @@ def check_source(name: str, spec: Any) -> None:
 
 
 # ----------------------------------------------------------------------------- cross-checks
-def _dataset_problems(name: str, entry: Mapping[str, Any], sources: Mapping[str, Any]) -> list[Problem]:
-    """A dataset against its source: the source exists, has the levels and the splits asked for."""
+def dataset_problems(name: str, entry: Any, sources: Mapping[str, Any]) -> list[Problem]:
+    """A dataset entry's own problems, then against its source (exists, has the levels and splits)."""
+    shape = _validate(Dataset, entry, ("datasets", name))
+    return shape + (_dataset_source_problems(name, entry, sources) if isinstance(entry, dict) else [])
+
+
+def _dataset_source_problems(name: str, entry: Mapping[str, Any], sources: Mapping[str, Any]
+                             ) -> list[Problem]:
     from pixelzoo.data.sources import KINDS
 
     at = f"datasets.{name}"
@@ -455,7 +462,7 @@ def validate(params: Any) -> list[Problem]:
     datasets = params.get("datasets") if isinstance(params.get("datasets"), dict) else {}
     for name, entry in datasets.items():
         if isinstance(entry, dict):
-            problems += _dataset_problems(name, entry, sources)
+            problems += _dataset_source_problems(name, entry, sources)
     experiments = params.get("experiments")
     if isinstance(experiments, dict) and isinstance(params.get("train_defaults") or {}, dict):
         for key, entry in experiments.items():

@@ -13,9 +13,10 @@ import json
 import sys
 from typing import Any
 
-from pixelzoo import tracking, training
-from pixelzoo.config import load_params
+from pixelzoo import tracking
+from pixelzoo.config import load_checked, resolve_experiment, stage_config
 from pixelzoo.data.datasets import load_meta
+from pixelzoo.errors import UserError
 
 STAGES = ("train", "evaluate", "sample")
 
@@ -24,7 +25,7 @@ def lineage(experiment: str) -> tuple[list[str], bool]:
     """Report lines for ``experiment`` and whether anything is stale (run from the repository root)."""
     from mlflow.tracking import MlflowClient
 
-    params = load_params()
+    params = load_checked()
     lines: list[str] = []
     stale = False
 
@@ -46,7 +47,7 @@ def lineage(experiment: str) -> tuple[list[str], bool]:
         stale = True
 
     commit_now, dirty_now = tracking.git_state()
-    cfg_now = training.resolve_experiment(params, experiment)
+    cfg_now = resolve_experiment(params, experiment)
     meta = load_meta(tracking.data_dir(cfg_now["dataset"]))
     digest_now = tracking.dataset_digest(meta)
 
@@ -83,7 +84,7 @@ def lineage(experiment: str) -> tuple[list[str], bool]:
     lines.append(f"checks against the workspace (commit {commit_now[:12]}{', dirty' if dirty_now else ''}):")
     for stage, run in runs.items():
         t, logged = run.data.tags, run.data.params
-        current = tracking.flatten(training.stage_config(params, experiment, stage))
+        current = tracking.flatten(stage_config(params, experiment, stage))
         changed = sorted(k for k in set(current) | set(logged) if current.get(k) != logged.get(k))
         flag(
             not changed,
@@ -123,7 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("experiment", help="key of params.yaml `experiments`")
     parser.add_argument("--check", action="store_true", help="exit with status 1 if anything is STALE")
     args = parser.parse_args(argv)
-    lines, stale = lineage(args.experiment)
+    try:
+        lines, stale = lineage(args.experiment)
+    except UserError as err:
+        print(f"pixelzoo-lineage: {err}", file=sys.stderr)
+        return 2
     print("\n".join(lines))
     return 1 if (stale and args.check) else 0
 

@@ -23,14 +23,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pixelzoo.config import config_digest
+from pixelzoo.errors import UserError
+
 POINTER_NAME = "mlflow_run.json"
 TAG_EXPERIMENT, TAG_STAGE = "pixelzoo.experiment", "pixelzoo.stage"
 TAG_CONFIG = "pixelzoo.config_sha256"
+TAG_FAILURE = "pixelzoo.failure"  # why a FAILED run failed (exception type and message)
 # Files the pipeline itself rewrites while it runs; they do not make the code "dirty".
 _PIPELINE_WRITTEN = ("dvc.lock", "metrics/")
 
 
-class TrackingUnavailable(RuntimeError):
+class TrackingUnavailable(UserError, RuntimeError):
     """The tracking store cannot be reached or written; raised before any work starts."""
 
 
@@ -192,8 +196,6 @@ def dataset_digest(meta: Mapping[str, Any]) -> str:
 
 
 def provenance_tags(experiment: str, stage: str, config: Mapping[str, Any], meta: Mapping[str, Any]) -> dict:
-    from pixelzoo.training import config_digest
-
     commit, dirty = git_state()
     tags = {
         TAG_EXPERIMENT: experiment,
@@ -243,7 +245,8 @@ def stage_run(
     """An MLflow run named ``<experiment>:<stage>`` with provenance tags, params and dataset inputs.
 
     ``config`` is what the stage ran with, as resolved. On success the pointer file
-    ``pointer_dir/mlflow_run.json`` is written and the run ends FINISHED; on error it ends FAILED.
+    ``pointer_dir/mlflow_run.json`` is written and the run ends FINISHED; on error it ends FAILED with
+    the reason in the ``pixelzoo.failure`` tag.
     """
     import mlflow
     from mlflow.data.meta_dataset import MetaDataset
@@ -271,8 +274,9 @@ def stage_run(
         handle = StageRun(run.info.run_id, run_name)
         yield handle
         write_pointer(pointer_dir, handle, uri, experiment_name)
-    except BaseException:
+    except BaseException as err:
         try:
+            mlflow.set_tag(TAG_FAILURE, f"{type(err).__name__}: {err}"[:4000])
             mlflow.end_run(status="FAILED")
         except Exception as end_err:  # noqa: BLE001 - keep the original error, which is the informative one
             print(f"warning: could not mark MLflow run {run.info.run_id} FAILED: {end_err}")

@@ -2,7 +2,8 @@
 
 The same code runs on CPU, on one GPU and under ``torchrun`` (DDP); the few places where these differ
 are marked ``# [DDP]`` / ``# [CUDA]``. Configuration is plain data: the experiment entry of
-``params.yaml`` merged over ``train_defaults`` (:func:`resolve_experiment`).
+``params.yaml`` merged over ``train_defaults`` (:func:`pixelzoo.config.resolve_experiment`), validated
+before it gets here.
 
 What the loop guarantees:
 - CPU runs are deterministic (seeds + ``torch.use_deterministic_algorithms``), and a run that was
@@ -12,13 +13,15 @@ What the loop guarantees:
 - The resumable checkpoint lives in a scratch folder that DVC does not own (DVC deletes declared
   outputs before re-running a stage); it is only removed after the stage finished completely.
 - The stage output is the checkpoint with the best validation NLL (state_dict + resolved config).
+- A NaN/Inf loss stops training before the optimizer step (:class:`TrainingDiverged`, naming epoch and
+  step); the last resumable checkpoint, written before the fault, is kept.
+- Checkpoints hold tensors and plain data only and are read with ``torch.load(weights_only=True)``; an
+  unreadable one is a :class:`CorruptFile` error naming the file and the command that rebuilds it.
 - [DDP] only rank 0 evaluates, writes files and logs. Multi-GPU has not been run in this project.
 """
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import json
 import math
 import os
@@ -33,62 +36,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from pixelzoo.config import OPTIMIZERS, ParamsError, config_digest
 from pixelzoo.data.datasets import load_meta, load_split
+from pixelzoo.errors import CorruptFile, TrainingDiverged, kill_point
 from pixelzoo.evaluation import evaluate_nll
 from pixelzoo.likelihood import bits_per_dim, nll_per_image
 from pixelzoo.models import build_model
 
 MetricLogger = Callable[[dict[str, float], int], None]
-
-# Keys every resolved experiment must have; everything else has a default in train_defaults.
-REQUIRED_KEYS = ("model", "dataset", "batch_size", "epochs", "seed", "optimizer")
-
-
-# ----------------------------------------------------------------------------- configuration
-def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """``override`` merged over ``base``; nested dicts merge key by key, anything else replaces."""
-    out = copy.deepcopy(dict(base))
-    for k, v in override.items():
-        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
-            out[k] = deep_merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
-def resolve_experiment(params: Mapping[str, Any], key: str) -> dict[str, Any]:
-    """The experiment ``key`` of ``params.yaml`` with ``train_defaults`` merged under it."""
-    experiments = params.get("experiments") or {}
-    if key not in experiments:
-        raise KeyError(
-            f"experiment {key!r} is not in params.yaml `experiments`; known: {', '.join(sorted(experiments))}"
-        )
-    cfg = deep_merge(params.get("train_defaults") or {}, experiments[key])
-    missing = [k for k in REQUIRED_KEYS if k not in cfg]
-    if missing:
-        raise ValueError(
-            f"experiment {key!r} lacks {missing}: set them in its params.yaml entry or in `train_defaults`"
-        )
-    cfg["name"] = key
-    return cfg
-
-
-# The params section (besides the experiment) that each stage reads; logged with the stage's run.
-STAGE_SECTIONS = {"train": None, "evaluate": "evaluate", "sample": "sample"}
-
-
-def stage_config(params: Mapping[str, Any], key: str, stage: str) -> dict[str, Any]:
-    """What stage ``stage`` of experiment ``key`` runs with: the resolved experiment + its own section."""
-    cfg = resolve_experiment(params, key)
-    section = STAGE_SECTIONS[stage]
-    if section is not None:
-        cfg[section] = copy.deepcopy(params.get(section) or {})
-    return cfg
-
-
-def config_digest(cfg: Mapping[str, Any]) -> str:
-    """sha256 of the canonical JSON of a resolved config (identifies a run's settings)."""
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()
 
 
 # ----------------------------------------------------------------------------- device, seeds, DDP
@@ -160,20 +115,27 @@ def build_from_config(cfg: Mapping[str, Any], meta: Mapping[str, Any]) -> nn.Mod
     return build_model(cfg["model"], **data_shape(meta), n_classes=n_classes, **(cfg.get("model_args") or {}))
 
 
+def check_model(cfg: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
+    """Build the model on the meta device (no memory, no init cost) so a builder's own checks (e.g.
+    ``hidden >= channels``) fail before any work, as a ParamsError naming the experiment."""
+    try:
+        with torch.device("meta"):
+            build_from_config(cfg, meta)
+    except (ValueError, TypeError) as err:
+        raise ParamsError(f"experiments.{cfg['name']}.model_args: {err}") from err
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-_OPTIMIZERS = {"rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 
 
 def make_optimizer(params: Any, opt_cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
     """``{name: rmsprop|adam|sgd, lr: ..., <other torch kwargs>}`` -> optimizer."""
     opt_cfg = dict(opt_cfg)
     name = str(opt_cfg.pop("name", "")).lower()
-    if name not in _OPTIMIZERS:
-        raise ValueError(f"optimizer.name must be one of {sorted(_OPTIMIZERS)}, got {name!r}")
-    return _OPTIMIZERS[name](params, **opt_cfg)
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer.name must be one of {sorted(OPTIMIZERS)}, got {name!r}")
+    return getattr(torch.optim, OPTIMIZERS[name])(params, **opt_cfg)
 
 
 @dataclass
@@ -186,7 +148,7 @@ def load_splits(data_dir: Path, splits: tuple[str, ...]) -> tuple[dict[str, Any]
     meta = load_meta(data_dir)
     out = {}
     for s in splits:
-        x, y = load_split(data_dir, s)
+        x, y = load_split(data_dir, s, meta)
         out[s] = Split(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y)))
     return meta, out
 
@@ -212,8 +174,17 @@ def _save_atomic(obj: Any, path: Path) -> None:
     os.replace(tmp, path)  # a kill during the write never leaves a truncated checkpoint behind
 
 
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
+    # numpy's state as tensors and plain values, so the checkpoint loads with weights_only=True
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]
+    state = {"torch": torch.get_rng_state(), "numpy": numpy_state}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -221,16 +192,39 @@ def _rng_state() -> dict[str, Any]:
 
 def _set_rng_state(state: Mapping[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def load_checkpoint(path: Path, rebuild: str) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)``; a truncated or corrupt file is a CorruptFile error
+    naming it and ``rebuild``, the command that writes it again."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # noqa: BLE001 - zip, pickle and unpickler errors all mean "unreadable"
+        raise CorruptFile(f"{path} is corrupt or truncated ({type(err).__name__}: {str(err)[:120]}); "
+                          f"rebuild it with `{rebuild}`") from err
+
+
 def load_trained(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model saved by :func:`train` (``model.pt``); returns (model in eval mode, checkpoint)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    path = Path(path)
+    rebuild = f"dvc repro -f train@{path.parent.parent.name}"
+    if not path.is_file():
+        from pixelzoo.errors import MissingInput
+
+        raise MissingInput(f"{path} not found: train the model first with `{rebuild.replace(' -f', '')}`")
+    ckpt = load_checkpoint(path, rebuild)
     model = build_from_config(ckpt["config"], ckpt["data"])
-    model.load_state_dict(ckpt["state_dict"])
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        raise CorruptFile(f"{path} does not match its model ({str(err)[:160]}); rebuild it with `{rebuild}`"
+                          ) from err
     return model.to(device).eval(), ckpt
 
 
@@ -242,11 +236,13 @@ def train(
     scratch_dir: Path,
     log_metrics: MetricLogger | None = None,
     interrupt_after_steps: int | None = None,
+    loaded: tuple[dict[str, Any], dict[str, Split]] | None = None,
 ) -> dict[str, Any]:
     """Train ``cfg`` on ``data_dir``; write ``model.pt`` + ``history.json`` to ``out_dir``.
 
     Resumes from ``scratch_dir/resume.pt`` when it exists and was written for the same config.
-    Returns the history dict. ``interrupt_after_steps`` simulates a kill (tests only).
+    Returns the history dict. ``interrupt_after_steps`` simulates a kill (tests only). ``loaded``: the
+    result of :func:`load_splits` when the caller has read (and so checked) the data already.
     """
     data_dir, out_dir, scratch_dir = Path(data_dir), Path(out_dir), Path(scratch_dir)
     dist = setup_distributed()
@@ -256,7 +252,7 @@ def train(
     if device.type == "cuda":  # [CUDA] fixed shapes: let cuDNN pick the fastest kernels
         torch.backends.cudnn.benchmark = True
 
-    meta, splits = load_splits(data_dir, ("train", "valid"))
+    meta, splits = loaded or load_splits(data_dir, ("train", "valid"))
     train_set, valid_set = splits["train"], splits["valid"]
     conditional = bool(cfg.get("conditional", False))
     dims = int(meta["channels"]) * int(meta["height"]) * int(meta["width"])
@@ -293,7 +289,11 @@ def train(
         "done": False,
     }
     if resume_path.exists():
-        ckpt = torch.load(resume_path, map_location="cpu", weights_only=False)
+        try:
+            ckpt = load_checkpoint(resume_path, "")
+        except CorruptFile as err:  # e.g. a resume checkpoint of an older version: start afresh
+            ckpt = {"config_digest": None}
+            print(f"ignoring {resume_path}: unreadable ({err.__cause__})")
         if ckpt["config_digest"] == digest:
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
@@ -350,6 +350,8 @@ def train(
             y = train_set.y[idx].to(device, non_blocking=True) if conditional else None
             nats = image_nats(net, x, y, amp)
             loss = nats.mean()
+            if not torch.isfinite(loss):  # before the step: the weights and resume.pt stay good
+                raise TrainingDiverged(_diverged_message(cfg, loss, epoch, state, resume_path))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if grad_clip:
@@ -369,6 +371,7 @@ def train(
             if time.monotonic() - last_save >= ckpt_seconds:
                 save_resume()
                 last_save = time.monotonic()
+            kill_point(f"train.step{state['global_step']}")  # crash tests: a kill mid-training
             if interrupt_after_steps is not None and state["global_step"] >= interrupt_after_steps:
                 raise TrainingInterrupted(f"simulated interruption after step {state['global_step']}")
 
@@ -431,8 +434,27 @@ def train(
             },
             out_dir / "model.pt",
         )
-        (out_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+        kill_point("train")  # crash tests: model.pt written, history.json and the run pointer not yet
+        _write_text_atomic(out_dir / "history.json", json.dumps(history, indent=2) + "\n")
     return history
+
+
+def _diverged_message(
+    cfg: Mapping[str, Any], loss: torch.Tensor, epoch: int, state: Mapping[str, Any], resume: Path
+) -> str:
+    kept = (f"the last good checkpoint {resume} (step {_resume_step(resume)}) is kept and a rerun resumes "
+            "from it" if resume.exists() else "no checkpoint had been written yet")
+    step = state["global_step"] + 1
+    return (f"training loss of {cfg['name']} is {loss.item()} at epoch {epoch}, step {step}"
+            f" (batch {state['step_in_epoch'] + 1} of the epoch); {kept}. Lower optimizer.lr or set grad_clip"
+            f" for experiments.{cfg['name']} (a rerun with the same params diverges the same way)")
+
+
+def _resume_step(path: Path) -> int | str:
+    try:
+        return int(load_checkpoint(path, "")["state"]["global_step"])
+    except Exception:  # noqa: BLE001 - only for the message
+        return "?"
 
 
 def clear_scratch(scratch_dir: Path) -> None:

@@ -1,4 +1,9 @@
-"""Reading processed datasets: ``data/processed/<name>/{train,valid,test}.npz`` and ``meta.json``."""
+"""Reading processed datasets: ``data/processed/<name>/{train,valid,test}.npz`` and ``meta.json``.
+
+A missing file is a :class:`MissingInput` error, an unreadable one or one whose arrays no longer match the
+sha256 recorded in ``meta.json`` a :class:`CorruptFile` error; both name the file and the command that
+rebuilds it.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from pixelzoo.errors import CorruptFile, MissingInput
 
 SPLITS = ("train", "valid", "test")
 
@@ -19,20 +26,45 @@ def split_digest(x: np.ndarray, y: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def _rebuild(directory: Path) -> str:
+    return f"dvc repro -f preprocess@{directory.name}"
+
+
 def load_meta(directory: str | Path) -> dict[str, Any]:
     """The dataset's ``meta.json`` (levels, shape, counts, digests, source, params)."""
     path = Path(directory) / "meta.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: build it with `dvc repro preprocess@{Path(directory).name}`")
-    return json.loads(path.read_text())
+        raise MissingInput(f"{path} not found: build it with `dvc repro preprocess@{Path(directory).name}`")
+    try:
+        meta = json.loads(path.read_text())
+        meta["sha256"], meta["counts"]  # noqa: B018 - every reader relies on these
+    except (ValueError, KeyError, TypeError) as err:
+        raise CorruptFile(f"{path} is corrupt ({type(err).__name__}: {err}); "
+                          f"rebuild it with `{_rebuild(Path(directory))}`") from err
+    return meta
 
 
-def load_split(directory: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(x, y)`` of one split: x uint8 N×C×H×W with values in [0, levels), y int64 (N,) (-1 = no label)."""
+def load_split(
+    directory: str | Path, split: str, meta: dict[str, Any] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)`` of one split: x uint8 N×C×H×W with values in [0, levels), y int64 (N,) (-1 = no label).
+
+    The arrays are checked against the sha256 in ``meta.json`` (``meta`` if given, else read).
+    """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    path = Path(directory) / f"{split}.npz"
+    directory = Path(directory)
+    path = directory / f"{split}.npz"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: build it with `dvc repro preprocess@{Path(directory).name}`")
-    with np.load(path) as z:
-        return z["x"], z["y"]
+        raise MissingInput(f"{path} not found: build it with `dvc repro preprocess@{directory.name}`")
+    try:
+        with np.load(path) as z:
+            x, y = z["x"], z["y"]
+    except Exception as err:  # noqa: BLE001 - zipfile, zlib, EOF and format errors all mean "unreadable"
+        raise CorruptFile(f"{path} is truncated or corrupt ({type(err).__name__}: {str(err)[:120]}); "
+                          f"rebuild it with `{_rebuild(directory)}`") from err
+    expected = (meta or load_meta(directory))["sha256"].get(split)
+    if split_digest(x, y) != expected:
+        raise CorruptFile(f"{path}: its arrays no longer match the sha256 recorded in {directory / 'meta.json'}"
+                          f"; rebuild both with `{_rebuild(directory)}`")
+    return x, y

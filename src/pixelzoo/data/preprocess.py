@@ -20,61 +20,24 @@ from typing import Any
 
 import numpy as np
 
-from pixelzoo.config import ParamsError, section_entry
+from pixelzoo.config import Dataset, ParamsError, dataset_problems, section_entry
+from pixelzoo.errors import kill_point
 from pixelzoo.data.datasets import SPLITS, split_digest
 from pixelzoo.data.sources import RawSource, load_source, source_kind
 
-DATASET_KEYS = {"source", "levels", "seed", "valid_size", "test_size", "n_train", "n_test"}
-
-
-def _int_or_none(name: str, entry: dict[str, Any], key: str, minimum: int) -> int | None:
-    value = entry.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ParamsError(f"dataset {name!r}: {key} must be an integer >= {minimum} or null, got {value!r}")
-    return value
-
-
 def resolve_dataset(name: str, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Check dataset ``name`` against its source before any work; return (resolved entry, source spec)."""
+    """Check dataset ``name`` against its source before any work; return (resolved entry, source spec).
+
+    The resolved entry holds every field of :class:`pixelzoo.config.Dataset` (unset optional ones None).
+    """
     entry = section_entry(params, "datasets", name)
-    unknown = set(entry) - DATASET_KEYS
-    if unknown:
-        raise ParamsError(f"dataset {name!r}: unknown key(s) {sorted(unknown)}; allowed: {sorted(DATASET_KEYS)}")
-    if "source" not in entry:
-        raise ParamsError(f"dataset {name!r}: missing `source:`")
-    source_name = entry["source"]
-    spec = section_entry(params, "sources", source_name)
-    kind = source_kind(source_name, spec)
-    levels = entry.get("levels")
-    if isinstance(levels, bool) or not isinstance(levels, int) or not 2 <= levels <= 256:
-        raise ParamsError(f"dataset {name!r}: levels must be an integer in [2, 256], got {levels!r}")
-    if levels > kind.levels:
-        raise ParamsError(f"dataset {name!r}: levels {levels} is more than source {source_name!r} has "
-                          f"({kind.levels} levels); use levels <= {kind.levels}")
-    seed = entry.get("seed")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ParamsError(f"dataset {name!r}: seed must be an integer, got {seed!r}")
-    resolved = {
-        "source": source_name,
-        "levels": levels,
-        "seed": seed,
-        "valid_size": _int_or_none(name, entry, "valid_size", 1),
-        "test_size": _int_or_none(name, entry, "test_size", 1),
-        "n_train": _int_or_none(name, entry, "n_train", 1),
-        "n_test": _int_or_none(name, entry, "n_test", 1),
-    }
-    if "valid" not in kind.splits and resolved["valid_size"] is None:
-        raise ParamsError(f"dataset {name!r}: source {source_name!r} has no validation split; "
-                          f"set valid_size (images carved from train)")
-    if "test" in kind.splits and resolved["test_size"] is not None:
-        raise ParamsError(f"dataset {name!r}: source {source_name!r} has its own test split; "
-                          f"remove test_size (use n_test to cap it)")
-    if "test" not in kind.splits and resolved["test_size"] is None:
-        raise ParamsError(f"dataset {name!r}: source {source_name!r} has no test split; "
-                          f"set test_size (images carved from the source's pool)")
-    return resolved, spec
+    sources = params.get("sources") if isinstance(params.get("sources"), dict) else {}
+    problems = dataset_problems(name, entry, sources)
+    if problems:
+        raise ParamsError("\n".join(str(p) for p in problems))
+    spec = section_entry(params, "sources", entry["source"])
+    source_kind(entry["source"], spec)
+    return Dataset.model_validate(entry).model_dump(), spec
 
 
 def quantize(x: np.ndarray, levels: int, source_levels: int) -> np.ndarray:
@@ -164,6 +127,7 @@ def write_processed(out_dir: str | Path, arrays: dict[str, tuple[np.ndarray, np.
         for split, (x, y) in arrays.items():
             np.savez(tmp / f"{split}.npz", x=x, y=y)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        kill_point("preprocess")  # crash tests: arrays written, not yet renamed into place
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)

@@ -34,7 +34,7 @@ import numpy as np
 from pydantic import Field
 
 from pixelzoo.data import formats
-from pixelzoo.errors import UserError
+from pixelzoo.errors import UserError, kill_point
 
 MANIFEST = "SOURCE.json"
 TIMEOUT_S = 10.0  # per socket operation: an unreachable host fails in seconds, not minutes
@@ -294,6 +294,7 @@ def download_source(name: str, spec: dict[str, Any], raw_dir: str | Path,
         rel = [rf.path for rf in REMOTE_FILES[kind]]
     else:
         rel = _generate(kind, spec, raw_dir)
+    kill_point("download")  # crash tests: the files are there, the manifest that marks completeness not yet
     manifest = {"source": name, "kind": kind, "params": spec,
                 "files": {r: sha256_file(raw_dir / r) for r in rel}}
     _atomic_write(raw_dir / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=2) + "\n"))

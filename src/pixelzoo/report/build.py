@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pixelzoo import tracking
+from pixelzoo.errors import kill_point
 from pixelzoo.report import figures, lineage, reference
 from pixelzoo.report.collect import SAMPLE_FIGURES, Experiment, collect
 from pixelzoo.report.render import Cell, Section, Table, to_html, to_markdown
@@ -340,8 +342,13 @@ def build_report(root: Path, params: dict[str, Any], out_dir: Path) -> Written:
         + ". Paper figures are copied from the publications; ours are read from metrics/<experiment>.json.",
     ]
     html_path, md_path = out_dir / "index.html", out_dir / "README.md"
-    html_path.write_text(to_html(TITLE, intro, sections))
-    md_path.write_text(to_markdown(TITLE, intro, sections))
+    # Both pages appear together or not at all (a kill never leaves one page that looks complete).
+    pages = {html_path: to_html(TITLE, intro, sections), md_path: to_markdown(TITLE, intro, sections)}
+    for path, text in pages.items():
+        path.with_name(path.name + ".tmp").write_text(text)
+    kill_point("report")
+    for path in (html_path, md_path):
+        os.replace(path.with_name(path.name + ".tmp"), path)
     written = sorted(fig_dir.rglob("*.png"))
     return Written(html_path, md_path, tuple(written), tuple(rf_missing))
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pixelzoo import tracking, training
+from pixelzoo import tracking
+from pixelzoo.config import resolve_experiment
 from pixelzoo.report import lineage
 
 METRIC_KEYS = ("test_nats_per_image", "test_bits_per_dim", "n_images")
@@ -54,7 +55,7 @@ class Experiment:
 
     key: str
     entry: dict[str, Any]
-    resolved: dict[str, Any]  # the entry with train_defaults merged under it (pixelzoo.training)
+    resolved: dict[str, Any]  # the entry with train_defaults merged under it (pixelzoo.config)
     metrics: dict[str, Any] | None = None
     history: dict[str, Any] | None = None
     pointers: dict[str, RunPointer] = field(default_factory=dict)
@@ -151,7 +152,7 @@ def collect(root: Path, params: dict[str, Any], store: lineage.RunStore | None =
         raise ValueError("params.yaml has no 'experiments' mapping; nothing to report")
     out = []
     for key, entry in entries.items():
-        resolved = training.resolve_experiment(params, key)
+        resolved = resolve_experiment(params, key)
         exp = Experiment(key=str(key), entry=dict(entry or {}), resolved=resolved)
         exp.metrics = read_metrics(root / tracking.metrics_path(key))
         exp.history = read_history(root / tracking.stage_dir(key, "train") / "history.json")

@@ -4,7 +4,7 @@ The pipeline records, with every stage's MLflow run (:mod:`pixelzoo.tracking`): 
 (``git.commit``, ``git.dirty``), the dataset digest (``dataset.sha256``), the sha256 of the stage's
 resolved config (``pixelzoo.config_sha256``) and that config itself as flattened run params. A row is
 stale when params.yaml now resolves to another config for any of its stages
-(:func:`pixelzoo.training.stage_config`), or the processed data's ``meta.json`` now has another digest.
+(:func:`pixelzoo.config.stage_config`), or the processed data's ``meta.json`` now has another digest.
 The stage's run pointer file (``mlflow_run.json``) names the run; nothing else is trusted for lineage.
 """
 
@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pixelzoo import tracking, training
+from pixelzoo import tracking
+from pixelzoo.config import config_digest, stage_config
 
 TAG_COMMIT, TAG_DIRTY, TAG_DATA = "git.commit", "git.dirty", "dataset.sha256"
 
@@ -109,8 +110,8 @@ def resolve(
         elif recorded_data != data_now:
             was = str(recorded_data)[:8]
             lin.stale.append(f"{stage}: dataset changed since it ran ({was} -> {data_now[:8]})")
-        cfg_now = training.stage_config(params, key, stage)
-        if run.tags.get(tracking.TAG_CONFIG) != training.config_digest(cfg_now):
+        cfg_now = stage_config(params, key, stage)
+        if run.tags.get(tracking.TAG_CONFIG) != config_digest(cfg_now):
             keys = changed_keys(run.params, cfg_now)
             lin.stale.append(f"{stage}: params changed since it ran ({', '.join(keys) or 'config digest'})")
     return lin
