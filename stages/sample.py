@@ -68,6 +68,10 @@ def main() -> None:
                 len(opts["soft_label_pairs"]) * per_row,
                 y=sampling.soft_label_rows(opts["soft_label_pairs"], n_classes, per_row),
             )
+        note = getattr(model, "completion_note", None)  # a model whose completions are not exact says so
+        if note:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "completions.txt").write_text(note + "\n")
         for name, images in figures.items():
             sampling.save_grid(images, levels, out / name, nrow=per_row)
             run.log_artifact(out / name, artifact_path="samples")

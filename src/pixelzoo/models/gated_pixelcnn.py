@@ -91,6 +91,8 @@ class GatedPixelCNN(nn.Module):
         self.head = OutputHead(hidden, head_hidden, channels, levels)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.layers[0].v_cond is not None and y is None:  # conditional: never silently unconditional
+            raise ValueError("this model is class-conditional (n_classes set): pass y")
         v = h = scale_input(x, self.levels)
         out = None
         for i, layer in enumerate(self.layers):

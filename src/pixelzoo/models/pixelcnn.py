@@ -62,6 +62,8 @@ class PixelCNN(nn.Module):
         self.head = OutputHead(2 * hidden, head_hidden, channels, levels)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.cond is not None and y is None:  # a conditional model never silently runs unconditionally
+            raise ValueError("this model is class-conditional (n_classes set): pass y")
         h = self.inp(scale_input(x, self.levels))
         out = self.skips[0](h) if self.skip else None
         for i, block in enumerate(self.blocks):

@@ -83,7 +83,7 @@ class Seed004PixelCNN(nn.Module):
         dropout: float,
     ) -> None:
         super().__init__()
-        self.channels, self.levels = channels, levels
+        self.channels, self.levels, self.conditional = channels, levels, n_classes is not None
         self.inp = input_conv(channels, features)
         self.border = nn.Conv2d(1, features, 7, padding=3, bias=False)
         self.inp_post = nn.Sequential(_norm(norm, features), nn.ReLU())
@@ -95,6 +95,8 @@ class Seed004PixelCNN(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.conditional and y is None:  # a conditional model never silently runs unconditionally
+            raise ValueError("this model is class-conditional (n_classes set): pass y")
         xs = scale_input(x, self.levels)
         ones = xs.new_ones(xs.shape[0], 1, *xs.shape[2:])
         h = self.inp_post(self.inp(xs) + self.border(ones))
