@@ -51,19 +51,21 @@ def main() -> None:
             "n_images": result["n_images"],
             "n_params": ckpt["n_params"],
         }
-        path = tracking.metrics_path(args.experiment)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")  # never a half-written metrics file
-        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-        os.replace(tmp, path)
-        kill_point("evaluate")  # crash tests: metrics written, the run and its pointer not finished
+        # Staged in the stage's own output: the metrics file appears only once its run is recorded.
+        staged = out / "metrics.json.partial"
+        out.mkdir(parents=True, exist_ok=True)
+        staged.write_text(json.dumps(metrics, indent=2) + "\n")
         run.log_metrics(
             {k: float(metrics[k]) for k in ("test_nats_per_image", "test_bits_per_dim", "n_images")}
         )
-        print(
-            f"{args.experiment}: {split} {result['bits_per_dim']:.4f} bits/dim, "
-            f"{result['nats_per_image']:.3f} nats/image over {result['n_images']} images"
-        )
+        kill_point("evaluate")  # crash tests: metrics computed, the run and its pointer not finished
+    path = tracking.metrics_path(args.experiment)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(staged, path)
+    print(
+        f"{args.experiment}: {split} {result['bits_per_dim']:.4f} bits/dim, "
+        f"{result['nats_per_image']:.3f} nats/image over {result['n_images']} images"
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ class) and soft_labels.png (0.5/0.5 soft labels for the class pairs of seed 004)
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -69,13 +70,16 @@ def main() -> None:
                 y=sampling.soft_label_rows(opts["soft_label_pairs"], n_classes, per_row),
             )
         note = getattr(model, "completion_note", None)  # a model whose completions are not exact says so
-        if note:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "completions.txt").write_text(note + "\n")
+        staged = out / ".partial"  # the figures appear together, once every one is drawn and saved
         for name, images in figures.items():
-            sampling.save_grid(images, levels, out / name, nrow=per_row)
-            run.log_artifact(out / name, artifact_path="samples")
-            kill_point("sample")  # crash tests: one figure written, the others and the pointer not yet
+            sampling.save_grid(images, levels, staged / name, nrow=per_row)
+        if note:
+            (staged / "completions.txt").write_text(note + "\n")
+        kill_point("sample")  # crash tests: every figure saved, none in place, no pointer yet
+        for path in sorted(staged.iterdir()):
+            os.replace(path, out / path.name)
+            run.log_artifact(out / path.name, artifact_path="samples")
+        staged.rmdir()
 
 
 if __name__ == "__main__":
