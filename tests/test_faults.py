@@ -27,35 +27,6 @@ from pixelzoo.profile import project_files
 EXP = "pixelcnn-digits"
 
 
-# ----------------------------------------------------------------------------- NaN / Inf
-def test_nan_loss_stops_naming_step_keeps_last_good_checkpoint_and_fails_the_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from mlflow.tracking import MlflowClient
-
-    monkeypatch.setenv("DVC_ROOT", str(tmp_path))  # the tracking store goes to tmp_path/mlflow.db
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    data = make_dataset(tmp_path / "data")
-    cfg = toy_config(optimizer={"name": "sgd", "lr": 1e12}, grad_clip=None, epochs=1, checkpoint_minutes=0)
-    meta = json.loads((data / "meta.json").read_text())
-    out, scratch = tmp_path / "out", tmp_path / "scratch"
-    with pytest.raises(TrainingDiverged) as err:
-        with tracking.stage_run("toy", "train", cfg, meta, data, ["train"], out, "faults"):
-            training.train(cfg, data, out, scratch)
-    message = str(err.value)
-    assert "at epoch 0, step 2 " in message and ("is nan" in message or "is inf" in message), message
-    assert f"the last good checkpoint {scratch / 'resume.pt'} (step 1) is kept" in message
-    kept = torch.load(scratch / "resume.pt", weights_only=True)
-    assert kept["state"]["global_step"] == 1
-    assert all(torch.isfinite(v).all() for v in kept["model"].values() if v.is_floating_point())
-    assert not (out / "model.pt").exists() and not (out / tracking.POINTER_NAME).exists()
-
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    (run,) = client.search_runs([client.get_experiment_by_name("faults").experiment_id])
-    assert run.info.status == "FAILED"
-    assert run.data.tags[tracking.TAG_FAILURE].startswith("TrainingDiverged: training loss of toy is")
-
-
 # ----------------------------------------------------------------------------- corrupt files
 def test_truncated_npz_and_stale_meta_name_the_file_and_the_rebuild_command(tmp_path: Path) -> None:
     data = make_dataset(tmp_path / "data")
@@ -222,3 +193,33 @@ def test_stage_commands_print_no_traceback_for_user_errors(tiny: RepoCopy) -> No
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("train@pixelcnn-digit failed: unknown experiment 'pixelcnn-digit'")
     assert os.path.exists(tiny.root / "params.yaml")
+
+
+# ----------------------------------------------------------------------------- NaN / Inf
+def test_nan_loss_stops_naming_step_keeps_last_good_checkpoint_and_fails_the_run(
+    tiny: RepoCopy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    # The tiny copy's store (already created by the tests above: a fresh sqlite schema costs seconds)
+    monkeypatch.setenv("DVC_ROOT", str(tiny.root))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    data = make_dataset(tmp_path / "data")
+    cfg = toy_config(optimizer={"name": "sgd", "lr": 1e12}, grad_clip=None, epochs=1, checkpoint_minutes=0)
+    meta = json.loads((data / "meta.json").read_text())
+    out, scratch = tmp_path / "out", tmp_path / "scratch"
+    with pytest.raises(TrainingDiverged) as err:
+        with tracking.stage_run("toy", "train", cfg, meta, data, ["train"], out, "faults"):
+            training.train(cfg, data, out, scratch)
+    message = str(err.value)
+    assert "at epoch 0, step 2 " in message and ("is nan" in message or "is inf" in message), message
+    assert f"the last good checkpoint {scratch / 'resume.pt'} (step 1) is kept" in message
+    kept = torch.load(scratch / "resume.pt", weights_only=True)
+    assert kept["state"]["global_step"] == 1
+    assert all(torch.isfinite(v).all() for v in kept["model"].values() if v.is_floating_point())
+    assert not (out / "model.pt").exists() and not (out / tracking.POINTER_NAME).exists()
+
+    client = MlflowClient(f"sqlite:///{tiny.root / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("faults").experiment_id])
+    assert run.info.status == "FAILED"
+    assert run.data.tags[tracking.TAG_FAILURE].startswith("TrainingDiverged: training loss of toy is")
