@@ -11,9 +11,10 @@ one after the other. A run may time only the first ``m`` sub-pixels in generatio
 are marked known, so neither sampler computes them) and scale the time by total/m: the naive sampler
 costs one full forward per sub-pixel wherever it is, so this extrapolation is exact up to noise; for
 the cached sampler ``m`` is a whole number of image rows, so per-row work (the Gated PixelCNN's
-vertical stack) is counted in proportion. Reported: median images/s over ``--runs`` timed runs after
-one warm-up, the ratio, and the share of timed sub-pixels that both samplers drew alike (float32
-rounding may flip a rare draw; float64 equality is a test, tests/test_cached_sampling.py).
+vertical stack) is counted in proportion. Runs of the two samplers alternate. Reported: median
+images/s over ``--runs`` timed runs after one warm-up, the ratio, and the share of timed sub-pixels
+that both samplers drew alike (float32 rounding may flip a rare draw; float64 equality is a test,
+tests/test_cached_sampling.py).
 
     PYTHONPATH=src python benchmarks/sampling.py --threads 1
 """
@@ -91,19 +92,22 @@ def bench(
     model: torch.nn.Module, batch: int, shape: dict[str, int], steps: dict[str, int], runs: int
 ) -> dict[str, Any]:
     total = shape["channels"] * shape["height"] * shape["width"]
-    out: dict[str, Any] = {}
+    times: dict[str, list[float]] = {"naive": [], "cached": []}
     images = {}
-    for method in ("naive", "cached"):
-        timed_sample(model, batch, shape, min(steps[method], 2 * shape["channels"]), method)  # warm-up
-        times = []
-        for _ in range(runs):
+    for method in times:  # warm-up: allocator, kernels
+        timed_sample(model, batch, shape, 1, method)
+    for _ in range(runs):  # alternate, so that a change of machine load hits both samplers alike
+        for method in times:
             t, images[method] = timed_sample(model, batch, shape, steps[method], method)
-            times.append(t * total / steps[method])  # extrapolated to the whole image
-        out[method] = {
+            times[method].append(t * total / steps[method])  # extrapolated to the whole image
+    out: dict[str, Any] = {
+        method: {
             "timed_subpixels": steps[method],
-            "image_s": [round(t, 3) for t in times],
-            "images_per_s": batch / statistics.median(times),
+            "image_s": [round(t, 3) for t in ts],
+            "images_per_s": batch / statistics.median(ts),
         }
+        for method, ts in times.items()
+    }
     out["ratio"] = out["cached"]["images_per_s"] / out["naive"]["images_per_s"]
     common = min(steps.values())
     order = generation_order(model, shape["channels"], shape["height"], shape["width"])[:common]
@@ -119,9 +123,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--naive-steps", type=int, nargs=2, default=[112, 2], metavar=("MNIST", "CIFAR"),
+    parser.add_argument("--naive-steps", type=int, nargs=2, default=[112, 1], metavar=("MNIST", "CIFAR"),
                         help="sub-pixels the naive sampler is timed on, per setting")
-    parser.add_argument("--cached-rows", type=int, nargs=2, default=[28, 2], metavar=("MNIST", "CIFAR"),
+    parser.add_argument("--cached-rows", type=int, nargs=2, default=[28, 1], metavar=("MNIST", "CIFAR"),
                         help="image rows the cached sampler is timed on, per setting")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "sampling.json")
     args = parser.parse_args()
