@@ -1,4 +1,4 @@
-"""DVC stage ``sample@<exp>``: sample grids from the best checkpoint with the naive reference sampler.
+"""DVC stage ``sample@<exp>``: sample grids from the best checkpoint (``sample.method``: cached | naive).
 
 Writes ``outputs/<exp>/samples/``: grid.png (unconditional), completions.png (top half of test
 images given, bottom half sampled) and, for class-conditional models, classes.png (one row per
@@ -37,12 +37,13 @@ def main() -> None:
     model, _ = training.load_trained(tracking.stage_dir(args.experiment, "train") / "model.pt", device)
     shape = training.data_shape(meta)
     levels, per_row, seed = shape["levels"], int(opts["per_row"]), int(opts["seed"])
+    method = opts.get("method", "cached")  # checked by the params schema (pixelzoo.config.Sample)
     conditional = bool(cfg.get("conditional"))
 
     def draw(figure: int, n: int, **kw: object) -> torch.Tensor:
         # One generator per figure: adding a figure never changes the others.
         return sampling.sample(
-            model, n, **shape, generator=torch.Generator().manual_seed(seed + figure), **kw
+            model, n, **shape, generator=torch.Generator().manual_seed(seed + figure), method=method, **kw
         )
 
     with tracking.stage_run(
