@@ -91,10 +91,6 @@ def main() -> None:
         mutate(bad)
         (root / "params.yaml").write_text(yaml.safe_dump(bad, sort_keys=False))
         report(f"params: {name}", root, env, py, "stages/train.py", EXP)
-    bad = copy.deepcopy(params)
-    BAD[0][1](bad)
-    (root / "params.yaml").write_text(yaml.safe_dump(bad, sort_keys=False))
-    report("params: misspelt knob, via `dvc repro train@`", root, env, dvc, "repro", f"train@{EXP}")
     (root / "params.yaml").write_text(good)
 
     report("unknown experiment on the command line", root, env, py, "stages/train.py", "pixelcnn-digit")
@@ -130,6 +126,12 @@ def main() -> None:
     nan["experiments"][EXP].update(optimizer={"name": "sgd", "lr": 1.0e12}, grad_clip=None)
     (root / "params.yaml").write_text(yaml.safe_dump(nan, sort_keys=False))
     report("NaN loss (sgd lr 1e12, no clipping)", root, env, py, "stages/train.py", EXP)
+    (root / "params.yaml").write_text(good)
+    # Last: DVC removes a stage's outputs before running it (they stay in its cache: `dvc checkout`).
+    bad = copy.deepcopy(params)
+    BAD[0][1](bad)
+    (root / "params.yaml").write_text(yaml.safe_dump(bad, sort_keys=False))
+    report("params: misspelt knob, via `dvc repro train@`", root, env, dvc, "repro", f"train@{EXP}")
     (root / "params.yaml").write_text(good)
     print(f"(copy kept in {root}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, "
           f"load average {os.getloadavg()[0]:.1f})")
