@@ -46,7 +46,8 @@ def main() -> None:
         args.experiment, "sample", cfg, meta, data, ["test"], out, params["tracking"]["experiment_name"]
     ) as run:
         model, _ = training.load_trained(tracking.stage_dir(args.experiment, "train") / "model.pt", device)
-        n_classes = int(meta["n_classes"])
+        # Unlabelled data (the fixed binarized MNIST) has n_classes null; only conditional models need it.
+        n_classes = int(meta["n_classes"]) if conditional else 0
         figures = {}
         # Unconditional grid; a conditional model gets uniform soft labels (no class preferred).
         y_grid = torch.full((int(opts["n_grid"]), n_classes), 1.0 / n_classes) if conditional else None
