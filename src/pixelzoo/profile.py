@@ -26,8 +26,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 # A profile's params: a file of the project, or "derived:<module>" whose derive() maps params.yaml to them.
 PROFILES = {"ci": "ci/params.yaml", "quick": "ci/params.yaml", "rehearsal": "derived:rehearsal"}
 # Written in each copy: where it came from (lineage checks code against the source repository).
@@ -70,7 +68,9 @@ def profile_params(name: str, root: Path | None = None) -> str | dict[str, Any]:
     return module.derive(load_params((root or repo_root()) / "params.yaml"))
 
 
-def prepare_workdir(params_file: str | Path | Mapping[str, Any], workdir: Path, root: Path | None = None) -> Path:
+def prepare_workdir(
+    params_file: str | Path | Mapping[str, Any], workdir: Path, root: Path | None = None
+) -> Path:
     """Copy the project into ``workdir`` with ``params_file`` (or a params mapping) as its params.yaml.
 
     Generated outputs are kept: files that disappeared from the source are removed from the copy; data/,
@@ -99,7 +99,8 @@ def prepare_workdir(params_file: str | Path | Mapping[str, Any], workdir: Path, 
         shutil.copy2(params_src, workdir / "params.yaml")
     manifest.write_text("\n".join(files))
     commit, dirty = source_revision(root)
-    (workdir / SOURCE_FILE).write_text(json.dumps({"root": str(root), "commit": commit, "dirty": dirty}) + "\n")
+    source = {"root": str(root), "commit": commit, "dirty": dirty}
+    (workdir / SOURCE_FILE).write_text(json.dumps(source) + "\n")
     if not (workdir / ".git").exists():
         _git(workdir, "init", "-q")
     # One commit so DVC and the tracker find a git repository with a HEAD; its message names the source.

@@ -59,14 +59,14 @@ def _idx_folder(kind: str) -> str | None:
 def fixture_source(name: str, spec: Mapping[str, Any], seed: int) -> dict[str, Any]:
     """The offline stand-in for source ``name``: same file format, a few dozen images."""
     kind = spec.get("kind")
-    n_train, n_valid, n_test = IMAGES["train"], IMAGES["valid"], IMAGES["test"]
+    sizes = {"n_train": IMAGES["train"], "n_test": IMAGES["test"], "seed": seed}
     if kind == "amat":
-        return {"kind": "amat_fixture", "n_train": n_train, "n_valid": n_valid, "n_test": n_test, "seed": seed}
+        return {"kind": "amat_fixture", "n_valid": IMAGES["valid"], **sizes}
     if kind == "torchvision_cifar10":
-        return {"kind": "cifar10_fixture", "n_train": n_train, "n_test": n_test, "size": CIFAR_SIZE, "seed": seed}
+        return {"kind": "cifar10_fixture", "size": CIFAR_SIZE, **sizes}
     folder = _idx_folder(str(kind))
     if folder is not None:
-        return {"kind": "idx_fixture", "folder": folder, "n_train": n_train, "n_test": n_test, "seed": seed}
+        return {"kind": "idx_fixture", "folder": folder, **sizes}
     if kind == "sklearn_digits" or str(kind).endswith("_fixture"):
         return dict(spec)  # offline already; its datasets are capped below
     raise NoFixture(f"source {name!r} (kind {kind!r}) has no offline fixture: add one to "
@@ -76,7 +76,8 @@ def fixture_source(name: str, spec: Mapping[str, Any], seed: int) -> dict[str, A
 def small_dataset(entry: Mapping[str, Any]) -> dict[str, Any]:
     """Same source, levels and seed; split sizes that fit the fixtures."""
     out = dict(entry)
-    for key, n in (("valid_size", IMAGES["valid"]), ("test_size", IMAGES["test"]), ("n_test", IMAGES["test"])):
+    caps = {"valid_size": IMAGES["valid"], "test_size": IMAGES["test"], "n_test": IMAGES["test"]}
+    for key, n in caps.items():
         if out.get(key) is not None:
             out[key] = min(int(out[key]), n)
     out["n_train"] = min(int(out.get("n_train") or IMAGES["train"]), IMAGES["train"])  # offline pools are big
@@ -87,7 +88,8 @@ def small_experiment(entry: Mapping[str, Any]) -> dict[str, Any]:
     """Same model, dataset and switches; narrow layers, one epoch of at most MAX_STEPS steps."""
     out = copy.deepcopy(dict(entry))
     args = out.get("model_args") or {}
-    out["model_args"] = {k: min(v, WIDTHS[k]) if k in WIDTHS and isinstance(v, int) else v for k, v in args.items()}
+    out["model_args"] = {k: min(v, WIDTHS[k]) if k in WIDTHS and isinstance(v, int) else v
+                         for k, v in args.items()}
     if "epochs" in out:
         out["epochs"] = 1
     if "max_steps" in out:
@@ -99,7 +101,8 @@ def derive(params: Mapping[str, Any]) -> dict[str, Any]:
     """The rehearsal params from the default params: same sections and keys, offline and tiny."""
     out = copy.deepcopy(dict(params))
     sources = params.get("sources") or {}
-    out["sources"] = {name: fixture_source(name, spec, seed=i) for i, (name, spec) in enumerate(sources.items())}
+    out["sources"] = {name: fixture_source(name, spec, seed=i)
+                      for i, (name, spec) in enumerate(sources.items())}
     out["datasets"] = {name: small_dataset(e) for name, e in (params.get("datasets") or {}).items()}
     out["experiments"] = {key: small_experiment(e) for key, e in (params.get("experiments") or {}).items()}
     out["train_defaults"] = {**(params.get("train_defaults") or {}), "device": "cpu", "precision": "fp32",
