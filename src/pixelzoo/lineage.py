@@ -110,15 +110,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("experiment", help="key of params.yaml `experiments`")
     parser.add_argument("--check", action="store_true", help="exit with status 1 if anything is STALE")
-    parser.add_argument("--profile", help="read the copy .work/<profile>/ of `python -m pixelzoo.profile`")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--profile", help="read the copy .work/<profile>/ of `python -m pixelzoo.profile`")
+    where.add_argument("--workdir", type=Path, help="read a profile copy at this path")
     args = parser.parse_args(argv)
-    if args.profile:
+    if args.profile or args.workdir:
         from pixelzoo.profile import repo_root
 
-        workdir = repo_root() / ".work" / args.profile
+        workdir = args.workdir or repo_root() / ".work" / args.profile
         if not (workdir / "params.yaml").is_file():
-            print(f"pixelzoo-lineage: no profile copy {workdir}; run "
-                  f"`python -m pixelzoo.profile {args.profile}` first", file=sys.stderr)
+            print(f"pixelzoo-lineage: no profile copy in {workdir}; run "
+                  f"`python -m pixelzoo.profile {args.profile or '<profile>'}` first", file=sys.stderr)
             return 2
         os.chdir(workdir)
     lines, stale = lineage(args.experiment)
