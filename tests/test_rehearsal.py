@@ -131,8 +131,11 @@ def test_rehearsal_catches_the_unlabelled_sampling_crash(rehearsal_run, tmp_path
     fixed = re.search(r"n_classes = int\(meta\[\"n_classes\"\]\) if conditional else 0", src)
     assert fixed, "the fix this test plants against has moved; update the test"
     stage.write_text(src.replace(fixed.group(0), 'n_classes = int(meta["n_classes"])'))
-    with pytest.raises(subprocess.CalledProcessError):
-        run.repro(f"sample@{UNLABELLED}")
+    dvc = Path(sys.executable).parent / "dvc"
+    proc = subprocess.run([str(dvc) if dvc.exists() else "dvc", "repro", f"sample@{UNLABELLED}"],
+                          cwd=run.root, env=run.env, capture_output=True, text=True)
+    assert proc.returncode != 0, "the rehearsal did not catch the crash"
+    assert "TypeError" in proc.stderr + proc.stdout and "n_classes" in proc.stderr + proc.stdout, proc.stderr
 
 
 @pytest.mark.slow
