@@ -171,6 +171,20 @@ def source_kind(name: str, spec: dict[str, Any]) -> Kind:
     return info
 
 
+def missing_mirrors(source_specs: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per source whose local ``mirror:`` folder is absent, naming the command that installs it.
+
+    Profiles and tests call this before any work, so missing real data fails at once and says what to do.
+    """
+    lines = []
+    for name, spec in source_specs.items():
+        mirror = spec.get("mirror") if isinstance(spec, dict) else None
+        if mirror and not Path(mirror).is_dir():
+            how = f"`{FASHION_INSTALL}`" if spec.get("kind") == "fashion_mnist" else "place the files there"
+            lines.append(f"source {name!r}: mirror folder {mirror} does not exist; install it with {how}")
+    return lines
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
