@@ -304,3 +304,11 @@ def test_fashion_mnist_mirror_param_is_checked(tmp_path: Path, mirror: object, m
     with pytest.raises(ParamsError, match=r"mirror \(optional\)"):
         sources.download_source("f", {"kind": "fashion_mnist", "folder": "/x"}, tmp_path / "f")
     assert not (tmp_path / "f").exists()
+
+
+def test_missing_mirror_folder_is_named_with_the_install_command(tmp_path: Path) -> None:
+    specs = {"f": {"kind": "fashion_mnist", "mirror": str(tmp_path / "absent")},
+             "here": {"kind": "fashion_mnist", "mirror": str(tmp_path)}, "d": {"kind": "sklearn_digits"}}
+    assert sources.missing_mirrors(specs) == [
+        f"source 'f': mirror folder {tmp_path / 'absent'} does not exist; "
+        f"install it with `{sources.FASHION_INSTALL}`"]
