@@ -58,3 +58,16 @@ def test_one_budget_of_images_seen_for_every_experiment() -> None:
 
 def test_samples_use_the_cached_sampler() -> None:
     assert CPU["sample"]["method"] == "cached"
+
+
+def test_profile_without_its_real_data_stops_before_any_work(tmp_path: Path, monkeypatch, capsys) -> None:
+    from pixelzoo import profile
+    from pixelzoo.data.sources import FASHION_INSTALL
+
+    params = tmp_path / "cpu.yaml"
+    params.write_text((ROOT / PROFILES["cpu"]).read_text().replace(FASHION_DEBIAN_DIR, str(tmp_path / "no")))
+    monkeypatch.setitem(profile.PROFILES, "cpu", str(params))
+    assert profile.main(["cpu", "--workdir", str(tmp_path / "work")]) == 1
+    err = capsys.readouterr().err
+    assert str(tmp_path / "no") in err and FASHION_INSTALL in err
+    assert not (tmp_path / "work").exists()
