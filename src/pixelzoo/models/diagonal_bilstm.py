@@ -22,39 +22,46 @@ earlier pixel is in the context of every pixel.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pixelzoo.models.registry import register
-from pixelzoo.nn.recurrent import GATES, ConvLSTMScan, GateConv, PixelRNN
+from pixelzoo.nn.recurrent import GATES, ConvLSTMScan, GateConv, PixelRNN, lstm_scan
 from pixelzoo.nn.skew import skew, unskew
 
 
 class DiagonalLSTM(nn.Module):
-    """One direction (left to right): 1×1 masked input-to-state, LSTM over skewed columns."""
+    """One direction's parameters: 1×1 masked input-to-state conv and the LSTM over skewed columns."""
 
     def __init__(self, in_channels: int, hidden: int, channels: int) -> None:
         super().__init__()
         self.input_to_state = GateConv("B", in_channels, hidden, 1, groups=channels)
         self.scan = ConvLSTMScan(hidden, 2, (1, 0))
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        height, width = x.shape[-2:]
-        pre = self.input_to_state(x)
-        if bias is not None:
-            pre = pre + bias
-        sk = skew(pre).transpose(2, 3)  # B×4h×S×H: skewed columns are the steps
-        rows = torch.arange(height, device=x.device)
-        cols = torch.arange(sk.shape[2], device=x.device)
-        active = cols[:, None] >= rows[None, :]  # left of its row's start a cell keeps the initial state
-        return unskew(self.scan(sk, active).transpose(2, 3), width)
 
-    def initial_h(self) -> torch.Tensor:
-        return self.scan.h0
+def diagonal_scan(pre: torch.Tensor, dirs: Sequence[DiagonalLSTM]) -> torch.Tensor:
+    """Pre-activations B×(d·4h)×H×W of ``d`` directions (each already in its own left-to-right frame)
+    -> hidden states B×(d·h)×H×W, all directions in one scan over the skewed columns."""
+    height, width = pre.shape[-2:]
+    sk = skew(pre).transpose(2, 3)  # B×d4h×S×H: skewed columns are the steps
+    rows = torch.arange(height, device=pre.device)
+    cols = torch.arange(sk.shape[2], device=pre.device)
+    active = cols[:, None] >= rows[None, :]  # left of its row's start a cell keeps the initial state
+    weight = torch.cat([d.scan.state_conv.weight for d in dirs])
+    h0, c0 = torch.cat([d.scan.h0 for d in dirs]), torch.cat([d.scan.c0 for d in dirs])
+    out = lstm_scan(sk, weight, h0, c0, (1, 0), active, groups=len(dirs))
+    return unskew(out.transpose(2, 3), width)
 
 
 class DiagonalBiLSTMLayer(nn.Module):
     """``2h -> h``: left-to-right map + right-to-left map shifted down one row.
+
+    The right-to-left direction is the left-to-right computation on the width-flipped map; the two
+    run as one two-group scan (the 1×1 input-to-state conv commutes with the flip, so both
+    directions' pre-activations come from one conv of the unflipped input).
 
     ``reads_image`` (the first layer): the right-to-left direction also gets the image through an
     unmasked 1×1 conv, which closes the blind spot described in the module docstring.
@@ -67,20 +74,30 @@ class DiagonalBiLSTMLayer(nn.Module):
         self.backward_dir = DiagonalLSTM(in_channels, hidden, channels)
         self.image_to_state = nn.Conv2d(channels, GATES * hidden, 1, bias=False) if reads_image else None
 
-    def forward(
-        self, x: torch.Tensor, bias: torch.Tensor | None = None, image: torch.Tensor | None = None
+    def pre_activations(
+        self, x: torch.Tensor, bias: torch.Tensor | None, image: torch.Tensor | None
     ) -> torch.Tensor:
-        b_l, b_r = bias.chunk(2, dim=1) if bias is not None else (None, None)
-        left = self.forward_dir(x, b_l)
+        """Gate pre-activations of both directions, B×(2·4h)×H×W in image coordinates (not flipped)."""
+        convs = (self.forward_dir.input_to_state, self.backward_dir.input_to_state)
+        weight = torch.cat([c.weight * c.mask for c in convs])
+        pre = F.conv2d(x, weight, torch.cat([c.bias for c in convs]))
+        if bias is not None:
+            pre = pre + bias
         if self.image_to_state is not None:
             if image is None:
                 raise ValueError("this Diagonal BiLSTM layer reads the image: pass image=")
-            seen = self.image_to_state(image)
-            b_r = seen if b_r is None else b_r + seen
-        flip = None if b_r is None else b_r.flip(-1)
-        right = self.backward_dir(x.flip(-1), flip).flip(-1)  # flip the WIDTH axis, and flip back
+            pre = pre + F.pad(self.image_to_state(image), (0, 0, 0, 0, GATES * self.hidden, 0))
+        return pre
+
+    def forward(
+        self, x: torch.Tensor, bias: torch.Tensor | None = None, image: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        pre_l, pre_r = self.pre_activations(x, bias, image).chunk(2, dim=1)
+        both = diagonal_scan(torch.cat([pre_l, pre_r.flip(-1)], dim=1), (self.forward_dir, self.backward_dir))
+        left, right = both.chunk(2, dim=1)
+        right = right.flip(-1)  # flip the WIDTH axis back
         # Down shift: row i receives row i-1; row 0 receives the learned initial state.
-        top = self.backward_dir.initial_h().view(1, -1, 1, 1).expand(x.shape[0], -1, 1, x.shape[-1])
+        top = self.backward_dir.scan.h0.view(1, -1, 1, 1).expand(x.shape[0], -1, 1, x.shape[-1])
         return left + torch.cat([top, right[:, :, :-1]], dim=2)
 
 

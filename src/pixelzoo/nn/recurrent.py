@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pixelzoo.nn.conditioning import ClassBias
@@ -52,14 +53,130 @@ class GateConv(MaskedConv2d):
             self.bias[hidden : 2 * hidden].fill_(1.0)
 
 
-def lstm_cell(z: torch.Tensor, c_prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """PixelRNN eq. (3): [o,f,i] = σ, g = tanh; c = f⊙c_prev + i⊙g; h = o⊙tanh(c). ``z`` is B×4h×…."""
-    hidden = z.shape[1] // GATES
-    sig = torch.sigmoid(z[:, : 3 * hidden])
-    o, f, i = sig.chunk(3, dim=1)
-    g = torch.tanh(z[:, 3 * hidden :])
-    c = f * c_prev + i * g
-    return o * torch.tanh(c), c
+def gates(z: torch.Tensor, groups: int = 1) -> torch.Tensor:
+    """B×(groups·4h)×… pre-activations -> B×groups×4×h×… gate values: σ for o, f, i and tanh for g."""
+    zg = z.unflatten(1, (groups, GATES, z.shape[1] // (GATES * groups)))
+    return torch.cat([torch.sigmoid(zg[:, :, :3]), torch.tanh(zg[:, :, 3:])], dim=2)
+
+
+def lstm_cell(
+    z: torch.Tensor, c_prev: torch.Tensor, groups: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """PixelRNN eq. (3): [o,f,i] = σ, g = tanh; c = f⊙c_prev + i⊙g; h = o⊙tanh(c).
+
+    ``z`` is B×(groups·4h)×…, gates [o f i g] per group (independent LSTMs run side by side, e.g.
+    the two Diagonal BiLSTM directions); ``c_prev`` and both results are B×(groups·h)×….
+    """
+    o, f, i, g = gates(z, groups).unbind(2)
+    c = torch.addcmul(f * c_prev.unflatten(1, (groups, o.shape[2])), i, g)
+    return (o * torch.tanh(c)).flatten(1, 2), c.flatten(1, 2)
+
+
+class _Scan(torch.autograd.Function):
+    """The step loop of :func:`lstm_scan` with a hand-written backward (backpropagation through time).
+
+    Autograd over the loop records ~20 small nodes per step; here the forward runs without a graph
+    and keeps only the states and gate values, and the backward walks the steps in reverse with a
+    dozen elementwise ops and one transposed convolution per step; the state-conv weight gradient
+    is one convolution-gradient call over all steps at the end. ``pre`` already holds the
+    initial-state padding's share of the state convolution (see :func:`lstm_scan`).
+    """
+
+    @staticmethod
+    def forward(ctx, pre, weight, h0, c0, before, groups, active):  # noqa: ANN001, ANN205
+        b, _, steps, n = pre.shape
+        gh = h0.numel()
+        pad = weight.shape[-1] - 1  # zero padding on both sides; keep outputs [pad-before, pad-before+n)
+        start = pad - before
+        pre_steps = pre.permute(2, 0, 1, 3).contiguous()  # one copy: each step's slice is contiguous
+        hs = pre.new_empty(steps + 1, b, gh, n)  # hs[t]: hidden state entering step t
+        cs = pre.new_empty(steps + 1, b, gh, n)
+        gs = pre.new_empty(steps, b, groups, GATES, gh // groups, n)  # σ(o, f, i), tanh(g) per step
+        hs[0], cs[0] = h0.view(1, -1, 1), c0.view(1, -1, 1)
+        for t in range(steps):
+            rec = F.conv1d(hs[t], weight, padding=pad, groups=groups)[..., start : start + n]
+            z = (pre_steps[t] + rec).view_as(gs[t])
+            torch.sigmoid(z[:, :, :3], out=gs[t, :, :, :3])
+            torch.tanh(z[:, :, 3], out=gs[t, :, :, 3])
+            o, f, i, g = gs[t].unbind(2)
+            c = torch.addcmul(f * cs[t].view_as(o), i, g).flatten(1, 2)
+            h = (o * torch.tanh(c.view_as(o))).flatten(1, 2)
+            if active is not None:
+                h = torch.where(active[t], h, h0.view(1, -1, 1))
+                c = torch.where(active[t], c, c0.view(1, -1, 1))
+            hs[t + 1], cs[t + 1] = h, c
+        ctx.save_for_backward(weight, hs, cs, gs, active)
+        ctx.before, ctx.groups = before, groups
+        return hs[1:].permute(1, 2, 0, 3)
+
+    @staticmethod
+    def backward(ctx, dout):  # noqa: ANN001, ANN205
+        weight, hs, cs, gs, active = ctx.saved_tensors
+        before, groups = ctx.before, ctx.groups
+        steps, b, gh, n = hs[1:].shape
+        pad = weight.shape[-1] - 1
+        dout = dout.permute(2, 0, 1, 3).contiguous()
+        dzs = torch.empty_like(gs)  # steps × B × groups × 4 × h × N
+        dh_rec, dc = torch.zeros_like(hs[0]), torch.zeros_like(cs[0])
+        dh0, dc0 = hs.new_zeros(gh), hs.new_zeros(gh)
+        for t in reversed(range(steps)):
+            dh = dout[t] + dh_rec
+            if active is not None:  # inactive cells are copies of the initial state
+                dh0 += dh.masked_fill(active[t], 0).sum((0, 2))
+                dc0 += dc.masked_fill(active[t], 0).sum((0, 2))
+                dh, dc = dh.masked_fill(~active[t], 0), dc.masked_fill(~active[t], 0)
+            o, f, i, g = gs[t].unbind(2)
+            dz = dzs[t].unbind(2)
+            tc = torch.tanh(cs[t + 1].view_as(o))
+            dh, dc = dh.view_as(o), dc.view_as(o)
+            dc = dc + dh * o * (1 - tc * tc)
+            torch.mul(dh * tc, o * (1 - o), out=dz[0])
+            torch.mul(dc * cs[t].view_as(o), f * (1 - f), out=dz[1])
+            torch.mul(dc * g, i * (1 - i), out=dz[2])
+            torch.mul(dc * i, 1 - g * g, out=dz[3])
+            dc = (dc * f).flatten(1, 2)
+            # gradient of the zero-padded state conv w.r.t. the state: a transposed conv, cropped
+            dh_rec = F.conv_transpose1d(dzs[t].flatten(1, 3), weight, groups=groups)[..., before : before + n]
+        dh0 += dh_rec.sum((0, 2))
+        dc0 += dc.sum((0, 2))
+        dz_all = dzs.flatten(2, 4)  # steps × B × groups·4h × N
+        full = F.pad(dz_all.flatten(0, 1), (pad - before, pad + before - weight.shape[-1] + 1))
+        states = hs[:-1].flatten(0, 1)
+        dw = torch.nn.grad.conv1d_weight(states, weight.shape, full, padding=pad, groups=groups)
+        return dz_all.permute(1, 2, 0, 3), dw.to(weight.dtype), dh0, dc0, None, None, None
+
+
+def lstm_scan(
+    pre: torch.Tensor,
+    weight: torch.Tensor,
+    h0: torch.Tensor,
+    c0: torch.Tensor,
+    padding: tuple[int, int],
+    active: torch.Tensor | None = None,
+    groups: int = 1,
+) -> torch.Tensor:
+    """LSTM over the steps ``t`` of ``pre`` (B×(groups·4h)×T×N) -> hidden states B×(groups·h)×T×N.
+
+    ``weight`` (groups·4h × h × k) is the state-to-state 1-D convolution along ``N`` over the
+    previous step's hidden state, with ``padding=(before, after)`` cells of the initial state
+    ``h0`` around it; ``h0``/``c0`` (groups·h) are also the state before the first step. ``active``
+    (bool T×N): where False a cell holds the initial state instead of running the cell.
+
+    Speed: the step axis is never indexed under autograd (``pre[:, :, t]`` per step makes autograd
+    build a full-size zero gradient per step: quadratic in T); the loop runs in :class:`_Scan` with
+    its own backward. The initial-state padding is constant, so its share of the state convolution
+    is added to ``pre`` once (under autograd) and each step convolves the zero-padded state.
+    """
+    before, after = padding
+    n = pre.shape[-1]
+    h0_map = h0.view(1, -1, 1).expand(1, -1, n)
+    edge = torch.cat([h0_map[..., :before], torch.zeros_like(h0_map), h0_map[..., :after]], dim=-1)
+    pre = pre + F.conv1d(edge, weight, groups=groups)[:, :, None, :]
+    if active is not None:
+        active = active.to(pre.device)
+        if bool(active.all()):
+            active = None
+    return _Scan.apply(pre, weight, h0, c0, before, groups, active)
 
 
 class ConvLSTMScan(nn.Module):
@@ -82,31 +199,11 @@ class ConvLSTMScan(nn.Module):
         self.h0 = nn.Parameter(torch.zeros(hidden))
         self.c0 = nn.Parameter(torch.zeros(hidden))
 
-    def initial(self, batch: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Learned initial (h, c), broadcast to ``batch × hidden × length``."""
-        shape = (batch, self.hidden, length)
-        return self.h0.view(1, -1, 1).expand(shape), self.c0.view(1, -1, 1).expand(shape)
-
     def forward(self, pre: torch.Tensor, active: torch.Tensor | None = None) -> torch.Tensor:
-        """``pre``: B×4h×T×N input-to-state pre-activations -> hidden states B×h×T×N.
-
-        ``active`` (bool T×N): where False the cell is outside the image (the skewed map's left
-        padding) and holds the initial state instead of running the cell.
-        """
-        b, g, steps, n = pre.shape
-        if g != GATES * self.hidden:
-            raise ValueError(f"expected {GATES * self.hidden} gate channels, got {g}")
-        h0, c0 = self.initial(b, n)
-        before, after = self.padding
-        h, c = h0, c0
-        out = []
-        for t in range(steps):
-            padded = torch.cat([h0[..., :before], h, h0[..., :after]], dim=-1)
-            h, c = lstm_cell(pre[:, :, t] + self.state_conv(padded), c)
-            if active is not None:
-                h, c = torch.where(active[t], h, h0), torch.where(active[t], c, c0)
-            out.append(h)
-        return torch.stack(out, dim=2)
+        """``pre``: B×4h×T×N gate pre-activations -> hidden states B×h×T×N (see :func:`lstm_scan`)."""
+        if pre.shape[1] != GATES * self.hidden:
+            raise ValueError(f"expected {GATES * self.hidden} gate channels, got {pre.shape[1]}")
+        return lstm_scan(pre, self.state_conv.weight, self.h0, self.c0, self.padding, active)
 
 
 class RecurrentLayer(nn.Module):
