@@ -22,14 +22,24 @@ earlier pixel is in the context of every pixel.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from pixelzoo.models.registry import register
-from pixelzoo.nn.recurrent import GATES, ConvLSTMScan, GateConv, PixelRNN, lstm_scan
+from pixelzoo.nn.recurrent import (
+    GATES,
+    ConvLSTMScan,
+    GateConv,
+    LayerSession,
+    PixelRNN,
+    bias_at,
+    conv_at,
+    lstm_cell,
+    lstm_scan,
+)
 from pixelzoo.nn.skew import skew, unskew
 
 
@@ -99,6 +109,61 @@ class DiagonalBiLSTMLayer(nn.Module):
         # Down shift: row i receives row i-1; row 0 receives the learned initial state.
         top = self.backward_dir.scan.h0.view(1, -1, 1, 1).expand(x.shape[0], -1, 1, x.shape[-1])
         return left + torch.cat([top, right[:, :, :-1]], dim=2)
+
+    def session(
+        self, inputs: torch.Tensor, bias: torch.Tensor | None, image_rows: Callable[[int], torch.Tensor]
+    ) -> DiagonalBiLSTMSession:
+        return DiagonalBiLSTMSession(self, inputs, bias, image_rows)
+
+
+def _state_map(scan: ConvLSTMScan, n: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(h, c) maps n×h×(H+1)×(W+1) filled with the initial state (the border rows/columns keep it)."""
+    shape = (n, scan.hidden, height + 1, width + 1)
+    return scan.h0.view(1, -1, 1, 1).expand(shape).clone(), scan.c0.view(1, -1, 1, 1).expand(shape).clone()
+
+
+def _diagonal_step(scan: ConvLSTMScan, pre: torch.Tensor, above: torch.Tensor, side: torch.Tensor,
+                   c_side: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One Diagonal LSTM cell: state conv taps (0: the pixel above, 1: the previous pixel in the row)."""
+    rec = F.conv1d(torch.stack([above, side], dim=-1), scan.state_conv.weight)[:, :, 0]
+    return lstm_cell(pre + rec, c_side)
+
+
+class DiagonalBiLSTMSession(LayerSession):
+    """Cached Diagonal BiLSTM state.
+
+    Left to right, per pixel: h(i, j) from h(i-1, j) and (h, c)(i, j-1). Right to left, once row i
+    is complete (its image row is read unmasked by the first layer): the whole row from the right,
+    h(i, j) from h(i-1, j) and (h, c)(i, j+1); pixel (i+1, j) then adds h(i, j) (the down shift).
+    """
+
+    def __init__(self, layer: DiagonalBiLSTMLayer, inputs: torch.Tensor, bias: torch.Tensor | None,
+                 image_rows: Callable[[int], torch.Tensor]) -> None:
+        self.layer, self.inputs, self.bias, self.image_rows = layer, inputs, bias, image_rows
+        n, _, height, width = inputs.shape
+        self.b_l = None if bias is None else bias.chunk(2, dim=1)[0]
+        # left: [i+1, j+1] = pixel (i, j); right: [i+1, j] = pixel (i, j), row 0 = the down shift's top
+        self.hl, self.cl = _state_map(layer.forward_dir.scan, n, height, width)
+        self.hr, self.cr = _state_map(layer.backward_dir.scan, n, height, width)
+
+    def step(self, i: int, j: int) -> torch.Tensor:
+        fwd = self.layer.forward_dir
+        pre = conv_at(fwd.input_to_state, self.inputs, i, j)[:, :, 0, 0] + bias_at(self.b_l, i, j)
+        h, c = _diagonal_step(fwd.scan, pre, self.hl[:, :, i, j + 1], self.hl[:, :, i + 1, j],
+                              self.cl[:, :, i + 1, j])
+        self.hl[:, :, i + 1, j + 1], self.cl[:, :, i + 1, j + 1] = h, c
+        return (h + self.hr[:, :, i, j])[:, :, None, None]
+
+    def row_complete(self, i: int) -> None:
+        bias = self.bias
+        if bias is not None and bias.shape[-2] > 1:  # a bias map (not a class bias): this row of it
+            bias = bias[:, :, i : i + 1]
+        image = self.image_rows(i) if self.layer.image_to_state is not None else None
+        pre = self.layer.pre_activations(self.inputs[:, :, i : i + 1], bias, image).chunk(2, dim=1)[1]
+        for j in reversed(range(self.inputs.shape[-1])):
+            h, c = _diagonal_step(self.layer.backward_dir.scan, pre[:, :, 0, j], self.hr[:, :, i, j],
+                                  self.hr[:, :, i + 1, j + 1], self.cr[:, :, i + 1, j + 1])
+            self.hr[:, :, i + 1, j], self.cr[:, :, i + 1, j] = h, c
 
 
 def diagonal_bilstm(

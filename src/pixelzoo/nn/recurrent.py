@@ -116,32 +116,34 @@ class _Scan(torch.autograd.Function):
         steps, b, gh, n = hs[1:].shape
         pad = weight.shape[-1] - 1
         dout = dout.permute(2, 0, 1, 3).contiguous()
-        dzs = torch.empty_like(gs)  # steps × B × groups × 4 × h × N
-        dh_rec, dc = torch.zeros_like(hs[0]), torch.zeros_like(cs[0])
-        dh0, dc0 = hs.new_zeros(gh), hs.new_zeros(gh)
+        # out-of-place throughout: the causality audit runs this backward under vmap (batched grads)
+        dzs: list[torch.Tensor] = []
+        dh_rec, dc = torch.zeros_like(dout[0]), torch.zeros_like(dout[0])
+        dh0 = dc0 = dout.new_zeros(gh)
         for t in reversed(range(steps)):
             dh = dout[t] + dh_rec
             if active is not None:  # inactive cells are copies of the initial state
-                dh0 += dh.masked_fill(active[t], 0).sum((0, 2))
-                dc0 += dc.masked_fill(active[t], 0).sum((0, 2))
+                dh0 = dh0 + dh.masked_fill(active[t], 0).sum((0, 2))
+                dc0 = dc0 + dc.masked_fill(active[t], 0).sum((0, 2))
                 dh, dc = dh.masked_fill(~active[t], 0), dc.masked_fill(~active[t], 0)
             o, f, i, g = gs[t].unbind(2)
-            dz = dzs[t].unbind(2)
             tc = torch.tanh(cs[t + 1].view_as(o))
             dh, dc = dh.view_as(o), dc.view_as(o)
             dc = dc + dh * o * (1 - tc * tc)
-            torch.mul(dh * tc, o * (1 - o), out=dz[0])
-            torch.mul(dc * cs[t].view_as(o), f * (1 - f), out=dz[1])
-            torch.mul(dc * g, i * (1 - i), out=dz[2])
-            torch.mul(dc * i, 1 - g * g, out=dz[3])
-            dc = (dc * f).flatten(1, 2)
+            dz = torch.stack(
+                [dh * tc * o * (1 - o), dc * cs[t].view_as(o) * f * (1 - f), dc * g * i * (1 - i),
+                 dc * i * (1 - g * g)],
+                dim=2,
+            ).reshape(b, -1, n)  # B × groups·4h × N
+            dzs.append(dz)
+            dc = (dc * f).reshape(b, gh, n)
             # gradient of the zero-padded state conv w.r.t. the state: a transposed conv, cropped
-            dh_rec = F.conv_transpose1d(dzs[t].flatten(1, 3), weight, groups=groups)[..., before : before + n]
-        dh0 += dh_rec.sum((0, 2))
-        dc0 += dc.sum((0, 2))
-        dz_all = dzs.flatten(2, 4)  # steps × B × groups·4h × N
-        full = F.pad(dz_all.flatten(0, 1), (pad - before, pad + before - weight.shape[-1] + 1))
-        states = hs[:-1].flatten(0, 1)
+            dh_rec = F.conv_transpose1d(dz, weight, groups=groups)[..., before : before + n]
+        dh0 = dh0 + dh_rec.sum((0, 2))
+        dc0 = dc0 + dc.sum((0, 2))
+        dz_all = torch.stack(dzs[::-1])  # steps × B × groups·4h × N
+        full = F.pad(dz_all.reshape(steps * b, -1, n), (pad - before, pad + before - weight.shape[-1] + 1))
+        states = hs[:-1].reshape(steps * b, gh, n)
         dw = torch.nn.grad.conv1d_weight(states, weight.shape, full, padding=pad, groups=groups)
         return dz_all.permute(1, 2, 0, 3), dw.to(weight.dtype), dh0, dc0, None, None, None
 
@@ -207,7 +209,8 @@ class ConvLSTMScan(nn.Module):
 
 
 class RecurrentLayer(nn.Module):
-    """Interface of a PixelRNN layer: ``forward(x, bias, image) -> hidden map``.
+    """Interface of a PixelRNN layer: ``forward(x, bias, image) -> hidden map`` and
+    ``session(inputs, bias, image_rows) -> LayerSession`` for cached sampling.
 
     ``x`` is B×in×H×W, ``bias`` (optional) is added to the gate pre-activations and has
     ``bias_channels`` maps, ``image`` is the network's [-1, 1] input (a layer may read it where its
@@ -293,13 +296,10 @@ class PixelRNN(nn.Module):
         check_image(x, self.channels, self.levels)
         return self.forward_scaled(scale_input(x, self.levels).to(self.input.weight.dtype), y)
 
-    def forward_scaled(
-        self,
-        xs: torch.Tensor,
-        y: torch.Tensor | None = None,
-        layer_bias: Sequence[torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """Float image in [-1, 1] -> logits; ``layer_bias`` adds one gate bias map per layer."""
+    def layer_biases(
+        self, y: torch.Tensor | None, layer_bias: Sequence[torch.Tensor] | None = None
+    ) -> list[torch.Tensor | None]:
+        """Per-layer gate biases: ``layer_bias`` (e.g. multi-scale conditioning maps) plus the class bias."""
         biases: list[torch.Tensor | None] = (
             list(layer_bias) if layer_bias is not None else [None] * len(self.blocks)
         )
@@ -312,6 +312,16 @@ class PixelRNN(nn.Module):
             biases = [c if b is None else b + c for b, c in zip(biases, cls, strict=True)]
         elif y is not None:
             raise ValueError("y given but the model was built without n_classes")
+        return biases
+
+    def forward_scaled(
+        self,
+        xs: torch.Tensor,
+        y: torch.Tensor | None = None,
+        layer_bias: Sequence[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Float image in [-1, 1] -> logits; ``layer_bias`` adds one gate bias map per layer."""
+        biases = self.layer_biases(y, layer_bias)
         h = self.input(xs)
         skips = None
         for blk, bias in zip(self.blocks, biases, strict=True):
@@ -320,3 +330,131 @@ class PixelRNN(nn.Module):
                 s = blk.skip(h)
                 skips = s if skips is None else skips + s
         return self.head(skips if self.use_skip else h)
+
+    def sampling_session(
+        self, x: torch.Tensor, y: torch.Tensor | None = None, layer_bias: Sequence[torch.Tensor] | None = None
+    ) -> PixelRNNSession:
+        """Cached sampler over ``x`` (filled in place by the sampler), see :class:`PixelRNNSession`."""
+        return PixelRNNSession(self, x, y, layer_bias)
+
+
+# ----------------------------------------------------------------------------- cached sampling
+def conv_at(
+    conv: nn.Conv2d,
+    src: torch.Tensor,
+    i: int,
+    j: int,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """The "same"-padded (masked) convolution ``conv`` of ``src`` at the one position (i, j): B×out×1×1.
+
+    Reads only the kernel window (zero padding outside ``src``); ``transform`` maps the window
+    before padding (the integer image to its [-1, 1] view). Masked taps multiply whatever ``src``
+    holds there (later sub-pixels: arbitrary values) by zero.
+    """
+    (kh, kw), (ph, pw) = conv.kernel_size, conv.padding
+    height, width = src.shape[-2:]
+    r0, c0 = i - ph, j - pw
+    r1, c1 = r0 + kh, c0 + kw
+    window = src[:, :, max(r0, 0) : min(r1, height), max(c0, 0) : min(c1, width)]
+    if transform is not None:
+        window = transform(window)
+    window = F.pad(window, (max(0, -c0), max(0, c1 - width), max(0, -r0), max(0, r1 - height)))
+    mask = getattr(conv, "mask", None)
+    return F.conv2d(window, conv.weight if mask is None else conv.weight * mask, conv.bias)
+
+
+def bias_at(bias: torch.Tensor | None, i: int, j: int | slice) -> torch.Tensor | float:
+    """A per-layer gate bias (B×G×1×1 class bias or B×G×H×W map) at row i, column(s) j: B×G(×cols)."""
+    if bias is None:
+        return 0.0
+    return bias[:, :, 0, 0] if bias.shape[-2:] == (1, 1) else bias[:, :, i, j]
+
+
+class LayerSession:
+    """A recurrent layer's cached state while sampling (made by ``layer.session(inputs, bias, image_rows)``).
+
+    ``inputs`` is the layer's input map (B×in×H×W), written by :class:`PixelRNNSession` pixel by
+    pixel; ``step(i, j)`` returns the layer's hidden output at (i, j) (B×h×1×1) from the cached
+    state of earlier pixels and stores the pixel's own state; ``row_complete(i)`` runs once every
+    pixel of row ``i`` (all sub-pixels) is final, before the first pixel of row i+1.
+    """
+
+    def step(self, i: int, j: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def row_complete(self, i: int) -> None:
+        """Nothing by default (a layer whose state needs whole rows overrides it)."""
+
+
+class PixelRNNSession:
+    """Cached sampling for a :class:`PixelRNN` (protocol: ``logits(c, i, j) -> B×K``, calls in raster
+    order with R, G, B within a pixel, possibly skipping known sub-pixels).
+
+    Each call computes one pixel through every layer from cached state: the input conv's window of
+    the image, each layer's step, the 1×1 up/skip convs and the head. A pixel's features and states
+    read its own sub-pixels only through channels < C-1 (channel groups; the first layer is mask A),
+    so the pixel is final — committed — at the call for its last channel; a pixel whose last channel
+    is skipped (or skipped whole) is recomputed when a later call comes, from the final ``x``.
+    """
+
+    def __init__(
+        self,
+        model: PixelRNN,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        layer_bias: Sequence[torch.Tensor] | None = None,
+    ) -> None:
+        check_image(x, model.channels, model.levels)
+        self.model, self.x = model, x
+        self.dtype = model.input.weight.dtype
+        n, _, height, width = x.shape
+        self.width = width
+        biases = model.layer_biases(y, layer_bias)
+        self.inputs = [
+            x.new_zeros(n, blk.up.out_channels, height, width, dtype=self.dtype) for blk in model.blocks
+        ]
+        self.layers: list[LayerSession] = [
+            blk.layer.session(inp, bias, self.image_rows)
+            for blk, inp, bias in zip(model.blocks, self.inputs, biases, strict=True)
+        ]
+        self.done = 0  # pixels (raster) whose state is final
+        self.rows_done = 0  # rows whose row_complete has run
+
+    def scaled(self, levels: torch.Tensor) -> torch.Tensor:
+        return scale_input(levels, self.model.levels).to(self.dtype)
+
+    def image_rows(self, i: int) -> torch.Tensor:
+        """The network's view of image row ``i``: B×C×1×W in [-1, 1]."""
+        return self.scaled(self.x[:, :, i : i + 1])
+
+    def logits(self, c: int, i: int, j: int) -> torch.Tensor:
+        pixel = i * self.width + j
+        if pixel < self.done:
+            raise ValueError(
+                f"sub-pixel ({c}, {i}, {j}) comes after a later pixel: calls must follow the order"
+            )
+        while self.done < pixel:  # skipped (known) pixels: their final values are in x now
+            self._pixel(*divmod(self.done, self.width))
+            self.done += 1
+        out = self._pixel(i, j, head=True)
+        if c == self.model.channels - 1:
+            self.done = pixel + 1
+        return out[:, :, c, 0, 0]
+
+    def _pixel(self, i: int, j: int, head: bool = False) -> torch.Tensor | None:
+        while self.rows_done < i:
+            for layer in self.layers:
+                layer.row_complete(self.rows_done)
+            self.rows_done += 1
+        model = self.model
+        h = conv_at(model.input, self.x, i, j, self.scaled)
+        skips = None
+        for blk, inp, layer in zip(model.blocks, self.inputs, self.layers, strict=True):
+            inp[:, :, i, j] = h[:, :, 0, 0]
+            out = blk.up(layer.step(i, j))
+            h = out + h if blk.residual else out
+            if blk.skip is not None:
+                s = blk.skip(h)
+                skips = s if skips is None else skips + s
+        return model.head(skips if model.use_skip else h) if head else None
