@@ -43,7 +43,10 @@ class RowLSTMLayer(nn.Module):
         self, x: torch.Tensor, bias: torch.Tensor | None = None, image: torch.Tensor | None = None
     ) -> torch.Tensor:
         """``image`` is not used: every Row LSTM input reaches the current row."""
-        pre = self.input_to_state(x)
+        # The mask zeroes the taps right of the pixel: convolve with the left half only (a third fewer
+        # FLOPs at k=3) on the input padded on the left.
+        conv, half = self.input_to_state, self.input_to_state.kernel_size[1] // 2
+        pre = F.conv2d(F.pad(x, (half, 0)), (conv.weight * conv.mask)[..., : half + 1], conv.bias)
         if bias is not None:
             pre = pre + bias
         return self.scan(pre)  # rows are the steps: B×4h×H×W is already B×4h×T×N

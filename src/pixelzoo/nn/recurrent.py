@@ -72,50 +72,84 @@ def lstm_cell(
     return (o * torch.tanh(c)).flatten(1, 2), c.flatten(1, 2)
 
 
+def _shift(y: torch.Tensor, d: int) -> torch.Tensor:
+    """``out[:, m] = y[:, m + d]`` along dim 1 of a B×N×C tensor, zero where m + d is outside."""
+    if d > 0:
+        return F.pad(y[:, d:], (0, 0, 0, d))
+    return F.pad(y[:, :d], (0, 0, -d, 0)) if d < 0 else y
+
+
+def _tap_matrix(weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """State-conv weight (G·4h × h × k) -> gh × (k·G·4h): column block ``tap`` maps the state at
+    offset ``tap - before`` to every gate, block-diagonal over the groups (h @ M = all taps at once)."""
+    g4h, hidden, k = weight.shape
+    m = weight.new_zeros(groups, hidden, k, groups, g4h // groups)
+    w = weight.reshape(groups, g4h // groups, hidden, k)
+    for gi in range(groups):
+        m[gi, :, :, gi] = w[gi].permute(1, 2, 0)
+    return m.reshape(groups * hidden, k * g4h)
+
+
+def _tap_weight_grad(dm: torch.Tensor, groups: int) -> torch.Tensor:
+    """Inverse of :func:`_tap_matrix` for gradients: k × gh × G·4h -> G·4h × h × k (diagonal blocks)."""
+    k, gh, g4h = dm.shape
+    blocks = dm.reshape(k, groups, gh // groups, groups, g4h // groups)
+    diag = torch.stack([blocks[:, gi, :, gi, :] for gi in range(groups)])  # groups × k × h × 4h
+    return diag.permute(0, 3, 2, 1).reshape(g4h, gh // groups, k)
+
+
 class _Scan(torch.autograd.Function):
     """The step loop of :func:`lstm_scan` with a hand-written backward (backpropagation through time).
 
     Autograd over the loop records ~20 small nodes per step; here the forward runs without a graph
     and keeps only the states and gate values, and the backward walks the steps in reverse with a
-    dozen elementwise ops and one transposed convolution per step; the state-conv weight gradient
-    is one convolution-gradient call over all steps at the end. ``pre`` already holds the
-    initial-state padding's share of the state convolution (see :func:`lstm_scan`).
+    dozen elementwise ops and one matrix product per step. States are kept channels-last
+    (B×N×channels) so the state convolution over all taps is one matrix product (tiny 1-D
+    convolutions cost more in layout conversions than in arithmetic); the weight gradient is one
+    product per tap over all steps at the end. ``pre`` already holds the initial-state padding's
+    share of the state convolution, so the taps see zeros outside (see :func:`lstm_scan`).
     """
 
     @staticmethod
     def forward(ctx, pre, weight, h0, c0, before, groups, active):  # noqa: ANN001, ANN205
-        b, _, steps, n = pre.shape
-        gh = h0.numel()
-        pad = weight.shape[-1] - 1  # zero padding on both sides; keep outputs [pad-before, pad-before+n)
-        start = pad - before
-        pre_steps = pre.permute(2, 0, 1, 3).contiguous()  # one copy: each step's slice is contiguous
-        hs = pre.new_empty(steps + 1, b, gh, n)  # hs[t]: hidden state entering step t
-        cs = pre.new_empty(steps + 1, b, gh, n)
-        gs = pre.new_empty(steps, b, groups, GATES, gh // groups, n)  # σ(o, f, i), tanh(g) per step
-        hs[0], cs[0] = h0.view(1, -1, 1), c0.view(1, -1, 1)
+        b, g4h, steps, n = pre.shape
+        gh, k = h0.numel(), weight.shape[-1]
+        m = _tap_matrix(weight, groups)
+        pre_steps = pre.permute(2, 0, 3, 1).contiguous()  # T×B×N×G4h: each step's slice is contiguous
+        hs = pre.new_empty(steps + 1, b, n, gh)  # hs[t]: hidden state entering step t
+        cs = pre.new_empty(steps + 1, b, n, gh)
+        gs = pre.new_empty(steps, b, n, groups, GATES, gh // groups)  # σ(o, f, i), tanh(g) per step
+        hs[0], cs[0] = h0, c0
         for t in range(steps):
-            rec = F.conv1d(hs[t], weight, padding=pad, groups=groups)[..., start : start + n]
-            z = (pre_steps[t] + rec).view_as(gs[t])
-            torch.sigmoid(z[:, :, :3], out=gs[t, :, :, :3])
-            torch.tanh(z[:, :, 3], out=gs[t, :, :, 3])
-            o, f, i, g = gs[t].unbind(2)
-            c = torch.addcmul(f * cs[t].view_as(o), i, g).flatten(1, 2)
-            h = (o * torch.tanh(c.view_as(o))).flatten(1, 2)
+            y = (hs[t].view(b * n, gh) @ m).view(b, n, k, g4h)
+            z = pre_steps[t] + y[:, :, before]
+            for tap in range(k):
+                if tap != before:
+                    z += _shift(y[:, :, tap], tap - before)
+            z = z.view(b, n, groups, GATES, -1)
+            torch.sigmoid(z[..., :3, :], out=gs[t, ..., :3, :])
+            torch.tanh(z[..., 3, :], out=gs[t, ..., 3, :])
+            o, f, i, g = gs[t].unbind(3)
+            c = torch.addcmul(f * cs[t].view_as(o), i, g)
+            h = (o * torch.tanh(c)).view(b, n, gh)
+            c = c.view(b, n, gh)
             if active is not None:
-                h = torch.where(active[t], h, h0.view(1, -1, 1))
-                c = torch.where(active[t], c, c0.view(1, -1, 1))
+                a = active[t].view(1, n, 1)
+                h, c = torch.where(a, h, h0), torch.where(a, c, c0)
             hs[t + 1], cs[t + 1] = h, c
-        ctx.save_for_backward(weight, hs, cs, gs, active)
-        ctx.before, ctx.groups = before, groups
-        return hs[1:].permute(1, 2, 0, 3)
+        ctx.save_for_backward(m, hs, cs, gs, active)
+        ctx.before, ctx.groups, ctx.weight_dtype = before, groups, weight.dtype
+        return hs[1:].permute(1, 3, 0, 2)  # B×gh×T×N
 
     @staticmethod
     def backward(ctx, dout):  # noqa: ANN001, ANN205
-        weight, hs, cs, gs, active = ctx.saved_tensors
+        m, hs, cs, gs, active = ctx.saved_tensors
         before, groups = ctx.before, ctx.groups
-        steps, b, gh, n = hs[1:].shape
-        pad = weight.shape[-1] - 1
-        dout = dout.permute(2, 0, 1, 3).contiguous()
+        steps, b, n, gh = hs[1:].shape
+        k = m.shape[1] // (GATES * gh)
+        g4h = m.shape[1] // k
+        mt = m.reshape(gh, k, g4h).permute(2, 1, 0).reshape(g4h, k * gh)
+        dout = dout.permute(2, 0, 3, 1).contiguous()  # T×B×N×gh
         # out-of-place throughout: the causality audit runs this backward under vmap (batched grads)
         dzs: list[torch.Tensor] = []
         dh_rec, dc = torch.zeros_like(dout[0]), torch.zeros_like(dout[0])
@@ -123,29 +157,33 @@ class _Scan(torch.autograd.Function):
         for t in reversed(range(steps)):
             dh = dout[t] + dh_rec
             if active is not None:  # inactive cells are copies of the initial state
-                dh0 = dh0 + dh.masked_fill(active[t], 0).sum((0, 2))
-                dc0 = dc0 + dc.masked_fill(active[t], 0).sum((0, 2))
-                dh, dc = dh.masked_fill(~active[t], 0), dc.masked_fill(~active[t], 0)
-            o, f, i, g = gs[t].unbind(2)
-            tc = torch.tanh(cs[t + 1].view_as(o))
-            dh, dc = dh.view_as(o), dc.view_as(o)
+                a = active[t].view(1, n, 1)
+                dh0 = dh0 + dh.masked_fill(a, 0).sum((0, 1))
+                dc0 = dc0 + dc.masked_fill(a, 0).sum((0, 1))
+                dh, dc = dh.masked_fill(~a, 0), dc.masked_fill(~a, 0)
+            o, f, i, g = gs[t].unbind(3)
+            tc = torch.tanh(cs[t + 1].reshape(o.shape))
+            dh, dc = dh.reshape(o.shape), dc.reshape(o.shape)
             dc = dc + dh * o * (1 - tc * tc)
             dz = torch.stack(
-                [dh * tc * o * (1 - o), dc * cs[t].view_as(o) * f * (1 - f), dc * g * i * (1 - i),
+                [dh * tc * o * (1 - o), dc * cs[t].reshape(o.shape) * f * (1 - f), dc * g * i * (1 - i),
                  dc * i * (1 - g * g)],
-                dim=2,
-            ).reshape(b, -1, n)  # B × groups·4h × N
+                dim=3,
+            ).reshape(b, n, g4h)
             dzs.append(dz)
-            dc = (dc * f).reshape(b, gh, n)
-            # gradient of the zero-padded state conv w.r.t. the state: a transposed conv, cropped
-            dh_rec = F.conv_transpose1d(dz, weight, groups=groups)[..., before : before + n]
-        dh0 = dh0 + dh_rec.sum((0, 2))
-        dc0 = dc0 + dc.sum((0, 2))
-        dz_all = torch.stack(dzs[::-1])  # steps × B × groups·4h × N
-        full = F.pad(dz_all.reshape(steps * b, -1, n), (pad - before, pad + before - weight.shape[-1] + 1))
-        states = hs[:-1].reshape(steps * b, gh, n)
-        dw = torch.nn.grad.conv1d_weight(states, weight.shape, full, padding=pad, groups=groups)
-        return dz_all.permute(1, 2, 0, 3), dw.to(weight.dtype), dh0, dc0, None, None, None
+            dc = (dc * f).reshape(b, n, gh)
+            r = (dz.reshape(b * n, g4h) @ mt).reshape(b, n, k, gh)
+            dh_rec = sum(_shift(r[:, :, tap], before - tap) for tap in range(k))
+        dh0 = dh0 + dh_rec.sum((0, 1))
+        dc0 = dc0 + dc.sum((0, 1))
+        dz_all = torch.stack(dzs[::-1])  # T×B×N×G4h
+        states = hs[:-1].reshape(steps * b, n, gh)
+        dz_rows = dz_all.reshape(-1, g4h)
+        dm = torch.stack(
+            [_shift(states, tap - before).reshape(-1, gh).transpose(0, 1) @ dz_rows for tap in range(k)]
+        )
+        dw = _tap_weight_grad(dm, groups).to(ctx.weight_dtype)
+        return dz_all.permute(1, 3, 0, 2), dw, dh0, dc0, None, None, None
 
 
 def lstm_scan(
