@@ -83,6 +83,22 @@ def test_session_with_labels(key: str, labels: str) -> None:
         check_session(model, x, y, known, 4)
 
 
+@pytest.mark.parametrize(
+    "key,extra",
+    [("row_lstm", {"residual": False, "skip": False}), ("diagonal_bilstm", {"residual": False}),
+     ("diagonal_bilstm", {"close_blind_spot": False, "skip": False}), ("row_lstm", {"kernel": 5})],
+)
+def test_session_with_ablation_switches(key: str, extra: dict) -> None:
+    name, args, (height, width) = MODELS[key]
+    torch.manual_seed(0)
+    model = build_model(name, channels=3, levels=4, height=height, width=width, **{**args, **extra}).double()
+    randomize(model)
+    model.eval()
+    x = torch.randint(0, 4, (2, 3, height, width))
+    with torch.no_grad():
+        check_session(model, x, None, torch.zeros(3, height, width, dtype=torch.bool), 4)
+
+
 def test_session_refuses_calls_out_of_order() -> None:
     name, args, (height, width) = MODELS["row_lstm"]
     model = build_model(name, channels=1, levels=2, height=height, width=width, **args).eval()
