@@ -185,7 +185,7 @@ def test_row_lstm_sees_a_triangle(structural):
     # Rightmost seen column per row above: widens by one column per row going up, until the image edge.
     right = [int(seen[i - k].nonzero().max()) for k in range(1, i + 1)]
     assert right[0] < RF - 1, "the row above should not be seen up to the right edge"
-    for a, b in zip(right, right[1:]):
+    for a, b in zip(right[:-1], right[1:], strict=True):
         assert b == min(a + 1, RF - 1), right
     assert seen[:i].any(1).all()  # every row above is seen somewhere
 

@@ -26,7 +26,7 @@ from typing import Any
 POINTER_NAME = "mlflow_run.json"
 TAG_EXPERIMENT, TAG_STAGE = "pixelzoo.experiment", "pixelzoo.stage"
 TAG_CONFIG = "pixelzoo.config_sha256"
-# sha256 of the model.pt a stage read (evaluate, sample): links the runs of one train → evaluate → sample chain.
+# sha256 of the model.pt a stage read (evaluate, sample): links one train → evaluate → sample chain.
 TAG_CHECKPOINT = "pixelzoo.checkpoint_sha256"
 # Files the pipeline itself rewrites while it runs; they do not make the code "dirty".
 _PIPELINE_WRITTEN = ("dvc.lock", "metrics/")
