@@ -44,7 +44,7 @@ def main() -> None:
             model, x, y if cfg.get("conditional") else None, int(cfg["evaluate"]["batch_size"]), device
         )
         bits.save(out / "bits_map.npz")
-        title = f"{args.experiment}: bits per sub-pixel, {split} split ({result['n_images']} images)"
+        title = f"{args.experiment}\n{split} split, {result['n_images']} images"
         for png in save_bits_map_figures(bits, int(meta["levels"]), out, title).values():
             run.log_artifact(png, artifact_path="bits_map")
         metrics = {

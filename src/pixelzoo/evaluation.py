@@ -140,14 +140,14 @@ def save_bits_map_figures(bits: BitsMap, levels: int, out_dir: Path, title: str)
     c = bits.mean_bits.shape[0]
     names = ["R", "G", "B"] if c == 3 else [""] * c
     panel = 2.0
-    fig, axes = plt.subplots(1, c, figsize=(panel * c + 0.9, panel + 0.5), squeeze=False)
+    fig, axes = plt.subplots(1, c, figsize=(max(panel * c + 0.9, 3.4), panel + 0.7), squeeze=False)
     vmax = float(bits.mean_bits.max())
     for ch, ax in enumerate(axes[0]):
         im = ax.imshow(bits.mean_bits[ch], cmap="magma", vmin=0, vmax=vmax, interpolation="nearest")
         ax.set_axis_off()
         ax.set_title(f"{names[ch]} mean bits".strip(), fontsize=8)
     fig.colorbar(im, ax=list(axes[0]), shrink=0.85, label="bits")
-    fig.suptitle(title, fontsize=8)
+    fig.suptitle(title, fontsize=7, wrap=True)
     paths = {"bits_map": out_dir / "bits_map.png"}
     fig.savefig(paths["bits_map"], dpi=110)
     plt.close(fig)
