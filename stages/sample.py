@@ -14,13 +14,9 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
-
 # Import the pixelzoo of this tree (also in `dvc exp run` and profile copies), not the installed one.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from pixelzoo import sampling, tracking, training  # noqa: E402
 from pixelzoo.config import load_params  # noqa: E402
 
 
@@ -28,6 +24,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("experiment", help="key of params.yaml `experiments`")
     args = parser.parse_args()
+    # Heavy imports (torch, the models) only now: `--help` and argument errors answer at once.
+    import numpy as np
+    import torch
+
+    from pixelzoo import sampling, tracking, training
 
     params = load_params()
     cfg = training.stage_config(params, args.experiment, "sample")
@@ -55,7 +56,8 @@ def main() -> None:
         ckpt_path = tracking.stage_dir(args.experiment, "train") / "model.pt"
         run.set_tags({tracking.TAG_CHECKPOINT: tracking.file_sha256(ckpt_path)})
         model, _ = training.load_trained(ckpt_path, device)
-        n_classes = int(meta["n_classes"])
+        # Unlabelled data (the fixed binarized MNIST) has n_classes null; only conditional models need it.
+        n_classes = int(meta["n_classes"]) if conditional else 0
         figures = {}
         # Unconditional grid; a conditional model gets uniform soft labels (no class preferred).
         y_grid = torch.full((int(opts["n_grid"]), n_classes), 1.0 / n_classes) if conditional else None
