@@ -15,6 +15,10 @@ A source entry in ``params.yaml`` names a ``kind``:
   exported offline to ``digits.npz``.
 - ``cifar10_fixture``: a small, deterministic RGB set *in the CIFAR-10 archive format* made from the digits
   (colourised, bilinearly upscaled), so offline profiles and tests exercise the real CIFAR-10 reader.
+- ``amat_fixture`` / ``idx_fixture``: the same idea for binarized MNIST (three ``.amat`` files, 28×28, no
+  labels) and for torchvision's gzipped IDX layout (``<folder>/raw/{train,t10k}-*-ubyte.gz``, 28×28 gray,
+  labels), made from upscaled digits: the offline rehearsal of the paper profile reads them with the real
+  readers (:mod:`pixelzoo.rehearsal`).
 
 Every file is written to a temporary name and renamed into place; ``SOURCE.json`` (file -> sha256) is
 written last and marks the source complete (it also holds the content sha256 of
@@ -143,7 +147,13 @@ KINDS: dict[str, Kind] = {
     "sklearn_digits": Kind(17, 1, 10, ("train",)),
     "cifar10_fixture": Kind(256, 3, 10, ("train", "test"),
                             {"n_train": int, "n_test": int, "size": int, "seed": int}),
+    "amat_fixture": Kind(2, 1, None, ("train", "valid", "test"),
+                         {"n_train": int, "n_valid": int, "n_test": int, "seed": int}),
+    "idx_fixture": Kind(256, 1, 10, ("train", "test"), {"folder": str, "n_train": int, "n_test": int, "seed": int}),
 }
+# torchvision's raw IDX file names per split (MNIST and its drop-in relatives such as Fashion-MNIST).
+IDX_SPLIT_PREFIX = {"train": "train", "test": "t10k"}
+MNIST_SIDE = 28  # binarized MNIST and the IDX sources are 28×28; the .amat reader assumes it
 
 
 def source_kind(name: str, spec: dict[str, Any]) -> Kind:
@@ -168,6 +178,12 @@ def source_kind(name: str, spec: dict[str, Any]) -> Kind:
             raise ParamsError(f"source {name!r}: need n_train >= 5 (five batches) and n_test >= 1")
         if not 8 <= spec["size"] <= 64:
             raise ParamsError(f"source {name!r}: size must be in [8, 64] (real CIFAR-10 is 32), got {spec['size']}")
+    if kind in ("amat_fixture", "idx_fixture"):
+        small = [k for k in ("n_train", "n_valid", "n_test") if k in spec and spec[k] < 1]
+        if small:
+            raise ParamsError(f"source {name!r}: {', '.join(small)} must be >= 1")
+        if kind == "idx_fixture" and not spec["folder"].isidentifier():
+            raise ParamsError(f"source {name!r}: folder must be a plain folder name like MNIST, got {spec['folder']!r}")
     return info
 
 
@@ -353,11 +369,46 @@ def _savez(path: Path, **arrays: np.ndarray) -> None:
         np.savez(f, **arrays)
 
 
+def make_mnist_fixture(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """n scikit-learn digits upscaled to 28×28 gray uint8 (MNIST's shape and 256 levels), with labels."""
+    digits, labels = _digits()
+    idx = np.random.default_rng(seed).permutation(len(digits))[:n]
+    up = _bilinear(8, MNIST_SIDE)
+    t = np.einsum("ij,njk,lk->nil", up, digits[idx] / 16.0, up)
+    return np.clip(np.rint(t * 255), 0, 255).astype(np.uint8), labels[idx]
+
+
+def _idx_name(folder: str, split: str, what: str) -> str:
+    return f"{folder}/raw/{IDX_SPLIT_PREFIX[split]}-{what}-ubyte.gz"
+
+
+def _generate_fixture(kind: str, spec: dict[str, Any], raw_dir: Path) -> list[str]:
+    """Offline stand-ins in the real file format of binarized MNIST (.amat) or torchvision MNIST (IDX)."""
+    split_sizes = {s: spec[f"n_{s}"] for s in KINDS[kind].splits}
+    x, y = make_mnist_fixture(sum(split_sizes.values()), spec["seed"])
+    written, start = [], 0
+    for split, n in split_sizes.items():
+        xs, ys = x[start:start + n], y[start:start + n]
+        start += n
+        if kind == "amat_fixture":  # fixed binarization at half intensity, like a thresholded digit
+            rel = f"binarized_mnist_{split}.amat"
+            _atomic_write(raw_dir / rel, lambda p, xs=xs: formats.write_amat(p, (xs >= 128).astype(np.uint8)))
+            written.append(rel)
+            continue
+        for what, arr in (("images-idx3", xs), ("labels-idx1", ys.astype(np.uint8))):
+            rel = _idx_name(spec["folder"], split, what)
+            _atomic_write(raw_dir / rel, lambda p, arr=arr: formats.write_idx_gz(p, arr))
+            written.append(rel)
+    return written
+
+
 def _generate(kind: str, spec: dict[str, Any], raw_dir: Path) -> list[str]:
     if kind == "sklearn_digits":
         x, y = _digits()
         _atomic_write(raw_dir / DIGITS_FILE, lambda p: _savez(p, images=x, target=y))
         return [DIGITS_FILE]
+    if kind in ("amat_fixture", "idx_fixture"):
+        return _generate_fixture(kind, spec, raw_dir)
     train, test = make_cifar10_fixture(spec["n_train"], spec["n_test"], spec["size"], spec["seed"])
     names = [str(i) for i in range(10)]
     _atomic_write(raw_dir / CIFAR10_FILE, lambda p: formats.write_cifar_tar(p, train, test, names))
@@ -436,13 +487,14 @@ def load_source(name: str, spec: dict[str, Any], raw_dir: str | Path) -> RawSour
             raise DataError(f"{raw_dir / rel}: sha256 {actual} differs from {expected} recorded in "
                             f"{manifest_path}; run `dvc repro download@{name}`")
     kind = spec["kind"]
-    if kind == "amat":
+    if kind in ("amat", "amat_fixture"):
         splits = {}
         for s in ("train", "valid", "test"):
             x = formats.read_amat(raw_dir / f"binarized_mnist_{s}.amat")[:, None]
             splits[s] = (x, np.full(len(x), -1, dtype=np.int64))
-    elif kind in ("torchvision_mnist", "fashion_mnist"):
-        splits = _read_idx_splits(raw_dir / ("MNIST/raw" if kind == "torchvision_mnist" else FASHION_DIR))
+    elif kind in ("torchvision_mnist", "fashion_mnist", "idx_fixture"):
+        folder = {"torchvision_mnist": "MNIST/raw", "fashion_mnist": FASHION_DIR}.get(kind)
+        splits = _read_idx_splits(raw_dir / (folder or f"{spec['folder']}/raw"))
     elif kind in ("torchvision_cifar10", "cifar10_fixture"):
         data = formats.read_cifar_tar(raw_dir / CIFAR10_FILE)
         splits = {"train": data["train"], "test": data["test"]}
