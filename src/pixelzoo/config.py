@@ -144,7 +144,7 @@ class Tracking(Section):
 
 
 class ReceptiveField(Section):
-    models: list[str]
+    models: list[str] = None  # type: ignore[assignment]  # unset: every registered model
     channels: Literal[1, 3] = 1
     levels: int = Field(default=2, ge=2, le=256)
     size: int = Field(default=9, ge=3)
@@ -153,6 +153,7 @@ class ReceptiveField(Section):
 class Report(Section):
     out_dir: str = "reports"
     mlflow: bool = True
+    mlflow_ui: str | None = None  # base URL of an MLflow UI for run links of a local store
     tables: list[str] = Field(default_factory=list)
     receptive_field: ReceptiveField | None = None
 
