@@ -1,8 +1,8 @@
 """DVC stage ``train@<exp>``: train one experiment, keep its best checkpoint, record the MLflow run.
 
-Recipe: parse -> resolve params -> open the tracking run (fails fast if the store is unreachable)
--> pixelzoo.training.train -> log the history -> drop the scratch checkpoint.
-Run under ``torchrun`` for DDP; only rank 0 tracks and writes.
+Recipe: parse -> resolve params -> re-run under the experiment's ``launcher`` if it is not ``python``
+-> open the tracking run (fails fast if the store is unreachable) -> pixelzoo.training.train -> log the
+history -> drop the scratch checkpoint. Under ``torchrun`` (DDP) only rank 0 tracks and writes.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 # Import the pixelzoo of this tree (also in `dvc exp run` and profile copies), not the installed one.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from pixelzoo import tracking, training  # noqa: E402
+from pixelzoo import launch, tracking, training  # noqa: E402
 from pixelzoo.config import load_params  # noqa: E402
 from pixelzoo.data.datasets import load_meta  # noqa: E402
 
@@ -28,6 +28,11 @@ def main() -> None:
 
     params = load_params()
     cfg = training.stage_config(params, args.experiment, "train")
+    where = f"experiments.{args.experiment}.launcher"
+    command = launch.relaunch_command(cfg.get("launcher", "python"), __file__, sys.argv[1:], where)
+    if command:  # [DDP] e.g. torchrun: check the store before any worker starts, then become the launcher
+        tracking.init_store(params["tracking"]["experiment_name"])
+        launch.relaunch(command)
     data = tracking.data_dir(cfg["dataset"])
     out = tracking.stage_dir(args.experiment, "train")
     scratch = tracking.scratch_dir(args.experiment)
