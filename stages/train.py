@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from pixelzoo import launch, tracking, training  # noqa: E402
-from pixelzoo.config import load_params  # noqa: E402
+from pixelzoo.config import ParamsError, load_params  # noqa: E402
 from pixelzoo.data.datasets import load_meta  # noqa: E402
 
 
@@ -68,4 +68,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ParamsError, tracking.TrackingUnavailable) as err:  # a setting to fix: no traceback
+        raise SystemExit(f"train failed:\n{err}") from None
