@@ -33,7 +33,7 @@ TORCHRUN = "torchrun --standalone --nproc_per_node=2"
 
 
 def tiny_params() -> dict:
-    """The CI profile's digits set and pixelcnn-digits, shrunk; train count chosen so the last batch is short."""
+    """The CI profile's digits set and pixelcnn-digits, shrunk; 203 train images: the last batch is short."""
     ci = yaml.safe_load((ROOT / "ci" / "params.yaml").read_text())
     exp = {**ci["experiments"]["pixelcnn-digits"], "epochs": 2}
     return {

@@ -53,4 +53,5 @@ def test_bf16_autocast_training_on_cpu_is_finite_and_close_to_fp32(
     assert loss16[1] == pytest.approx(loss32[1], rel=5e-2)  # after one optimizer step in each precision
     model, ckpt = training.load_trained(tmp_path / "bf16" / "model.pt")
     assert all(torch.isfinite(p).all() for p in model.parameters())
-    assert ckpt["valid_bits_per_dim"] == pytest.approx(h32["best_valid_bits_per_dim"], rel=5e-2)  # exact fp32 evaluation of each
+    # Validation is exact fp32 in both: the two trained models score alike.
+    assert ckpt["valid_bits_per_dim"] == pytest.approx(h32["best_valid_bits_per_dim"], rel=5e-2)

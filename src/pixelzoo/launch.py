@@ -48,7 +48,9 @@ def launcher_argv(launcher: Any, where: str = "launcher") -> list[str] | None:
     return argv
 
 
-def relaunch_command(launcher: Any, script: str, args: Sequence[str], where: str = "launcher") -> list[str] | None:
+def relaunch_command(
+    launcher: Any, script: str, args: Sequence[str], where: str = "launcher"
+) -> list[str] | None:
     """The command that re-runs ``script args`` under ``launcher``; None when this process should train.
 
     None as well inside a process that a launcher started (no endless re-launching).

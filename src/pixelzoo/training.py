@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -396,7 +395,8 @@ def train(
             state["global_step"] += 1
             state["step_in_epoch"] = b + 1
             # [DDP] global sums, so every rank's state (and rank 0's resume checkpoint) is the whole run's
-            step_nats, step_images = all_sum([float(nats.detach().double().sum()), float(len(idx))], dist, device)
+            local = [float(nats.detach().double().sum()), float(len(idx))]
+            step_nats, step_images = all_sum(local, dist, device)
             state["epoch_nats"] += step_nats
             state["epoch_images"] += int(step_images)
             step_loss = step_nats / step_images
