@@ -57,10 +57,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def stage_env(root: Path, **extra: str) -> dict[str, str]:
-    env = {**os.environ, "DVC_ROOT": str(root), "OMP_NUM_THREADS": "1", **extra}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env.pop("PIXELZOO_LAUNCHED", None)
-    return env
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PIXELZOO_LAUNCHED")}
+    return {**env, "DVC_ROOT": str(root), "OMP_NUM_THREADS": "1", **extra}
 
 
 def train(root: Path, experiment: str, **env: str) -> subprocess.CompletedProcess:
@@ -160,7 +158,7 @@ def test_unreachable_server_stops_a_torchrun_launch_within_seconds(project: Path
     assert proc.returncode != 0
     assert "unreachable" in proc.stderr and "Nothing has been trained" in proc.stderr
     assert "torch.distributed.run" not in proc.stderr + proc.stdout  # no worker was started
-    assert elapsed < 30, elapsed
+    assert elapsed < 60, elapsed  # ~5 s on an idle 2-core machine, mostly imports; generous for a busy one
 
 
 def test_bad_launcher_is_one_clear_error(project: Path) -> None:
