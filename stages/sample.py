@@ -1,4 +1,4 @@
-"""DVC stage ``sample@<exp>``: sample grids from the best checkpoint with the naive reference sampler.
+"""DVC stage ``sample@<exp>``: sample grids from the best checkpoint (``sample.method``: cached | naive).
 
 Writes ``outputs/<exp>/samples/``: grid.png (unconditional), completions.png (top half of test
 images given, bottom half sampled) and, for class-conditional models, classes.png (one row per
@@ -34,12 +34,15 @@ def main() -> None:
     meta, splits = training.load_splits(data, ("test",))
     shape = training.data_shape(meta)
     levels, per_row, seed = shape["levels"], int(opts["per_row"]), int(opts["seed"])
+    method = opts.get("method", "cached")
+    if method not in sampling.METHODS:
+        sys.exit(f"params.yaml sample.method must be one of {', '.join(sampling.METHODS)}, got {method!r}")
     conditional = bool(cfg.get("conditional"))
 
     def draw(figure: int, n: int, **kw: object) -> torch.Tensor:
         # One generator per figure: adding a figure never changes the others.
         return sampling.sample(
-            model, n, **shape, generator=torch.Generator().manual_seed(seed + figure), **kw
+            model, n, **shape, generator=torch.Generator().manual_seed(seed + figure), method=method, **kw
         )
 
     with tracking.stage_run(

@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pixelzoo.models.conv_sessions import Seed004Session
 from pixelzoo.models.registry import register
 from pixelzoo.nn import (
     ClassBias,
@@ -95,7 +96,7 @@ class Seed004PixelCNN(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        xs = scale_input(x, self.levels)
+        xs = scale_input(x, self.levels).to(self.inp.weight.dtype)
         ones = xs.new_ones(xs.shape[0], 1, *xs.shape[2:])
         h = self.inp_post(self.inp(xs) + self.border(ones))
         features = [h]
@@ -105,6 +106,10 @@ class Seed004PixelCNN(nn.Module):
         for block in self.down:
             h = block(h, y, features.pop())
         return to_logits(self.out(h), self.channels, self.levels)
+
+    def sampling_session(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Seed004Session:
+        """Cached sampler: every block at the current pixel only (pixelzoo.models.conv_sessions)."""
+        return Seed004Session(self, x, y)
 
 
 @register("seed004_pixelcnn", tiny={"layers": 2, "features": 6, "dropout": 0.0})
