@@ -41,6 +41,8 @@ def tiny_params() -> dict:
         "datasets": {"digits": {**ci["datasets"]["digits"], "n_train": 203}},  # 203 = 6*32 + 11
         "train_defaults": {**ci["train_defaults"], "checkpoint_minutes": 0, "log_every_steps": 1},
         "experiments": {"one": exp, "ddp": {**exp, "launcher": TORCHRUN}},
+        "evaluate": ci["evaluate"],
+        "sample": ci["sample"],
         "tracking": {"experiment_name": "pixelzoo-ddp-test"},
     }
 
@@ -171,4 +173,4 @@ def test_bad_launcher_is_one_clear_error(project: Path) -> None:
     finally:
         (project / "params.yaml").write_text(yaml.safe_dump(params))
     assert proc.returncode != 0
-    assert "experiments.ddp.launcher must be a command" in proc.stderr and "Traceback" not in proc.stderr
+    assert "experiments.ddp.launcher" in proc.stderr and "Traceback" not in proc.stderr
