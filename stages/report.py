@@ -12,8 +12,6 @@ import yaml
 # Import the pixelzoo of this tree (also in `dvc exp run` and profile copies), not the installed one.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from pixelzoo.report import build_report  # noqa: E402
-
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
@@ -21,6 +19,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--root", type=Path, default=Path("."), help="tree holding metrics/, outputs/, data/")
     ap.add_argument("--out", type=Path, default=None, help="default: report.out_dir")
     args = ap.parse_args(argv)
+    from pixelzoo.report import build_report  # matplotlib, torch: only past `--help`
 
     if not args.params.exists():
         raise SystemExit(f"params file {args.params} not found; run from the repo root or pass --params")

@@ -11,12 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 # Import the pixelzoo of this tree (also in `dvc exp run` and profile copies), not the installed one.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from pixelzoo import sampling, tracking, training  # noqa: E402
 from pixelzoo.config import load_params  # noqa: E402
 
 
@@ -24,6 +21,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("experiment", help="key of params.yaml `experiments`")
     args = parser.parse_args()
+    # Heavy imports (torch, the models) only now: `--help` and argument errors answer at once.
+    import torch
+
+    from pixelzoo import sampling, tracking, training
 
     params = load_params()
     cfg = training.stage_config(params, args.experiment, "sample")
@@ -49,7 +50,8 @@ def main() -> None:
         args.experiment, "sample", cfg, meta, data, ["test"], out, params["tracking"]["experiment_name"]
     ) as run:
         model, _ = training.load_trained(tracking.stage_dir(args.experiment, "train") / "model.pt", device)
-        n_classes = int(meta["n_classes"])
+        # Unlabelled data (the fixed binarized MNIST) has n_classes null; only conditional models need it.
+        n_classes = int(meta["n_classes"]) if conditional else 0
         figures = {}
         # Unconditional grid; a conditional model gets uniform soft labels (no class preferred).
         y_grid = torch.full((int(opts["n_grid"]), n_classes), 1.0 / n_classes) if conditional else None

@@ -16,15 +16,17 @@ from pathlib import Path
 # Import the pixelzoo of this tree (also in `dvc exp run` and profile copies), not the installed one.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from pixelzoo import launch, tracking, training  # noqa: E402
 from pixelzoo.config import ParamsError, load_params  # noqa: E402
-from pixelzoo.data.datasets import load_meta  # noqa: E402
+from pixelzoo.tracking import TrackingUnavailable  # noqa: E402  (light: mlflow loads lazily)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("experiment", help="key of params.yaml `experiments`")
     args = parser.parse_args()
+    # Heavy imports (torch, the models) only now: `--help` and argument errors answer at once.
+    from pixelzoo import launch, tracking, training
+    from pixelzoo.data.datasets import load_meta
 
     params = load_params()
     cfg = training.stage_config(params, args.experiment, "train")
@@ -70,5 +72,5 @@ def main() -> None:
 if __name__ == "__main__":
     try:
         main()
-    except (ParamsError, tracking.TrackingUnavailable) as err:  # a setting to fix: no traceback
+    except (ParamsError, TrackingUnavailable) as err:  # a setting to fix: no traceback
         raise SystemExit(f"train failed:\n{err}") from None

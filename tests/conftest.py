@@ -11,7 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from pixelzoo.profile import dvc_repro, prepare_workdir, profile_env, project_files
+from pixelzoo.config import load_params
+from pixelzoo.data.sources import missing_mirrors
+from pixelzoo.profile import (
+    commit_results,
+    dvc_repro,
+    prepare_workdir,
+    profile_env,
+    profile_params,
+    project_files,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 _GIT_ENV = {"GIT_AUTHOR_NAME": "pixelzoo-tests", "GIT_AUTHOR_EMAIL": "tests@localhost",
@@ -78,9 +87,25 @@ def ci_run(tmp_path_factory: pytest.TempPathFactory) -> ProfileRun:
 
     The pipeline, report and NLL-regression tests all read this one run.
     """
+    missing = missing_mirrors(load_params(ROOT / "ci" / "params.yaml")["sources"])
+    if missing:  # real data the profile reads from a system package: fail, never skip
+        pytest.fail("\n".join(missing), pytrace=False)
     workdir = tmp_path_factory.mktemp("ci") / "repo"
     prepare_workdir("ci/params.yaml", workdir, ROOT)
     env = {**profile_env(ROOT), **_GIT_ENV}
     run = ProfileRun(workdir, env)
     run.repro()
+    return run
+
+
+@pytest.fixture(scope="session")
+def rehearsal_run(tmp_path_factory: pytest.TempPathFactory) -> ProfileRun:
+    """The rehearsal (params.yaml derived small and offline, pixelzoo.rehearsal): every default experiment
+    through every stage, report included, results committed in the copy as `python -m pixelzoo.profile
+    rehearsal` does; run once per session."""
+    workdir = tmp_path_factory.mktemp("rehearsal") / "repo"
+    prepare_workdir(profile_params("rehearsal", ROOT), workdir, ROOT)
+    run = ProfileRun(workdir, {**profile_env(ROOT), **_GIT_ENV})
+    run.repro()
+    commit_results(workdir)
     return run

@@ -7,17 +7,27 @@ A source entry in ``params.yaml`` names a ``kind``:
 - ``torchvision_mnist`` / ``torchvision_cifar10``: the files torchvision downloads, from its mirrors, in its
   folder layout (``MNIST/raw/*.gz``; ``cifar-10-python.tar.gz``), so an existing torchvision copy can be
   dropped in. Verified by sha256 (values cross-checked in several public projects and Keras' loader).
+- ``fashion_mnist``: Fashion-MNIST (Xiao et al. 2017; 28×28 grey, 10 classes, MNIST's IDX format) from
+  torchvision's mirror in its layout (``FashionMNIST/raw/*.gz``), or copied from a local folder given as
+  ``mirror:`` (Debian's ``dataset-fashion-mnist`` installs one). Verified by the sha256 of the
+  *decompressed* IDX bytes: a re-compressed copy (Debian's) has other ``.gz`` bytes but the same data.
 - ``sklearn_digits``: scikit-learn's bundled ``load_digits()`` (1,797 real 8×8 digits, 17 gray levels),
   exported offline to ``digits.npz``.
 - ``cifar10_fixture``: a small, deterministic RGB set *in the CIFAR-10 archive format* made from the digits
   (colourised, bilinearly upscaled), so offline profiles and tests exercise the real CIFAR-10 reader.
+- ``amat_fixture`` / ``idx_fixture``: the same idea for binarized MNIST (three ``.amat`` files, 28×28, no
+  labels) and for torchvision's gzipped IDX layout (``<folder>/raw/{train,t10k}-*-ubyte.gz``, 28×28 gray,
+  labels), made from upscaled digits: the offline rehearsal of the paper profile reads them with the real
+  readers (:mod:`pixelzoo.rehearsal`).
 
 Every file is written to a temporary name and renamed into place; ``SOURCE.json`` (file -> sha256) is
-written last and marks the source complete. A file that fails its checksum is moved aside, never deleted.
+written last and marks the source complete (it also holds the content sha256 of
+files verified by content). A file that fails its checksum is moved aside, never deleted.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -25,8 +35,9 @@ import shutil
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +57,17 @@ class DataError(RuntimeError):
 @dataclass(frozen=True)
 class RemoteFile:
     path: str  # relative to data/raw/<source>/
-    urls: tuple[str, ...]
+    urls: tuple[str, ...]  # http(s) URLs, or paths of files in a local mirror folder
     sha256: str
+    gunzip: bool = False  # sha256 is of the decompressed content (any compression of the data is fine)
+
+    def digest(self, path: Path) -> str:
+        """The hash this file is verified by: of its bytes, or of its decompressed content."""
+        return sha256_gunzip(path) if self.gunzip else sha256_file(path)
+
+    @property
+    def what(self) -> str:
+        return "sha256 of the decompressed content" if self.gunzip else "sha256"
 
 
 _AMAT_URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/binarized_mnist_{}.amat"
@@ -64,6 +84,18 @@ _MNIST_SHA = {
     "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
     "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
 }
+# Fashion-MNIST: torchvision.datasets.FashionMNIST's mirror and names (a test keeps them in sync). sha256 of
+# the decompressed files, computed from Debian's copy, whose md5s match REFERENCE.md (and torchvision's .gz).
+FASHION_MIRRORS = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",)
+FASHION_DIR = "FashionMNIST/raw"
+_FASHION_CONTENT_SHA = {
+    "train-images-idx3-ubyte.gz": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte.gz": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "t10k-images-idx3-ubyte.gz": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte.gz": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
+FASHION_INSTALL = "sudo apt-get install dataset-fashion-mnist"  # Debian's copy, for `mirror:`
+FASHION_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 _CIFAR10_SHA = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
 CIFAR10_FILE = "cifar-10-python.tar.gz"
@@ -80,7 +112,19 @@ REMOTE_FILES: dict[str, tuple[RemoteFile, ...]] = {
         for name, sha in _MNIST_SHA.items()
     ),
     "torchvision_cifar10": (RemoteFile(CIFAR10_FILE, (CIFAR10_URL,), _CIFAR10_SHA),),
+    "fashion_mnist": tuple(
+        RemoteFile(f"{FASHION_DIR}/{name}", tuple(m + name for m in FASHION_MIRRORS), sha, gunzip=True)
+        for name, sha in _FASHION_CONTENT_SHA.items()
+    ),
 }
+
+
+def remote_files(spec: dict[str, Any]) -> tuple[RemoteFile, ...]:
+    """The files of a downloaded kind; with ``mirror:`` their one 'URL' is the file in that folder."""
+    files = REMOTE_FILES[spec["kind"]]
+    if "mirror" not in spec:
+        return files
+    return tuple(replace(rf, urls=(str(Path(spec["mirror"]) / Path(rf.path).name),)) for rf in files)
 
 
 @dataclass(frozen=True)
@@ -92,16 +136,24 @@ class Kind:
     n_classes: int | None
     splits: tuple[str, ...]  # splits the source ships with
     params: dict[str, type] = field(default_factory=dict)  # required params besides `kind`
+    optional: dict[str, type] = field(default_factory=dict)  # params that may be left out
 
 
 KINDS: dict[str, Kind] = {
     "amat": Kind(2, 1, None, ("train", "valid", "test")),
     "torchvision_mnist": Kind(256, 1, 10, ("train", "test")),
     "torchvision_cifar10": Kind(256, 3, 10, ("train", "test")),
+    "fashion_mnist": Kind(256, 1, 10, ("train", "test"), optional={"mirror": str}),
     "sklearn_digits": Kind(17, 1, 10, ("train",)),
     "cifar10_fixture": Kind(256, 3, 10, ("train", "test"),
                             {"n_train": int, "n_test": int, "size": int, "seed": int}),
+    "amat_fixture": Kind(2, 1, None, ("train", "valid", "test"),
+                         {"n_train": int, "n_valid": int, "n_test": int, "seed": int}),
+    "idx_fixture": Kind(256, 1, 10, ("train", "test"), {"folder": str, "n_train": int, "n_test": int, "seed": int}),
 }
+# torchvision's raw IDX file names per split (MNIST and its drop-in relatives such as Fashion-MNIST).
+IDX_SPLIT_PREFIX = {"train": "train", "test": "t10k"}
+MNIST_SIDE = 28  # binarized MNIST and the IDX sources are 28×28; the .amat reader assumes it
 
 
 def source_kind(name: str, spec: dict[str, Any]) -> Kind:
@@ -111,18 +163,42 @@ def source_kind(name: str, spec: dict[str, Any]) -> Kind:
         raise ParamsError(f"source {name!r}: kind {kind!r} is not one of {', '.join(sorted(KINDS))}")
     info = KINDS[kind]
     given = set(spec) - {"kind"}
-    if given != set(info.params):
-        raise ParamsError(f"source {name!r} (kind {kind}) takes params {sorted(info.params) or 'none'}, "
+    if not set(info.params) <= given <= set(info.params) | set(info.optional):
+        takes = sorted(info.params) + [f"{k} (optional)" for k in sorted(info.optional)]
+        raise ParamsError(f"source {name!r} (kind {kind}) takes params {takes or 'none'}, "
                           f"got {sorted(given) or 'none'}")
-    for key, typ in info.params.items():
-        if not isinstance(spec[key], typ) or isinstance(spec[key], bool):
+    for key, typ in (info.params | info.optional).items():
+        if key in spec and (not isinstance(spec[key], typ) or isinstance(spec[key], bool)):
             raise ParamsError(f"source {name!r}: {key} must be {typ.__name__}, got {spec[key]!r}")
+    if "mirror" in spec and not Path(spec["mirror"]).is_absolute():
+        raise ParamsError(f"source {name!r}: mirror must be an absolute path (stages also run in copies of "
+                          f"the project), got {spec['mirror']!r}; e.g. {FASHION_DEBIAN_DIR}")
     if kind == "cifar10_fixture":
         if spec["n_train"] < len(formats.CIFAR_TRAIN_BATCHES) or spec["n_test"] < 1:
             raise ParamsError(f"source {name!r}: need n_train >= 5 (five batches) and n_test >= 1")
         if not 8 <= spec["size"] <= 64:
             raise ParamsError(f"source {name!r}: size must be in [8, 64] (real CIFAR-10 is 32), got {spec['size']}")
+    if kind in ("amat_fixture", "idx_fixture"):
+        small = [k for k in ("n_train", "n_valid", "n_test") if k in spec and spec[k] < 1]
+        if small:
+            raise ParamsError(f"source {name!r}: {', '.join(small)} must be >= 1")
+        if kind == "idx_fixture" and not spec["folder"].isidentifier():
+            raise ParamsError(f"source {name!r}: folder must be a plain folder name like MNIST, got {spec['folder']!r}")
     return info
+
+
+def missing_mirrors(source_specs: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per source whose local ``mirror:`` folder is absent, naming the command that installs it.
+
+    Profiles and tests call this before any work, so missing real data fails at once and says what to do.
+    """
+    lines = []
+    for name, spec in source_specs.items():
+        mirror = spec.get("mirror") if isinstance(spec, dict) else None
+        if mirror and not Path(mirror).is_dir():
+            how = f"`{FASHION_INSTALL}`" if spec.get("kind") == "fashion_mnist" else "place the files there"
+            lines.append(f"source {name!r}: mirror folder {mirror} does not exist; install it with {how}")
+    return lines
 
 
 def sha256_file(path: Path) -> str:
@@ -130,6 +206,18 @@ def sha256_file(path: Path) -> str:
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_gunzip(path: Path) -> str:
+    """sha256 of a gzip file's decompressed bytes; a file that is not valid gzip gets a readable marker."""
+    h = hashlib.sha256()
+    try:
+        with gzip.open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except (OSError, EOFError, zlib.error) as err:
+        return f"(not a readable gzip file: {err})"
     return h.hexdigest()
 
 
@@ -145,6 +233,11 @@ def _quarantine(path: Path, raw_dir: Path) -> Path:
     return dest
 
 
+def _copy_local(src: str, dest: Path) -> None:
+    """The `get` of a local mirror folder: copy the file (FileNotFoundError when it is not there)."""
+    shutil.copyfile(src, dest)
+
+
 def _http_get(url: str, dest: Path, timeout: float = TIMEOUT_S) -> None:
     """Stream ``url`` to ``dest``; every socket operation times out after ``timeout`` seconds."""
     req = urllib.request.Request(url, headers={"User-Agent": "pixelzoo-data/0.1"})
@@ -153,19 +246,19 @@ def _http_get(url: str, dest: Path, timeout: float = TIMEOUT_S) -> None:
 
 
 def _fetch_remote(name: str, raw_dir: Path, files: tuple[RemoteFile, ...],
-                  get: Callable[[str, Path], None]) -> None:
+                  get: Callable[[str, Path], None], hint: str | None = None) -> None:
     problems: list[str] = []
     missing: list[RemoteFile] = []
     offline = False
     for rf in files:
         path = raw_dir / rf.path
         if path.exists():
-            actual = sha256_file(path)
+            actual = rf.digest(path)
             if actual == rf.sha256:
-                print(f"[download@{name}] {path}: present, sha256 ok (not fetched again)", flush=True)
+                print(f"[download@{name}] {path}: present, {rf.what} ok (not fetched again)", flush=True)
                 continue
             moved = _quarantine(path, raw_dir)
-            problems.append(f"{path}: sha256 mismatch, expected {rf.sha256}, actual {actual}; "
+            problems.append(f"{path}: {rf.what} mismatch, expected {rf.sha256}, actual {actual}; "
                             f"moved aside to {moved}")
         if offline:
             missing.append(rf)
@@ -180,16 +273,19 @@ def _fetch_remote(name: str, raw_dir: Path, files: tuple[RemoteFile, ...],
             except urllib.error.HTTPError as err:  # the server answered: try the next mirror
                 problems.append(f"{url}: HTTP {err.code} {err.reason}")
                 continue
+            except FileNotFoundError:  # a local mirror folder without this file
+                problems.append(f"{url}: no such file")
+                continue
             except OSError as err:  # URLError (DNS, refused), socket timeout: try the next mirror
                 problems.append(f"{url}: cannot connect ({getattr(err, 'reason', err)})")
                 connect_failures += 1
                 continue
-            actual = sha256_file(part)
+            actual = rf.digest(part)
             if actual == rf.sha256:
                 os.replace(part, path)
                 break
             moved = _quarantine(part, raw_dir)
-            problems.append(f"{url}: downloaded file has sha256 {actual}, expected {rf.sha256}; "
+            problems.append(f"{url}: downloaded file has {rf.what} {actual}, expected {rf.sha256}; "
                             f"moved aside to {moved}")
         part.unlink(missing_ok=True)
         # No mirror reachable: do not spend a timeout per remaining file, just list them for the user.
@@ -199,8 +295,11 @@ def _fetch_remote(name: str, raw_dir: Path, files: tuple[RemoteFile, ...],
     if missing:
         lines = [f"source {name!r}: {len(missing)} file(s) could not be obtained.", *problems,
                  "To place the files by hand, download each from the URL shown and put it at the exact path:"]
-        lines += [f"  {rf.urls[0]}\n    -> {(raw_dir / rf.path).resolve()}  (sha256 {rf.sha256})" for rf in missing]
+        lines += [f"  {rf.urls[0]}\n    -> {(raw_dir / rf.path).resolve()}  ({rf.what} {rf.sha256})"
+                  for rf in missing]
         lines.append(f"then rerun `dvc repro download@{name}` (files already present are checked, not refetched).")
+        if hint:
+            lines.append(hint)
         raise DataError("\n".join(lines))
 
 
@@ -270,11 +369,46 @@ def _savez(path: Path, **arrays: np.ndarray) -> None:
         np.savez(f, **arrays)
 
 
+def make_mnist_fixture(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """n scikit-learn digits upscaled to 28×28 gray uint8 (MNIST's shape and 256 levels), with labels."""
+    digits, labels = _digits()
+    idx = np.random.default_rng(seed).permutation(len(digits))[:n]
+    up = _bilinear(8, MNIST_SIDE)
+    t = np.einsum("ij,njk,lk->nil", up, digits[idx] / 16.0, up)
+    return np.clip(np.rint(t * 255), 0, 255).astype(np.uint8), labels[idx]
+
+
+def _idx_name(folder: str, split: str, what: str) -> str:
+    return f"{folder}/raw/{IDX_SPLIT_PREFIX[split]}-{what}-ubyte.gz"
+
+
+def _generate_fixture(kind: str, spec: dict[str, Any], raw_dir: Path) -> list[str]:
+    """Offline stand-ins in the real file format of binarized MNIST (.amat) or torchvision MNIST (IDX)."""
+    split_sizes = {s: spec[f"n_{s}"] for s in KINDS[kind].splits}
+    x, y = make_mnist_fixture(sum(split_sizes.values()), spec["seed"])
+    written, start = [], 0
+    for split, n in split_sizes.items():
+        xs, ys = x[start:start + n], y[start:start + n]
+        start += n
+        if kind == "amat_fixture":  # fixed binarization at half intensity, like a thresholded digit
+            rel = f"binarized_mnist_{split}.amat"
+            _atomic_write(raw_dir / rel, lambda p, xs=xs: formats.write_amat(p, (xs >= 128).astype(np.uint8)))
+            written.append(rel)
+            continue
+        for what, arr in (("images-idx3", xs), ("labels-idx1", ys.astype(np.uint8))):
+            rel = _idx_name(spec["folder"], split, what)
+            _atomic_write(raw_dir / rel, lambda p, arr=arr: formats.write_idx_gz(p, arr))
+            written.append(rel)
+    return written
+
+
 def _generate(kind: str, spec: dict[str, Any], raw_dir: Path) -> list[str]:
     if kind == "sklearn_digits":
         x, y = _digits()
         _atomic_write(raw_dir / DIGITS_FILE, lambda p: _savez(p, images=x, target=y))
         return [DIGITS_FILE]
+    if kind in ("amat_fixture", "idx_fixture"):
+        return _generate_fixture(kind, spec, raw_dir)
     train, test = make_cifar10_fixture(spec["n_train"], spec["n_test"], spec["size"], spec["seed"])
     names = [str(i) for i in range(10)]
     _atomic_write(raw_dir / CIFAR10_FILE, lambda p: formats.write_cifar_tar(p, train, test, names))
@@ -293,13 +427,23 @@ def download_source(name: str, spec: dict[str, Any], raw_dir: str | Path,
     raw_dir = Path(raw_dir)
     raw_dir.mkdir(parents=True, exist_ok=True)
     (raw_dir / MANIFEST).unlink(missing_ok=True)  # the manifest marks completeness: gone until done
+    contents = {}
     if kind in REMOTE_FILES:
-        _fetch_remote(name, raw_dir, REMOTE_FILES[kind], get or _http_get)
-        rel = [rf.path for rf in REMOTE_FILES[kind]]
+        files = remote_files(spec)
+        hint = None
+        if "mirror" in spec:
+            get = get or _copy_local
+            hint = (f"The mirror folder {spec['mirror']} should hold the files named above"
+                    + (f"; Debian's copy: `{FASHION_INSTALL}`." if kind == "fashion_mnist" else "."))
+        _fetch_remote(name, raw_dir, files, get or _http_get, hint)
+        rel = [rf.path for rf in files]
+        contents = {rf.path: rf.sha256 for rf in files if rf.gunzip}  # verified just now
     else:
         rel = _generate(kind, spec, raw_dir)
     manifest = {"source": name, "kind": kind, "params": spec,
                 "files": {r: sha256_file(raw_dir / r) for r in rel}}
+    if contents:
+        manifest["contents_sha256"] = contents
     _atomic_write(raw_dir / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=2) + "\n"))
     print(f"[download@{name}] complete: {', '.join(rel)}", flush=True)
     return manifest
@@ -313,6 +457,16 @@ class RawSource:
     levels: int
     n_classes: int | None
     files: dict[str, str]  # relative path -> sha256, verified against SOURCE.json
+
+
+def _read_idx_splits(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """MNIST's four IDX files (also Fashion-MNIST's): train and test images N×1×28×28, labels int64."""
+    splits = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        x = formats.read_idx(folder / f"{prefix}-images-idx3-ubyte.gz")[:, None]
+        y = formats.read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz").astype(np.int64)
+        splits[split] = (x, y)
+    return splits
 
 
 def load_source(name: str, spec: dict[str, Any], raw_dir: str | Path) -> RawSource:
@@ -333,17 +487,14 @@ def load_source(name: str, spec: dict[str, Any], raw_dir: str | Path) -> RawSour
             raise DataError(f"{raw_dir / rel}: sha256 {actual} differs from {expected} recorded in "
                             f"{manifest_path}; run `dvc repro download@{name}`")
     kind = spec["kind"]
-    if kind == "amat":
+    if kind in ("amat", "amat_fixture"):
         splits = {}
         for s in ("train", "valid", "test"):
             x = formats.read_amat(raw_dir / f"binarized_mnist_{s}.amat")[:, None]
             splits[s] = (x, np.full(len(x), -1, dtype=np.int64))
-    elif kind == "torchvision_mnist":
-        splits = {}
-        for s, prefix in (("train", "train"), ("test", "t10k")):
-            x = formats.read_idx(raw_dir / f"MNIST/raw/{prefix}-images-idx3-ubyte.gz")[:, None]
-            y = formats.read_idx(raw_dir / f"MNIST/raw/{prefix}-labels-idx1-ubyte.gz").astype(np.int64)
-            splits[s] = (x, y)
+    elif kind in ("torchvision_mnist", "fashion_mnist", "idx_fixture"):
+        folder = {"torchvision_mnist": "MNIST/raw", "fashion_mnist": FASHION_DIR}.get(kind)
+        splits = _read_idx_splits(raw_dir / (folder or f"{spec['folder']}/raw"))
     elif kind in ("torchvision_cifar10", "cifar10_fixture"):
         data = formats.read_cifar_tar(raw_dir / CIFAR10_FILE)
         splits = {"train": data["train"], "test": data["test"]}
