@@ -1,11 +1,20 @@
-"""Parameter counts of the convolutional models at paper size (not run by CI).
+"""Parameter counts of the models at paper size (not run by CI).
+
+The convolutional models at the sizes listed below; every CIFAR-10 PixelRNN experiment of params.yaml
+(Row LSTM, Diagonal BiLSTM, multi-scale) with its own model_args.
 
 Usage: PYTHONPATH=src python benchmarks/param_counts.py
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from pixelzoo.config import load_params
 from pixelzoo.models import build_model
+
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+RNN_MODELS = ("row_lstm", "diagonal_bilstm", "multiscale_pixelrnn")
 
 # (label, model name, build kwargs); defaults of each builder are its paper size.
 CONFIGS = [
@@ -31,8 +40,19 @@ def count(model) -> tuple[int, int]:
     return total, total - masked_out
 
 
+def params_configs() -> list[tuple[str, str, dict]]:
+    """The first CIFAR-10 experiment of each PixelRNN model in params.yaml, at 32×32×3, K=256."""
+    out, seen = [], set()
+    for key, entry in load_params(PARAMS)["experiments"].items():
+        if entry["model"] in RNN_MODELS and entry["dataset"] == "cifar10" and entry["model"] not in seen:
+            seen.add(entry["model"])
+            out.append((f"params.yaml {key}", entry["model"],
+                        dict(channels=3, levels=256, height=32, width=32, **entry.get("model_args", {}))))
+    return out
+
+
 def main() -> None:
-    for label, name, kwargs in CONFIGS:
+    for label, name, kwargs in CONFIGS + params_configs():
         total, effective = count(build_model(name, **kwargs))
         print(f"{label:<92} {total:>12,} stored  {effective:>12,} unmasked")
 

@@ -1,6 +1,8 @@
 """DVC stage ``evaluate@<exp>``: exact NLL of the best checkpoint on every image of the eval split.
 
-Writes ``metrics/<exp>.json`` (committed, ``cache: false``) and the MLflow run pointer.
+Writes ``metrics/<exp>.json`` (committed, ``cache: false``), the MLflow run pointer (the run tagged
+with the checkpoint's sha256) and, in ``outputs/<exp>/evaluate/``, the per-sub-pixel bits map:
+``bits_map.npz`` and its pictures ``bits_map.png`` and ``bits_examples.png``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ def main() -> None:
     args = parser.parse_args()
     # Heavy imports (torch, the models) only now: `--help` and argument errors answer at once.
     from pixelzoo import tracking, training
-    from pixelzoo.evaluation import evaluate_nll
+    from pixelzoo.evaluation import evaluate_with_map, save_bits_map_figures
 
     params = load_params()
     cfg = training.stage_config(params, args.experiment, "evaluate")
@@ -35,11 +37,17 @@ def main() -> None:
     with tracking.stage_run(
         args.experiment, "evaluate", cfg, meta, data, [split], out, params["tracking"]["experiment_name"]
     ) as run:
-        model, ckpt = training.load_trained(tracking.stage_dir(args.experiment, "train") / "model.pt", device)
+        ckpt_path = tracking.stage_dir(args.experiment, "train") / "model.pt"
+        run.set_tags({tracking.TAG_CHECKPOINT: tracking.file_sha256(ckpt_path)})
+        model, ckpt = training.load_trained(ckpt_path, device)
         x, y = splits[split].x, splits[split].y
-        result = evaluate_nll(
+        result, bits = evaluate_with_map(
             model, x, y if cfg.get("conditional") else None, int(cfg["evaluate"]["batch_size"]), device
         )
+        bits.save(out / "bits_map.npz")
+        title = f"{args.experiment}\n{split} split, {result['n_images']} images"
+        for png in save_bits_map_figures(bits, int(meta["levels"]), out, title).values():
+            run.log_artifact(png, artifact_path="bits_map")
         metrics = {
             "experiment": args.experiment,
             "dataset": cfg["dataset"],

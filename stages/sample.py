@@ -2,7 +2,10 @@
 
 Writes ``outputs/<exp>/samples/``: grid.png (unconditional), completions.png (top half of test
 images given, bottom half sampled) and, for class-conditional models, classes.png (one row per
-class) and soft_labels.png (0.5/0.5 soft labels for the class pairs of seed 004).
+class) and soft_labels.png (0.5/0.5 soft labels for the class pairs of seed 004), and samples.npz: the
+same images as level arrays with what labels them (class of each classes.png row, the soft-label pairs,
+the completions' originals and known-pixel mask), for the report. The run is tagged with the checkpoint's
+sha256.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ def main() -> None:
     parser.add_argument("experiment", help="key of params.yaml `experiments`")
     args = parser.parse_args()
     # Heavy imports (torch, the models) only now: `--help` and argument errors answer at once.
+    import numpy as np
     import torch
 
     from pixelzoo import sampling, tracking, training
@@ -49,7 +53,9 @@ def main() -> None:
     with tracking.stage_run(
         args.experiment, "sample", cfg, meta, data, ["test"], out, params["tracking"]["experiment_name"]
     ) as run:
-        model, _ = training.load_trained(tracking.stage_dir(args.experiment, "train") / "model.pt", device)
+        ckpt_path = tracking.stage_dir(args.experiment, "train") / "model.pt"
+        run.set_tags({tracking.TAG_CHECKPOINT: tracking.file_sha256(ckpt_path)})
+        model, _ = training.load_trained(ckpt_path, device)
         # Unlabelled data (the fixed binarized MNIST) has n_classes null; only conditional models need it.
         n_classes = int(meta["n_classes"]) if conditional else 0
         figures = {}
@@ -75,6 +81,14 @@ def main() -> None:
         for name, images in figures.items():
             sampling.save_grid(images, levels, out / name, nrow=per_row)
             run.log_artifact(out / name, artifact_path="samples")
+        known = sampling.top_half_known(shape["channels"], shape["height"], shape["width"])
+        labels = {"completions_originals": test.x[:n_comp], "completions_known": known}
+        if conditional:
+            labels["classes_labels"] = sampling.class_rows(n_classes, per_row)
+            labels["soft_labels_pairs"] = torch.tensor(opts["soft_label_pairs"])
+        arrays = {name.removesuffix(".png"): images for name, images in figures.items()} | labels
+        np.savez_compressed(out / "samples.npz", levels=levels, per_row=per_row,
+                            **{k: v.cpu().numpy() for k, v in arrays.items()})
 
 
 if __name__ == "__main__":

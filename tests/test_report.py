@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -19,6 +20,7 @@ from mlflow.entities import Param
 from torchvision.utils import save_image
 
 from pixelzoo import tracking, training
+from pixelzoo.evaluation import BitsMap, save_bits_map_figures
 from pixelzoo.report import build_report, reference
 from pixelzoo.report.collect import RunPointer
 from pixelzoo.report.lineage import changed_keys
@@ -72,7 +74,7 @@ def _write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=1))
 
 
-def _record_run(uri: str, key: str, stage: str, cfg: dict[str, Any]) -> str:
+def _record_run(uri: str, key: str, stage: str, cfg: dict[str, Any], ckpt: str | None = None) -> str:
     """An MLflow run with the tags and params pixelzoo.tracking.stage_run records."""
     from mlflow.tracking import MlflowClient
 
@@ -81,6 +83,8 @@ def _record_run(uri: str, key: str, stage: str, cfg: dict[str, Any]) -> str:
     exp_id = exp.experiment_id if exp else client.create_experiment("pixelzoo")
     tags = {"git.commit": "0123456789abcdef0123", "git.dirty": "false",
             tracking.TAG_CONFIG: training.config_digest(cfg), "dataset.sha256": tracking.dataset_digest(META)}
+    if ckpt and stage != "train":
+        tags[tracking.TAG_CHECKPOINT] = ckpt
     run = client.create_run(exp_id, run_name=f"{key}:{stage}", tags=tags)
     client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in tracking.flatten(cfg).items()])
     client.set_terminated(run.info.run_id)
@@ -109,9 +113,12 @@ def _run(root: Path, params: dict[str, Any], key: str, nats: float, uri: str | N
         "world_size": 1, "precision": "fp32", "n_params": 12345, "best_epoch": 3,
         "best_valid_bits_per_dim": 0.17,
     })
+    ckpt = root / "outputs" / key / "train" / "model.pt"
+    ckpt.write_bytes(key.encode())  # stands in for the state dict: only its sha256 matters here
     for stage in ("train", "evaluate", "sample"):
         cfg = training.stage_config(params, key, stage)
-        run_id = _record_run(uri, key, stage, cfg) if uri else f"{stage}{key}".ljust(32, "0")
+        digest = tracking.file_sha256(ckpt)
+        run_id = _record_run(uri, key, stage, cfg, digest) if uri else f"{stage}{key}".ljust(32, "0")
         _write_json(root / tracking.stage_dir(key, stage) / "mlflow_run.json", {
             "run_id": run_id, "tracking_uri": uri or f"sqlite:///{root}/mlflow.db",
             "experiment_name": "pixelzoo", "run_name": f"{key}:{stage}",
@@ -120,6 +127,19 @@ def _run(root: Path, params: dict[str, Any], key: str, nats: float, uri: str | N
     for name, n in (("grid", 16), ("classes", 20), ("soft_labels", 10), ("completions", 8)):
         png = root / "outputs" / key / "samples" / f"{name}.png"
         save_image(torch.rand(n, 1, 28, 28, generator=gen), png, nrow=min(n, 10))
+    rng = np.random.default_rng(0)
+    known = np.zeros((1, 28, 28), dtype=bool)
+    known[:, :14] = True
+    np.savez_compressed(  # as stages/sample.py writes it: 4 per row, 3 classes, 2 pairs, 2 completions
+        root / "outputs" / key / "samples" / "samples.npz", levels=2, per_row=4,
+        grid=rng.integers(0, 2, (8, 1, 28, 28)), classes=rng.integers(0, 2, (12, 1, 28, 28)),
+        classes_labels=np.repeat(np.arange(3), 4), soft_labels=rng.integers(0, 2, (8, 1, 28, 28)),
+        soft_labels_pairs=np.array([[1, 7], [0, 2]]), completions=rng.integers(0, 2, (2, 1, 28, 28)),
+        completions_originals=rng.integers(0, 2, (2, 1, 28, 28)), completions_known=known,
+    )
+    bits = BitsMap(rng.random((1, 28, 28)), np.arange(2), rng.integers(0, 2, (2, 1, 28, 28)).astype(np.uint8),
+                   rng.random((2, 1, 28, 28)))
+    save_bits_map_figures(bits, 2, root / "outputs" / key / "evaluate", key)
 
 
 def write_fixture_outputs(root: Path, tracking_uri: str | None = None) -> dict[str, Any]:
@@ -164,8 +184,9 @@ def test_every_referenced_image_exists(built) -> None:
     md = written.markdown.read_text()
     html_imgs = re.findall(r'<img src="([^"]+)"', html)
     md_imgs = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
-    # 4 sample kinds × 3 run experiments + 3 learning curves + 1 receptive field, in both renderings
-    assert len(html_imgs) == 16 and sorted(html_imgs) == sorted(md_imgs)
+    # Per run experiment: grid, 3 class rows, 2 soft-label rows, 2 completions × (original, context,
+    # sample), 2 bits maps = 14; × 3, + 3 overlaid curve plots (2 paper tables, 1 dataset) + 1 map.
+    assert len(html_imgs) == 46 and sorted(html_imgs) == sorted(md_imgs)
     assert "figures/receptive_fields/pixelcnn.png" in html_imgs
     assert "no_such_model: not registered" in html and "no_such_model: not registered" in md
     for rel in html_imgs:
@@ -257,7 +278,7 @@ def test_stage_script_writes_report(tmp_path: Path) -> None:
     )
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "reports" / "index.html").is_file() and (tmp_path / "reports" / "README.md").is_file()
-    assert "16 figures" in res.stdout and "no_such_model: not registered" in res.stdout
+    assert "46 figures" in res.stdout and "no_such_model: not registered" in res.stdout
 
 
 def test_changed_keys_compares_flattened_configs() -> None:
@@ -293,3 +314,65 @@ def test_reference_data_is_consistent() -> None:
     assert reference.table("cifar10_test").row("Diagonal BiLSTM").train == 2.93
     with pytest.raises(KeyError, match="known tables: pixelrnn_t4_bmnist"):
         reference.table("nope")
+
+
+def test_samples_are_labelled_and_completions_side_by_side(built) -> None:
+    _, _, written = built
+    html = written.html.read_text()
+    for label in ("class 0", "class 2", "½ class 1 + ½ class 7", "½ class 0 + ½ class 2"):
+        assert f"<td>{label}</td>" in html, label
+    assert "<th>Original</th><th>Context given</th><th>Model&#x27;s completion</th>" in html
+    # 28×28 images upscaled 3× (84 px) and shown at natural size: crisp and >= 64 CSS px
+    m = re.search(r'<img src="figures/bmnist_pixelcnn/samples/completion_0_context.png"[^>]*>', html)
+    assert m and 'width="84" height="84" data-unit="84"' in m.group(0)
+
+
+def test_banner_says_profile_and_whether_numbers_are_paper_numbers(tmp_path: Path) -> None:
+    params = write_fixture_outputs(tmp_path)
+    html = build_report(tmp_path, params, tmp_path / "reports").html.read_text()
+    assert "Profile: not declared" in html and "no `profile:` section" in html
+    params["profile"] = {"name": "ci", "description": "tiny CPU models", "paper_numbers": False}
+    written = build_report(tmp_path, params, tmp_path / "reports")
+    html, md = written.html.read_text(), written.markdown.read_text()
+    assert "Profile: ci" in html and "These are NOT paper numbers" in html and "tiny CPU models" in html
+    assert "28×28, 2 levels, 50000 train / 10000 test images" in html and "1–2 training epochs" in html
+    assert "> **Profile: ci**" in md and "NOT paper numbers" in md
+
+
+def test_gate_verdict_per_row(tmp_path: Path) -> None:
+    params = write_fixture_outputs(tmp_path)
+    bpd = 85.30 / (BMNIST_DIMS * LN2)
+    _write_json(tmp_path / "ci" / "baseline.json", {
+        "recorded_at": "2026-11-22", "git_commit": "abc", "reason": "first", "environment": {},
+        "experiments": {"bmnist_pixelcnn": {"test_bits_per_dim": bpd + 0.01},
+                        "seed004": {"test_bits_per_dim": 90.0 / (BMNIST_DIMS * LN2) - 0.2}}})
+    params["regression"] = {"tolerance_bits_per_dim": 0.05}
+    html = build_report(tmp_path, params, tmp_path / "reports").html.read_text()
+    assert "NLL gate: FAILED — 1 of 2 experiments within ± 0.05 bits/dim" in html
+    ok = re.search(r"<tr><td>bmnist_pixelcnn</td>.*?</tr>", html).group(0)
+    worse = re.search(r"<tr><td>seed004</td><td class=\"num\">.*?</tr>", html).group(0)
+    assert ">ok<" in ok and "-0.0100" in ok and ">WORSE<" in worse and "+0.2000" in worse
+
+
+def test_chain_links_to_mlflow_ui_and_checks_the_checkpoint(built, store_uri: str) -> None:
+    root, params, written = built
+    row = _row(written.html.read_text(), "PixelCNN", "bmnist_pixelcnn")
+    ptr = json.loads((root / "outputs" / "bmnist_pixelcnn" / "evaluate" / "mlflow_run.json").read_text())
+    assert re.search(rf'href="http://127.0.0.1:5000/#/experiments/\d+/runs/{ptr["run_id"]}">→ evaluate', row)
+    sha = tracking.file_sha256(root / "outputs" / "bmnist_pixelcnn" / "train" / "model.pt")
+    assert f"model.pt sha256 {sha[:12]} (evaluate ✓, sample ✓)" in row
+
+
+def test_retrained_checkpoint_marks_row_stale(tmp_path: Path, store_uri: str) -> None:
+    params = write_fixture_outputs(tmp_path, store_uri)
+    (tmp_path / "outputs" / "seed004" / "train" / "model.pt").write_bytes(b"retrained")
+    md = build_report(tmp_path, params, tmp_path / "reports").markdown.read_text()
+    line = next(ln for ln in md.splitlines() if ln.startswith("| seed004 |"))
+    assert "STALE: evaluated or sampled another checkpoint" in line and "evaluate used " in line
+
+
+def test_paper_tables_without_experiments_are_folded(built) -> None:
+    _, _, written = built
+    html = written.html.read_text()
+    assert "<details><summary>Row LSTM, 12 layers: residual and skip connections" in html
+    assert html.index("Paper tables not reproduced") > html.index("Receptive fields")

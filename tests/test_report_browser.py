@@ -23,9 +23,13 @@ PROBE = """<script>
 window.addEventListener('load', () => {
   const imgs = [...document.images];
   const broken = imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute('src'));
+  document.querySelectorAll('details').forEach(d => d.open = true);  // folded images count too
+  const sizes = imgs.map(i => { const r = i.getBoundingClientRect();
+    return {src: i.getAttribute('src'), w: r.width, h: r.height, nw: i.naturalWidth,
+            unit: Number(i.dataset.unit || 0), rendering: getComputedStyle(i).imageRendering}; });
   const out = document.createElement('pre');
   out.id = 'probe';
-  out.textContent = JSON.stringify({images: imgs.length, broken: broken,
+  out.textContent = JSON.stringify({images: imgs.length, broken: broken, sizes: sizes,
     tables: document.querySelectorAll('table').length,
     rows: document.querySelectorAll('tbody tr').length});
   document.body.appendChild(out);
@@ -68,10 +72,30 @@ def test_report_opens_in_headless_chromium(tmp_path: Path) -> None:
     assert m, "probe did not run: page did not finish loading\n" + res.stdout[-2000:]
     found = json.loads(m.group(1).replace("&quot;", '"'))
     assert found["broken"] == [], f"broken images: {found['broken']}"
-    assert found["images"] == page.count("<img ") == 16
-    # 4 paper tables (12 + 12 + 4 + 6 rows), other experiments (1), data (2 datasets)
-    assert found["tables"] == 6 and found["rows"] == 37
+    assert found["images"] == page.count("<img ") == 46
+    assert found["tables"] == page.count("<table>") and found["rows"] == page.count("<tr><td")
     assert "Binarized MNIST: test negative log-likelihood" in res.stdout and "not run" in res.stdout
+
+
+def test_every_image_is_displayed_at_least_64_css_pixels_and_crisp(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    params = write_fixture_outputs(root)
+    written = build_report(root, params, root / "reports")
+    probe = written.html.with_name("probe.html")
+    probe.write_text(written.html.read_text().replace("</body>", PROBE, 1))
+    res = _run_chromium(tmp_path, "--window-size=1280,900", "--virtual-time-budget=10000", "--dump-dom",
+                        probe.as_uri())
+    m = re.search(r'<pre id="probe">(.*?)</pre>', res.stdout, flags=re.S)
+    assert m, "probe did not run"
+    sizes = json.loads(m.group(1).replace("&quot;", '"'))["sizes"]
+    assert len(sizes) == 46
+    for s in sizes:
+        assert s["w"] >= 64 and s["h"] >= 64, f"{s['src']} displayed at {s['w']}×{s['h']} CSS px"
+        if s["unit"]:  # a grid: one of its images, at the displayed scale
+            shown = s["unit"] * s["w"] / s["nw"]
+            assert shown >= 64, f"{s['src']}: one image shows at {shown:.0f} CSS px"
+        assert s["rendering"] == "pixelated", s["src"]
+    assert sum(bool(s["unit"]) for s in sizes) == 36  # every sample image is a measured pixel grid
 
     shot = tmp_path / "report.png"
     _run_chromium(tmp_path, "--window-size=1400,2200", "--hide-scrollbars", f"--screenshot={shot}",

@@ -15,7 +15,7 @@ from pixelzoo import training
 from pixelzoo.data.datasets import split_digest
 from pixelzoo.data.preprocess import write_processed
 from pixelzoo.evaluation import evaluate_nll
-from pixelzoo.likelihood import nll_per_image
+from pixelzoo.likelihood import nll_per_subpixel
 
 LEVELS, C, H, W = 4, 1, 6, 6
 
@@ -211,8 +211,9 @@ def test_evaluation_counts_every_image_once_in_float64() -> None:
         assert r["total_nats"] == pytest.approx(per_image.sum(), rel=1e-6)
         assert r["nats_per_image"] == pytest.approx(per_image.mean(), rel=1e-6)
         assert r["bits_per_dim"] == pytest.approx(per_image.mean() / (25 * math.log(2)), rel=1e-6)
-    # Dropping the short batch would change the mean; a full-batch float64 sum agrees to rounding.
-    full = nll_per_image(model(x.long()).float(), x.long()).double().sum().item()
+    # Dropping the short batch would change the mean; a full-batch float64 sum of the per-sub-pixel
+    # NLL (what evaluation sums, so its bits maps add up to the metric) agrees to rounding.
+    full = nll_per_subpixel(model(x.long()).float(), x.long()).double().sum().item()
     assert evaluate_nll(model, x, None, 4, "cpu")["total_nats"] == pytest.approx(full, rel=1e-12)
     with pytest.raises(ValueError, match="batch_size"):
         evaluate_nll(model, x, None, 0, "cpu")

@@ -27,14 +27,18 @@ def _check(logits: torch.Tensor, x: torch.Tensor) -> None:
         raise ValueError(f"pixel levels must lie in [0, {k}) for a {k}-way head, found [{lo}, {hi}]")
 
 
+def nll_per_subpixel(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood of every sub-pixel in nats: shape B×C×H×W, computed in float32."""
+    _check(logits, x)
+    return F.cross_entropy(logits.float(), x.long(), reduction="none")  # class dim is K
+
+
 def nll_per_image(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Negative log-likelihood of each image in nats: shape (B,), computed in float32.
 
     Callers summing over a dataset should accumulate in float64.
     """
-    _check(logits, x)
-    ce = F.cross_entropy(logits.float(), x.long(), reduction="none")  # B×C×H×W, class dim is K
-    return ce.flatten(1).sum(1)
+    return nll_per_subpixel(logits, x).flatten(1).sum(1)
 
 
 def bits_per_dim(nats: float | torch.Tensor, dims: int) -> float | torch.Tensor:

@@ -27,6 +27,8 @@ from typing import Any
 POINTER_NAME = "mlflow_run.json"
 TAG_EXPERIMENT, TAG_STAGE = "pixelzoo.experiment", "pixelzoo.stage"
 TAG_CONFIG = "pixelzoo.config_sha256"
+# sha256 of the model.pt a stage read (evaluate, sample): links one train → evaluate → sample chain.
+TAG_CHECKPOINT = "pixelzoo.checkpoint_sha256"
 # Files the pipeline itself rewrites while it runs, and params.yaml (every run records its params as
 # resolved and lineage compares them by value; `dvc exp run -S` rewrites the file): none makes a run "dirty".
 _NOT_CODE = ("dvc.lock", "metrics/", "reports/", "params.yaml")
@@ -201,6 +203,15 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def dataset_digest(meta: Mapping[str, Any]) -> str:
     """One sha256 over the per-split array digests of meta.json (the dataset as a whole)."""
     return hashlib.sha256(json.dumps(meta["sha256"], sort_keys=True).encode()).hexdigest()
@@ -239,6 +250,11 @@ class StageRun:
         import mlflow
 
         mlflow.log_metrics(dict(metrics), step=step)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        import mlflow
+
+        mlflow.set_tags(dict(tags))
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         import mlflow

@@ -22,39 +22,56 @@ earlier pixel is in the context of every pixel.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pixelzoo.models.registry import register
-from pixelzoo.nn.recurrent import GATES, ConvLSTMScan, GateConv, PixelRNN
+from pixelzoo.nn.recurrent import (
+    GATES,
+    ConvLSTMScan,
+    GateConv,
+    LayerSession,
+    PixelRNN,
+    bias_at,
+    conv_at,
+    lstm_cell,
+    lstm_scan,
+)
 from pixelzoo.nn.skew import skew, unskew
 
 
 class DiagonalLSTM(nn.Module):
-    """One direction (left to right): 1×1 masked input-to-state, LSTM over skewed columns."""
+    """One direction's parameters: 1×1 masked input-to-state conv and the LSTM over skewed columns."""
 
     def __init__(self, in_channels: int, hidden: int, channels: int) -> None:
         super().__init__()
         self.input_to_state = GateConv("B", in_channels, hidden, 1, groups=channels)
         self.scan = ConvLSTMScan(hidden, 2, (1, 0))
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        height, width = x.shape[-2:]
-        pre = self.input_to_state(x)
-        if bias is not None:
-            pre = pre + bias
-        sk = skew(pre).transpose(2, 3)  # B×4h×S×H: skewed columns are the steps
-        rows = torch.arange(height, device=x.device)
-        cols = torch.arange(sk.shape[2], device=x.device)
-        active = cols[:, None] >= rows[None, :]  # left of its row's start a cell keeps the initial state
-        return unskew(self.scan(sk, active).transpose(2, 3), width)
 
-    def initial_h(self) -> torch.Tensor:
-        return self.scan.h0
+def diagonal_scan(pre: torch.Tensor, dirs: Sequence[DiagonalLSTM]) -> torch.Tensor:
+    """Pre-activations B×(d·4h)×H×W of ``d`` directions (each already in its own left-to-right frame)
+    -> hidden states B×(d·h)×H×W, all directions in one scan over the skewed columns."""
+    height, width = pre.shape[-2:]
+    sk = skew(pre).transpose(2, 3)  # B×d4h×S×H: skewed columns are the steps
+    rows = torch.arange(height, device=pre.device)
+    cols = torch.arange(sk.shape[2], device=pre.device)
+    active = cols[:, None] >= rows[None, :]  # left of its row's start a cell keeps the initial state
+    weight = torch.cat([d.scan.state_conv.weight for d in dirs])
+    h0, c0 = torch.cat([d.scan.h0 for d in dirs]), torch.cat([d.scan.c0 for d in dirs])
+    out = lstm_scan(sk, weight, h0, c0, (1, 0), active, groups=len(dirs))
+    return unskew(out.transpose(2, 3), width)
 
 
 class DiagonalBiLSTMLayer(nn.Module):
     """``2h -> h``: left-to-right map + right-to-left map shifted down one row.
+
+    The right-to-left direction is the left-to-right computation on the width-flipped map; the two
+    run as one two-group scan (the 1×1 input-to-state conv commutes with the flip, so both
+    directions' pre-activations come from one conv of the unflipped input).
 
     ``reads_image`` (the first layer): the right-to-left direction also gets the image through an
     unmasked 1×1 conv, which closes the blind spot described in the module docstring.
@@ -67,21 +84,86 @@ class DiagonalBiLSTMLayer(nn.Module):
         self.backward_dir = DiagonalLSTM(in_channels, hidden, channels)
         self.image_to_state = nn.Conv2d(channels, GATES * hidden, 1, bias=False) if reads_image else None
 
-    def forward(
-        self, x: torch.Tensor, bias: torch.Tensor | None = None, image: torch.Tensor | None = None
+    def pre_activations(
+        self, x: torch.Tensor, bias: torch.Tensor | None, image: torch.Tensor | None
     ) -> torch.Tensor:
-        b_l, b_r = bias.chunk(2, dim=1) if bias is not None else (None, None)
-        left = self.forward_dir(x, b_l)
+        """Gate pre-activations of both directions, B×(2·4h)×H×W in image coordinates (not flipped)."""
+        convs = (self.forward_dir.input_to_state, self.backward_dir.input_to_state)
+        weight = torch.cat([c.weight * c.mask for c in convs])
+        pre = F.conv2d(x, weight, torch.cat([c.bias for c in convs]))
+        if bias is not None:
+            pre = pre + bias
         if self.image_to_state is not None:
             if image is None:
                 raise ValueError("this Diagonal BiLSTM layer reads the image: pass image=")
-            seen = self.image_to_state(image)
-            b_r = seen if b_r is None else b_r + seen
-        flip = None if b_r is None else b_r.flip(-1)
-        right = self.backward_dir(x.flip(-1), flip).flip(-1)  # flip the WIDTH axis, and flip back
+            pre = pre + F.pad(self.image_to_state(image), (0, 0, 0, 0, GATES * self.hidden, 0))
+        return pre
+
+    def forward(
+        self, x: torch.Tensor, bias: torch.Tensor | None = None, image: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        pre_l, pre_r = self.pre_activations(x, bias, image).chunk(2, dim=1)
+        both = diagonal_scan(torch.cat([pre_l, pre_r.flip(-1)], dim=1), (self.forward_dir, self.backward_dir))
+        left, right = both.chunk(2, dim=1)
+        right = right.flip(-1)  # flip the WIDTH axis back
         # Down shift: row i receives row i-1; row 0 receives the learned initial state.
-        top = self.backward_dir.initial_h().view(1, -1, 1, 1).expand(x.shape[0], -1, 1, x.shape[-1])
+        top = self.backward_dir.scan.h0.view(1, -1, 1, 1).expand(x.shape[0], -1, 1, x.shape[-1])
         return left + torch.cat([top, right[:, :, :-1]], dim=2)
+
+    def session(
+        self, inputs: torch.Tensor, bias: torch.Tensor | None, image_rows: Callable[[int], torch.Tensor]
+    ) -> DiagonalBiLSTMSession:
+        return DiagonalBiLSTMSession(self, inputs, bias, image_rows)
+
+
+def _state_map(scan: ConvLSTMScan, n: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(h, c) maps n×h×(H+1)×(W+1) filled with the initial state (the border rows/columns keep it)."""
+    shape = (n, scan.hidden, height + 1, width + 1)
+    return scan.h0.view(1, -1, 1, 1).expand(shape).clone(), scan.c0.view(1, -1, 1, 1).expand(shape).clone()
+
+
+def _diagonal_step(scan: ConvLSTMScan, pre: torch.Tensor, above: torch.Tensor, side: torch.Tensor,
+                   c_side: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One Diagonal LSTM cell: state conv taps (0: the pixel above, 1: the previous pixel in the row)."""
+    rec = F.conv1d(torch.stack([above, side], dim=-1), scan.state_conv.weight)[:, :, 0]
+    return lstm_cell(pre + rec, c_side)
+
+
+class DiagonalBiLSTMSession(LayerSession):
+    """Cached Diagonal BiLSTM state.
+
+    Left to right, per pixel: h(i, j) from h(i-1, j) and (h, c)(i, j-1). Right to left, once row i
+    is complete (its image row is read unmasked by the first layer): the whole row from the right,
+    h(i, j) from h(i-1, j) and (h, c)(i, j+1); pixel (i+1, j) then adds h(i, j) (the down shift).
+    """
+
+    def __init__(self, layer: DiagonalBiLSTMLayer, inputs: torch.Tensor, bias: torch.Tensor | None,
+                 image_rows: Callable[[int], torch.Tensor]) -> None:
+        self.layer, self.inputs, self.bias, self.image_rows = layer, inputs, bias, image_rows
+        n, _, height, width = inputs.shape
+        self.b_l = None if bias is None else bias.chunk(2, dim=1)[0]
+        # left: [i+1, j+1] = pixel (i, j); right: [i+1, j] = pixel (i, j), row 0 = the down shift's top
+        self.hl, self.cl = _state_map(layer.forward_dir.scan, n, height, width)
+        self.hr, self.cr = _state_map(layer.backward_dir.scan, n, height, width)
+
+    def step(self, i: int, j: int) -> torch.Tensor:
+        fwd = self.layer.forward_dir
+        pre = conv_at(fwd.input_to_state, self.inputs, i, j)[:, :, 0, 0] + bias_at(self.b_l, i, j)
+        h, c = _diagonal_step(fwd.scan, pre, self.hl[:, :, i, j + 1], self.hl[:, :, i + 1, j],
+                              self.cl[:, :, i + 1, j])
+        self.hl[:, :, i + 1, j + 1], self.cl[:, :, i + 1, j + 1] = h, c
+        return (h + self.hr[:, :, i, j])[:, :, None, None]
+
+    def row_complete(self, i: int) -> None:
+        bias = self.bias
+        if bias is not None and bias.shape[-2] > 1:  # a bias map (not a class bias): this row of it
+            bias = bias[:, :, i : i + 1]
+        image = self.image_rows(i) if self.layer.image_to_state is not None else None
+        pre = self.layer.pre_activations(self.inputs[:, :, i : i + 1], bias, image).chunk(2, dim=1)[1]
+        for j in reversed(range(self.inputs.shape[-1])):
+            h, c = _diagonal_step(self.layer.backward_dir.scan, pre[:, :, 0, j], self.hr[:, :, i, j],
+                                  self.hr[:, :, i + 1, j + 1], self.cr[:, :, i + 1, j + 1])
+            self.hr[:, :, i + 1, j], self.cr[:, :, i + 1, j] = h, c
 
 
 def diagonal_bilstm(

@@ -10,14 +10,17 @@ from pathlib import Path
 from typing import Any
 
 from pixelzoo import tracking
-from pixelzoo.report import figures, lineage, reference
-from pixelzoo.report.collect import SAMPLE_FIGURES, Experiment, collect
-from pixelzoo.report.render import Cell, Section, Table, to_html, to_markdown
+from pixelzoo.report import figures, gallery, lineage, reference
+from pixelzoo.report.collect import Experiment, collect
+from pixelzoo.report.context import gate_section, profile_banner
+from pixelzoo.report.render import Cell, Details, Section, Table, to_html, to_markdown
 
 TITLE = "pixelzoo: PixelRNN / PixelCNN reproduction report"
 # Tables always shown (rows not run are marked); others only when an experiment refers to them.
 DEFAULT_TABLES = ("pixelrnn_t4_bmnist", "cifar10_test", "pixelrnn_t2_residual_skip", "pixelrnn_t3_depth")
-DEFAULT_RF_MODELS = ("pixelcnn", "gated_pixelcnn", "row_lstm", "diagonal_bilstm")
+# Where `mlflow ui --backend-store-uri <local store>` serves by default; report.mlflow_ui overrides it.
+DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"
+STAGES = ("train", "evaluate", "sample")
 NOT_RUN = "not run"
 SPLIT_NAMES = {"valid": "validation"}  # params/metrics split names -> the papers' wording
 DASH = "—"
@@ -96,11 +99,37 @@ def _group_by_stage(reasons: list[str]) -> list[str]:
     return [f"{', '.join(stages)}: {msg}" if stages else msg for msg, stages in grouped.items()]
 
 
+def _chain(exp: Experiment, ui: str | None) -> tuple[tuple[str, str | None], ...]:
+    """train → evaluate → sample, each linked to its MLflow run, and whether they used this checkpoint."""
+    lin = exp.lineage
+    parts: list[tuple[str, str | None]] = []
+    for stage in STAGES:
+        ptr = exp.pointers.get(stage)
+        if ptr is not None:
+            exp_id = lin.experiment_ids.get(stage) if lin else None
+            parts.append((f"{'→ ' if parts else ''}{stage} {ptr.run_id[:8]}", ptr.ui_url(ui, exp_id)))
+    if exp.checkpoint_sha256:
+        used = []
+        for stage, tag in (lin.checkpoints if lin else {}).items():
+            if tag == exp.checkpoint_sha256:
+                used.append(f"{stage} ✓")
+            else:
+                used.append(f"{stage} used {tag[:8] if tag else 'an unrecorded'} checkpoint")
+        used_txt = f" ({', '.join(used)})" if used else ""
+        parts.append((f"model.pt sha256 {exp.checkpoint_sha256[:12]}{used_txt}", None))
+    return tuple(parts)
+
+
+def _checkpoint_mismatch(exp: Experiment) -> bool:
+    lin = exp.lineage
+    return bool(lin and exp.checkpoint_sha256 and any(
+        tag is not None and tag != exp.checkpoint_sha256 for tag in lin.checkpoints.values()
+    ))
+
+
 def _lineage_cell(exp: Experiment) -> Cell:
     lin = exp.lineage
-    links = tuple(
-        (f"{stage} {ptr.run_id[:8]}", ptr.url) for stage, ptr in exp.pointers.items()
-    )
+    links = _chain(exp, exp.mlflow_ui)
     info = []
     if lin and lin.commit:
         info.append(f"commit {lin.commit[:8]}{'+dirty' if lin.dirty else ''}")
@@ -108,17 +137,19 @@ def _lineage_cell(exp: Experiment) -> Cell:
         info.append(f"data {lin.data_digest[:8]}")
     if lin and lin.stale:
         info.append("STALE: " + "; ".join(_group_by_stage(lin.stale)))
+    if _checkpoint_mismatch(exp):
+        info.append("STALE: evaluated or sampled another checkpoint than train/model.pt")
     if lin and lin.unchecked and (exp.metrics or exp.history):
         info.append("not checked: " + "; ".join(_group_by_stage(lin.unchecked)))
     if not links and not info:
         return Cell(DASH, cls="lineage")
     runs = ", ".join(f"{stage} run {ptr.run_id}" for stage, ptr in exp.pointers.items())
-    cls = "lineage stale" if lin and lin.stale else "lineage"
+    cls = "lineage stale" if _stale(exp) else "lineage"
     return Cell("", cls=cls, title=runs or None, links=links + tuple((t, None) for t in info))
 
 
 def _stale(exp: Experiment) -> bool:
-    return bool(exp.lineage and exp.lineage.stale)
+    return bool(exp.lineage and exp.lineage.stale) or _checkpoint_mismatch(exp)
 
 
 # ---------------------------------------------------------------- tables
@@ -263,6 +294,7 @@ def build_report(root: Path, params: dict[str, Any], out_dir: Path) -> Written:
     for e in exps:  # fail early, with the valid labels, on a misspelt reference
         if e.reference is not None:
             reference.table(e.reference[0]).row(e.reference[1])
+        e.mlflow_ui = str(opts.get("mlflow_ui", DEFAULT_MLFLOW_UI))
 
     fig_dir = out_dir / "figures"
     if fig_dir.exists():
@@ -274,23 +306,57 @@ def build_report(root: Path, params: dict[str, Any], out_dir: Path) -> Written:
     for e in exps:
         if e.reference is not None and e.reference[0] not in table_ids:
             table_ids.append(e.reference[0])
-    sections = [reference_section(reference.table(tid), exps) for tid in table_ids]
-    sections.append(other_section([e for e in exps if e.reference is None]))
-    sections.append(data_section(root, params, exps))
+    attached = [t for t in table_ids if any(e.reference and e.reference[0] == t for e in exps)]
+    unattached = [t for t in table_ids if t not in attached]
+    others = [e for e in exps if e.reference is None]
 
-    # Samples: every PNG the sample stage wrote, copied beside the page.
+    sections = []
+    gate = gate_section(root, params, exps)
+    if gate is not None:
+        sections.append(gate)
+    sections += [reference_section(reference.table(tid), exps) for tid in attached]
+    if others or not attached:
+        sections.append(other_section(others))
+
+    # Learning curves: one plot per table, the table's experiments overlaid (others: one per dataset).
+    groups = {
+        reference.table(t).title: [e for e in exps if e.reference and e.reference[0] == t] for t in attached
+    }
+    for ds in sorted({e.dataset for e in others}):
+        groups[f"Other experiments on {ds}"] = [e for e in others if e.dataset == ds]
+    curve_figs = [
+        figures.overlaid_curves(
+            {e.key: e.history for e in members}, title, fig_dir / "curves" / f"curves_{n}.png", out_dir,
+            {e.key: b for e in members if (b := _paper_bpd(e)) is not None},
+        )
+        for n, (title, members) in enumerate(gallery.curve_groups(exps, groups).items())
+    ]
+    curve_blocks: list[Any] = [curve_figs] if curve_figs else []
+    no_hist = [e.key for e in exps if not (e.history and e.history["epochs"])]
+    if no_hist:
+        curve_blocks.append("No training history yet: " + ", ".join(no_hist) + ".")
+    sections.append(Section("Learning curves", "curves", curve_blocks))
+
     sample_blocks: list[Any] = []
     for e in exps:
-        row = [
-            figures.copy_figure(e.samples[name], fig_dir / e.key / f"{name}.png", out_dir, f"{e.key}: {cap}")
-            for name, cap in SAMPLE_FIGURES if name in e.samples
-        ]
-        if row:
-            sample_blocks += [f"{e.key} ({e.model} on {e.dataset})", row]
-    without = [e.key for e in exps if not e.samples]
+        sample_blocks += gallery.sample_blocks(root, e, fig_dir, out_dir)
+    without = [e.key for e in exps if e.samples_npz is None]
     if without:
         sample_blocks.append("No samples yet (sample stage not run): " + ", ".join(without) + ".")
     sections.append(Section("Samples", "samples", sample_blocks))
+
+    bits: list[Any] = [
+        "Where each model spends its bits: the exact negative log-likelihood of every sub-pixel, in bits, "
+        "from the evaluation pass that made the table's number (the mean of a map is the row's bits/dim). "
+        "Bright sub-pixels are hard to predict."
+    ]
+    for e in exps:
+        bits += gallery.bits_blocks(e, fig_dir, out_dir)
+    no_bits = [e.key for e in exps if not e.bits_figures]
+    if no_bits:
+        bits.append("No bits map yet (evaluate stage not run since it learnt to write one): "
+                    + ", ".join(no_bits) + ".")
+    sections.append(Section("Per-pixel likelihood", "bits", bits))
 
     # One JSON per experiment for `dvc plots show` (read by the top-level `plots:` entry of dvc.yaml).
     curve_dir = out_dir / "curves"
@@ -303,42 +369,44 @@ def build_report(root: Path, params: dict[str, Any], out_dir: Path) -> Written:
             path.write_text(json.dumps(e.history["epochs"], indent=1))
             written.append(path)
 
-    curves = [
-        figures.learning_curve(
-            e.history, e.key, fig_dir / e.key / "learning_curve.png", out_dir, _paper_bpd(e)
-        )
-        for e in exps
-        if e.history and e.history["epochs"]
-    ]
-    curve_blocks: list[Any] = [curves] if curves else []
-    no_hist = [e.key for e in exps if not (e.history and e.history["epochs"])]
-    if no_hist:
-        curve_blocks.append("No training history yet: " + ", ".join(no_hist) + ".")
-    sections.append(Section("Learning curves", "curves", curve_blocks))
-
-    rf = opts.get("receptive_field") or {}
-    rf_figs, rf_missing = figures.receptive_fields(
-        list(rf.get("models", DEFAULT_RF_MODELS)), dict(rf), fig_dir, out_dir
-    )
+    rf = dict(opts.get("receptive_field") or {})
+    rf_figs, rf_missing = figures.receptive_fields(rf.get("models"), rf, fig_dir, out_dir)
     rf_blocks: list[Any] = [
-        "Which input pixels can change the prediction of one output pixel (by autograd on an untrained "
-        "model): a blind spot shows as unseen pixels above-right of the target (PixelCNN); the gated "
-        "two-stack PixelCNN and the Diagonal BiLSTM see the full context, the Row LSTM a triangle."
+        "Which earlier input pixels can influence the prediction of one output pixel (red square), for "
+        "every registered model, each deep enough that its reach spans the image. Structural: computed on "
+        "a copy with positive weights and inputs, where no two paths can cancel, so an unseen pixel has no "
+        "path at all (pixelzoo.audit.reachability; the random-init gradient audit is the leak test). "
+        "PixelCNN and seed-004 keep a blind spot above-right at any depth; the Row LSTM sees a triangle; "
+        "the Gated PixelCNN and the Diagonal BiLSTM see every earlier pixel; multi-scale first generates "
+        "a sub-sampled image, so its order differs (future pixels in light grey)."
     ]
     if rf_figs:
         rf_blocks.append(rf_figs)
     if rf_missing:
         rf_blocks.append("Not drawn: " + "; ".join(rf_missing) + ".")
     sections.append(Section("Receptive fields and blind spots", "receptive-fields", rf_blocks))
+    sections.append(data_section(root, params, exps))
+    if unattached:
+        folded = [reference_section(reference.table(tid), exps) for tid in unattached]
+        blocks: list[Any] = []
+        for sec in folded:
+            blocks.append(Details(f"{sec.title} (paper figures only)", sec.blocks))
+        sections.append(Section("Paper tables not reproduced by this profile", "paper-tables", [
+            "No experiment of these params reproduces a row of these tables; their paper figures are kept "
+            "for reference, folded.", *blocks,
+        ]))
     sections.append(sources_section(exps))
 
     n_run = sum(e.metrics is not None for e in exps)
     n_stale = sum(_stale(e) for e in exps)
-    intro = [
+    intro: list[Any] = [
+        profile_banner(root, params, exps),
         f"{len(exps)} experiments configured, {n_run} evaluated, {len(exps) - n_run} not run"
         + (f", {n_stale} stale (marked; params or data changed since they ran)" if n_stale else "")
         + ". Paper figures are copied from the publications; ours are read from metrics/<experiment>.json.",
     ]
+    if gate is not None:
+        intro.append(gate.blocks[0])
     html_path, md_path = out_dir / "index.html", out_dir / "README.md"
     html_path.write_text(to_html(TITLE, intro, sections))
     md_path.write_text(to_markdown(TITLE, intro, sections))
@@ -351,12 +419,20 @@ def sources_section(exps: list[Experiment]) -> Section:
     cites = sorted({r.citation for t in reference.TABLES for r in t.rows if r.citation}
                    | {t.citation for t in reference.TABLES})
     trackers = sorted({p.tracking_uri for e in exps for p in e.pointers.values()})
+    local = [t for t in trackers if not t.startswith(("http://", "https://"))]
+    ui = exps[0].mlflow_ui if exps else DEFAULT_MLFLOW_UI
     blocks: list[Any] = [
         "Paper figures: " + " | ".join(cites) + ".",
         "Our figures: metrics/<experiment>.json (evaluation over the full test split, every image once); "
         "curves from outputs/<experiment>/train/history.json; run ids from the mlflow_run.json pointer "
         "written by each stage.",
         "Tracking URI(s): " + (", ".join(trackers) if trackers else "none recorded yet") + ".",
+        *([f"Run links of a local store open in the MLflow UI at {ui} once it runs: "
+           + "; ".join(f"mlflow ui --backend-store-uri {t}" for t in local) + " (report.mlflow_ui sets the "
+           "address)."] if local else []),
+        "Stage chain of each row: train → evaluate → sample runs, and the sha256 of train/model.pt now; the "
+        "evaluate and sample runs record the sha256 of the checkpoint they read (pixelzoo.checkpoint_sha256 "
+        "tag), so a row whose number came from another checkpoint is marked stale.",
         "A row is stale (highlighted) when params.yaml now resolves to another config for one of its "
         "stages than the one recorded with that stage's MLflow run (pixelzoo.config_sha256 tag), or the "
         "processed data's digest differs from the run's dataset.sha256 tag, or the code (src/, stages/, "

@@ -24,6 +24,7 @@ SAMPLE_FIGURES = (
     ("soft_labels", "soft-label interpolation between classes"),
     ("completions", "completions of occluded test images"),
 )
+BITS_FIGURES = ("bits_map", "bits_examples")  # written by stages/evaluate.py
 
 
 @dataclass(frozen=True)
@@ -40,11 +41,20 @@ class RunPointer:
     @property
     def url(self) -> str | None:
         """A link into the MLflow UI when the tracking server is reachable over http(s)."""
-        if not self.tracking_uri.startswith(("http://", "https://")):
+        return self.ui_url(None)
+
+    def ui_url(self, local_ui: str | None, experiment_id: str | None = None) -> str | None:
+        """The run's page in the MLflow UI: the server itself for an http(s) tracking URI, else
+        ``local_ui`` (where ``mlflow ui --backend-store-uri <tracking uri>`` serves a local store)."""
+        if self.tracking_uri.startswith(("http://", "https://")):
+            base = self.tracking_uri
+        elif local_ui:
+            base = local_ui
+        else:
             return None
-        base = self.tracking_uri.rstrip("/")
-        if self.experiment_id:
-            return f"{base}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
+        base, exp_id = base.rstrip("/"), experiment_id or self.experiment_id
+        if exp_id:
+            return f"{base}/#/experiments/{exp_id}/runs/{self.run_id}"
         return f"{base}/#/runs/{self.run_id}"  # the UI resolves the experiment itself
 
 
@@ -59,7 +69,11 @@ class Experiment:
     history: dict[str, Any] | None = None
     pointers: dict[str, RunPointer] = field(default_factory=dict)
     samples: dict[str, Path] = field(default_factory=dict)
+    samples_npz: Path | None = None  # the sampled arrays and their labels (stages/sample.py)
+    bits_figures: dict[str, Path] = field(default_factory=dict)  # bits_map / bits_examples PNGs
+    checkpoint_sha256: str | None = None  # of outputs/<exp>/train/model.pt as it is now
     lineage: lineage.Lineage | None = None
+    mlflow_ui: str | None = None  # where run links of a local tracking store point (report.mlflow_ui)
 
     @property
     def model(self) -> str:
@@ -163,6 +177,14 @@ def collect(root: Path, params: dict[str, Any], store: lineage.RunStore | None =
             png = root / tracking.stage_dir(key, "sample") / f"{name}.png"
             if png.exists():
                 exp.samples[name] = png
+        npz = root / tracking.stage_dir(key, "sample") / "samples.npz"
+        exp.samples_npz = npz if npz.exists() else None
+        for name in BITS_FIGURES:
+            png = root / tracking.stage_dir(key, "evaluate") / f"{name}.png"
+            if png.exists():
+                exp.bits_figures[name] = png
+        ckpt = root / tracking.stage_dir(key, "train") / "model.pt"
+        exp.checkpoint_sha256 = tracking.file_sha256(ckpt) if ckpt.exists() else None
         if store is None:
             exp.lineage = lineage.Lineage(unchecked=["lineage look-up switched off (report.mlflow: false)"])
         else:

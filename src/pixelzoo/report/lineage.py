@@ -33,6 +33,8 @@ class Lineage:
     data_digest: str | None = None
     stale: list[str] = field(default_factory=list)  # human-readable reasons; empty = up to date
     unchecked: list[str] = field(default_factory=list)  # what could not be compared, and why
+    experiment_ids: dict[str, str] = field(default_factory=dict)  # stage -> MLflow experiment id
+    checkpoints: dict[str, str | None] = field(default_factory=dict)  # stage -> checkpoint sha256 tag
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class RecordedRun:
 
     tags: dict[str, str]
     params: dict[str, str]
+    experiment_id: str | None = None
 
 
 class RunStore:
@@ -70,7 +73,7 @@ class RunStore:
             raise LookupError(f"run {run_id} not readable from {tracking_uri} ({err.message[:120]})") from err
         except OSError as err:
             raise LookupError(f"tracking store {tracking_uri} unreachable ({err})") from err
-        return RecordedRun(dict(run.data.tags), dict(run.data.params))
+        return RecordedRun(dict(run.data.tags), dict(run.data.params), str(run.info.experiment_id))
 
 
 def changed_keys(recorded: Mapping[str, str], now: Mapping[str, Any]) -> list[str]:
@@ -124,6 +127,10 @@ def resolve(
         except LookupError as err:
             lin.unchecked.append(f"{stage}: {err}")
             continue
+        if run.experiment_id:
+            lin.experiment_ids[stage] = run.experiment_id
+        if stage != "train":
+            lin.checkpoints[stage] = run.tags.get(tracking.TAG_CHECKPOINT)
         if lin.commit is None and run.tags.get(TAG_COMMIT):
             lin.commit, lin.dirty = run.tags[TAG_COMMIT], run.tags.get(TAG_DIRTY) == "true"
         recorded_data = run.tags.get(TAG_DATA)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
+from typing import Any
 
 from pixelzoo.report.figures import Figure
 
@@ -21,6 +22,7 @@ class Cell:
     cls: str = ""
     title: str | None = None
     links: tuple[tuple[str, str | None], ...] = ()  # extra (text, href) parts after ``text``
+    fig: Figure | None = None  # an image shown in the cell (after the text)
 
 
 @dataclass
@@ -32,10 +34,27 @@ class Table:
 
 
 @dataclass
+class Banner:
+    """A highlighted box at the top: what produced the page and how far to trust its numbers."""
+
+    title: str
+    lines: list[str]
+    warn: bool = False
+
+
+@dataclass
+class Details:
+    """Blocks folded away by default (``<details>``): present, but out of the reader's way."""
+
+    summary: str
+    blocks: list[Any]
+
+
+@dataclass
 class Section:
     title: str
     anchor: str
-    blocks: list[str | Table | list[Figure]] = field(default_factory=list)  # paragraph, table, figure row
+    blocks: list[Any] = field(default_factory=list)  # paragraph, Table, figure row, Banner, Details
 
 
 CSS = """
@@ -52,8 +71,13 @@ tr:nth-child(even) td{background:#fafbfc}
 .lineage.stale{font-weight:600}.better{color:#116329}.worse{color:#a40e26}.lineage{font-size:.8em;color:#444}
 .note{font-size:.85em;color:#444;margin:.2em 0 1em}
 .figs{display:flex;flex-wrap:wrap;gap:1em;margin:.6em 0}
-figure{margin:0;max-width:460px}figure img{max-width:100%;image-rendering:pixelated;border:1px solid #ddd}
-figcaption{font-size:.8em;color:#444}nav a{margin-right:1em}
+figure{margin:0}img{image-rendering:pixelated;border:1px solid #ddd;max-width:none;vertical-align:middle}
+figcaption{font-size:.8em;color:#444;max-width:520px}nav a{margin-right:1em}
+td.img{background:#fff !important}
+.banner{border:2px solid #3b6ea8;background:#eef4fb;padding:.6em 1em;margin:1em 0}
+.banner.warn{border-color:#b8860b;background:#fff8e1}.banner h2{margin:0 0 .3em;border:0;font-size:1.1em}
+.banner p{margin:.2em 0}details{margin:.6em 0}summary{cursor:pointer;font-weight:600}
+.ok{color:#116329;font-weight:600}.fail{color:#a40e26;font-weight:600}
 """
 
 
@@ -61,17 +85,33 @@ def _html_link(text: str, href: str | None) -> str:
     return f'<a href="{html.escape(href)}">{html.escape(text)}</a>' if href else html.escape(text)
 
 
+def _html_img(f: Figure) -> str:
+    """Shown at its natural size (set in the PNG, already nearest-upscaled): width/height pin the layout."""
+    size = f' width="{f.width}" height="{f.height}"' if f.width and f.height else ""
+    unit = f' data-unit="{f.unit_px}"' if f.unit_px else ""
+    return f'<img src="{html.escape(f.path)}" alt="{html.escape(f.caption)}"{size}{unit}>'
+
+
 def _html_cell(c: Cell, tag: str = "td") -> str:
     text = " · ".join(_html_link(t, h) for t, h in ((c.text, c.href), *c.links) if t)
-    attrs = f' class="{c.cls}"' if c.cls else ""
+    if c.fig is not None:
+        text += ("<br>" if text else "") + _html_img(c.fig)
+    cls = " ".join(x for x in (c.cls, "img" if c.fig is not None else "") if x)
+    attrs = f' class="{cls}"' if cls else ""
     if c.title:
         attrs += f' title="{html.escape(c.title)}"'
     return f"<{tag}{attrs}>{text}</{tag}>"
 
 
-def _html_block(b: str | Table | list[Figure]) -> str:
+def _html_block(b: Any) -> str:
     if isinstance(b, str):
         return f"<p>{html.escape(b)}</p>"
+    if isinstance(b, Banner):
+        lines = "".join(f"<p>{html.escape(x)}</p>" for x in b.lines)
+        return f'<div class="banner{" warn" if b.warn else ""}"><h2>{html.escape(b.title)}</h2>{lines}</div>'
+    if isinstance(b, Details):
+        inner = "\n".join(_html_block(x) for x in b.blocks)
+        return f"<details><summary>{html.escape(b.summary)}</summary>\n{inner}\n</details>"
     if isinstance(b, Table):
         head = "".join(f"<th>{html.escape(h)}</th>" for h in b.header)
         body = "\n".join("<tr>" + "".join(_html_cell(c) for c in row) + "</tr>" for row in b.rows)
@@ -79,14 +119,12 @@ def _html_block(b: str | Table | list[Figure]) -> str:
         note = f'<p class="note">{html.escape(b.note)}</p>' if b.note else ""
         return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table>{note}"
     figs = "".join(
-        f'<figure><img src="{html.escape(f.path)}" alt="{html.escape(f.caption)}">'
-        f"<figcaption>{html.escape(f.caption)}</figcaption></figure>"
-        for f in b
+        f"<figure>{_html_img(f)}<figcaption>{html.escape(f.caption)}</figcaption></figure>" for f in b
     )
     return f'<div class="figs">{figs}</div>'
 
 
-def to_html(title: str, intro: list[str], sections: list[Section]) -> str:
+def to_html(title: str, intro: list[Any], sections: list[Section]) -> str:
     """The whole page: inline CSS, no scripts, no network; images by relative path."""
     nav = "".join(f'<a href="#{s.anchor}">{html.escape(s.title)}</a>' for s in sections)
     parts = [
@@ -94,7 +132,7 @@ def to_html(title: str, intro: list[str], sections: list[Section]) -> str:
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
-        *(f"<p>{html.escape(p)}</p>" for p in intro),
+        *(_html_block(p) for p in intro),
         f"<nav>{nav}</nav>",
     ]
     for s in sections:
@@ -113,6 +151,10 @@ def _md_link(text: str, href: str | None) -> str:
     return f"[{_md_escape(text)}]({href})" if href else _md_escape(text)
 
 
+def _md_img(f: Figure) -> str:
+    return f"![{_md_escape(f.caption)}]({f.path})"
+
+
 def _md_cell(c: Cell) -> str:
     text = _md_link(c.text, c.href)
     classes = c.cls.split()
@@ -120,12 +162,18 @@ def _md_cell(c: Cell) -> str:
         text = f"*{text}*"
     elif c.text and "stale" in classes:
         text = f"**{text}** ⚠"
-    return " · ".join(p for p in (text, *(_md_link(t, h) for t, h in c.links if t)) if p)
+    parts = [p for p in (text, *(_md_link(t, h) for t, h in c.links if t)) if p]
+    return " · ".join(parts) + (("<br>" if parts else "") + _md_img(c.fig) if c.fig is not None else "")
 
 
-def _md_block(b: str | Table | list[Figure]) -> str:
+def _md_block(b: Any) -> str:
     if isinstance(b, str):
         return b
+    if isinstance(b, Banner):
+        return "\n".join([f"> **{_md_escape(b.title)}**", *(f"> {x}  " for x in b.lines)])
+    if isinstance(b, Details):
+        inner = "\n\n".join(_md_block(x) for x in b.blocks)
+        return f"<details><summary>{html.escape(b.summary)}</summary>\n\n{inner}\n\n</details>"
     if isinstance(b, Table):
         lines = [f"**{_md_escape(b.caption)}**", ""] if b.caption else []
         lines.append("| " + " | ".join(_md_escape(h) for h in b.header) + " |")
@@ -134,12 +182,13 @@ def _md_block(b: str | Table | list[Figure]) -> str:
         if b.note:
             lines += ["", f"_{b.note}_"]
         return "\n".join(lines)
-    return "\n\n".join(f"![{_md_escape(f.caption)}]({f.path})  \n*{_md_escape(f.caption)}*" for f in b)
+    return "\n\n".join(f"{_md_img(f)}  \n*{_md_escape(f.caption)}*" for f in b)
 
 
-def to_markdown(title: str, intro: list[str], sections: list[Section]) -> str:
+def to_markdown(title: str, intro: list[Any], sections: list[Section]) -> str:
     """The Markdown twin of :func:`to_html` (GitHub-flavoured tables, relative image links)."""
-    parts = [f"# {title}", *intro, " · ".join(f"[{s.title}](#{s.anchor})" for s in sections)]
+    nav = " · ".join(f"[{s.title}](#{s.anchor})" for s in sections)
+    parts = [f"# {title}", *(_md_block(p) for p in intro), nav]
     for s in sections:
         parts.append(f'<a id="{s.anchor}"></a>\n\n## {s.title}')
         parts.extend(_md_block(b) for b in s.blocks)
