@@ -9,7 +9,7 @@ export PYTHONUNBUFFERED := 1
 # dvc.yaml stage commands call `python`: make it the venv's.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test quick lint clean-venv
+.PHONY: repro test quick lint tracking-server clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ test: $(STAMP)
 # Offline CPU demo: the CI-scale profile through the real stages, then the report.
 quick: $(STAMP)
 	$(BIN)/python -m pixelzoo.profile quick
+
+# Team MLflow server (PostgreSQL + artifacts proxied to a shared folder); settings in the script's header.
+tracking-server: $(STAMP)
+	PYTHON=$(abspath $(BIN))/python scripts/tracking-server.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,8 +1,9 @@
 """DVC stage ``train@<exp>``: train one experiment, keep its best checkpoint, record the MLflow run.
 
-Recipe: parse -> validate params and read the data (a mistake fails here, before any work) -> open the
-tracking run (fails fast if the store is unreachable) -> pixelzoo.training.train -> log the history
--> drop the scratch checkpoint. Run under ``torchrun`` for DDP; only rank 0 tracks and writes.
+Recipe: parse -> validate params and read the data (a mistake fails here, before any work) -> re-run
+under the experiment's ``launcher`` if it is not ``python`` -> open the tracking run (fails fast if the
+store is unreachable) -> pixelzoo.training.train -> log the history -> drop the scratch checkpoint.
+Under ``torchrun`` (DDP) only rank 0 tracks and writes.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def main() -> None:
     parser.add_argument("experiment", help="key of params.yaml `experiments`")
     args = parser.parse_args()
     # Heavy imports (torch, the models) only now: `--help` and argument errors answer at once.
-    from pixelzoo import tracking, training
+    from pixelzoo import launch, tracking, training
 
     params = load_checked()
     cfg = stage_config(params, args.experiment, "train")
@@ -34,6 +35,11 @@ def main() -> None:
     scratch = tracking.scratch_dir(args.experiment)
     loaded = training.load_splits(data, ("train", "valid"))  # missing or corrupt data stops us here
     training.check_model(cfg, loaded[0])
+    where = f"experiments.{args.experiment}.launcher"
+    command = launch.relaunch_command(cfg.get("launcher", "python"), __file__, sys.argv[1:], where)
+    if command:  # [DDP] e.g. torchrun: check the store before any worker starts, then become the launcher
+        tracking.init_store(params["tracking"]["experiment_name"])
+        launch.relaunch(command)
     is_main = int(os.environ.get("RANK", "0")) == 0  # [DDP] torchrun sets RANK; only rank 0 tracks
 
     run_ctx = (

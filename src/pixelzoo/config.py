@@ -106,6 +106,8 @@ class TrainSettings(Section):
     eval_split: Literal["valid", "test"] = None  # type: ignore[assignment]
     checkpoint_minutes: Annotated[float, Field(ge=0)] = None  # type: ignore[assignment]
     log_every_steps: PosInt = None  # type: ignore[assignment]
+    # `python` (one process) or a launcher command, e.g. `torchrun --standalone --nproc_per_node=2`
+    launcher: str | list[str] = None  # type: ignore[assignment]
 
 
 class Reference(Section):

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -300,7 +301,7 @@ def stage_run(
                 name=f"{meta.get('name', config.get('dataset'))}/{split}",
                 digest=meta["sha256"][split][:32],
             )
-            mlflow.log_input(ds, context=split)
+            _log_input(ds, split)
         with _temp_json(config) as cfg_path:
             mlflow.log_artifact(str(cfg_path))
         handle = StageRun(run.info.run_id, run_name)
@@ -314,6 +315,23 @@ def stage_run(
             print(f"warning: could not mark MLflow run {run.info.run_id} FAILED: {end_err}")
         raise
     mlflow.end_run(status="FINISHED")
+
+
+def _log_input(dataset: Any, split: str, attempts: int = 4) -> None:
+    """``mlflow.log_input``, retried: stages logging the same dataset at the same moment race in the
+    server's get-or-create (PostgreSQL: UniqueViolation on ``dataset_pk``, seen in tests/test_team.py);
+    once one has created it, the next try finds it."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(attempts):
+        try:
+            mlflow.log_input(dataset, context=split)
+            return
+        except MlflowException:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 @contextmanager

@@ -17,13 +17,17 @@ What the loop guarantees:
   step); the last resumable checkpoint, written before the fault, is kept.
 - Checkpoints hold tensors and plain data only and are read with ``torch.load(weights_only=True)``; an
   unreadable one is a :class:`CorruptFile` error naming the file and the command that rebuilds it.
-- [DDP] only rank 0 evaluates, writes files and logs. Multi-GPU has not been run in this project.
+- [DDP] ``batch_size`` is the *global* batch: each optimizer step takes the same images in the same
+  order whatever the number of processes; rank r trains on every world-th image of the batch and the
+  loss is scaled so that DDP's gradient average equals the one-process gradient. Validation is split
+  into contiguous slices, one per rank, summed across ranks: every image counts exactly once. Only
+  rank 0 writes files and logs. Proven on CPU with the gloo backend (tests/test_distributed.py);
+  NCCL on GPUs has not been run in this project.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -58,16 +62,30 @@ class DistInfo:
         return self.rank == 0
 
 
-def setup_distributed() -> DistInfo:
-    """[DDP] Join the process group when launched by ``torchrun`` (WORLD_SIZE > 1); else a no-op."""
+def setup_distributed(use_cuda: bool | None = None) -> DistInfo:
+    """[DDP] Join the process group when launched by ``torchrun`` (WORLD_SIZE > 1); else a no-op.
+
+    NCCL when the ranks train on GPUs, gloo on CPU (``use_cuda`` defaults to "a GPU is visible").
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return DistInfo()
-    torch.distributed.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    use_cuda = torch.cuda.is_available() if use_cuda is None else use_cuda
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo")
     info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
-    if torch.cuda.is_available():
+    if use_cuda:
         torch.cuda.set_device(info.local_rank)
     return info
+
+
+def all_sum(values: list[float], dist: DistInfo, device: torch.device) -> list[float]:
+    """[DDP] Element-wise float64 sum of ``values`` over all ranks (identity in one process)."""
+    if dist.world_size == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t)
+    return t.tolist()
 
 
 def pick_device(preference: str = "auto", dist: DistInfo | None = None) -> torch.device:
@@ -243,7 +261,7 @@ def train(
     result of :func:`load_splits` when the caller has read (and so checked) the data already.
     """
     data_dir, out_dir, scratch_dir = Path(data_dir), Path(out_dir), Path(scratch_dir)
-    dist = setup_distributed()
+    dist = setup_distributed(cfg.get("device", "auto") != "cpu" and torch.cuda.is_available())
     device = pick_device(cfg.get("device", "auto"), dist)
     amp = autocast_dtype(device, cfg.get("precision", "auto"))
     seed_everything(int(cfg["seed"]), device)
@@ -269,9 +287,17 @@ def train(
     grad_clip = cfg.get("grad_clip")
     log_every = int(cfg.get("log_every_steps", 50))
     ckpt_seconds = float(cfg.get("checkpoint_minutes", 10)) * 60.0
-    per_rank = len(train_set.x) // dist.world_size  # [DDP] equal shards so every rank runs as many steps
-    steps_per_epoch = math.ceil(per_rank / batch_size)
-    digest = config_digest(cfg)
+    if batch_size % dist.world_size:
+        raise ValueError(
+            f"batch_size {batch_size} (the global batch) is not divisible by the {dist.world_size} processes "
+            f"of the launcher: choose a batch_size or nproc_per_node that divides it"
+        )
+    # A short last batch is trained on too; [DDP] unless it has fewer images than ranks (a rank would
+    # get none): those few images are skipped that epoch. With one process this is ceil(n / batch).
+    n_train = len(train_set.x)
+    steps_per_epoch = n_train // batch_size + int(n_train % batch_size >= dist.world_size)
+    # How the run is launched does not change what it computes: a resume may switch launchers.
+    digest = config_digest({k: v for k, v in cfg.items() if k != "launcher"})
     resume_path = scratch_dir / "resume.pt"
 
     # State that a resume must restore exactly; everything else is rebuilt from the config.
@@ -316,14 +342,21 @@ def train(
             )
 
     def validate() -> float:
-        result = evaluate_nll(
-            model,
-            valid_set.x,
-            valid_set.y if conditional else None,
-            int(cfg.get("eval_batch_size", batch_size)),
-            device,
-        )
-        return result["bits_per_dim"]
+        # [DDP] one contiguous slice per rank (never padded), summed across ranks: each image counts once.
+        lo, hi = (len(valid_set.x) * r // dist.world_size for r in (dist.rank, dist.rank + 1))
+        part = {"total_nats": 0.0, "n_images": 0}
+        if hi > lo:
+            part = evaluate_nll(
+                model,
+                valid_set.x[lo:hi],
+                valid_set.y[lo:hi] if conditional else None,
+                int(cfg.get("eval_batch_size", batch_size)),
+                device,
+            )
+        total, count = all_sum([part["total_nats"], float(part["n_images"])], dist, device)
+        if int(count) != len(valid_set.x):
+            raise RuntimeError(f"validation counted {int(count)} images, expected {len(valid_set.x)}")
+        return float(bits_per_dim(total / count, dims))
 
     started = time.monotonic() - state["wall_seconds"]
     last_save = time.monotonic()
@@ -332,7 +365,7 @@ def train(
     )
     while not state["done"]:
         epoch = state["epoch"]
-        order = epoch_order(len(train_set.x), seed, epoch)[dist.rank :: dist.world_size][:per_rank]
+        order = epoch_order(n_train, seed, epoch)  # the same global order on every rank
         net.train()
         bar = tqdm(
             range(state["step_in_epoch"], steps_per_epoch),
@@ -343,11 +376,14 @@ def train(
         for b in bar:
             if state["global_step"] >= total_steps:
                 break
-            idx = order[b * batch_size : (b + 1) * batch_size]
+            batch = order[b * batch_size : (b + 1) * batch_size]
+            idx = batch[dist.rank :: dist.world_size]  # [DDP] this rank's share of the global batch
             x = train_set.x[idx].to(device, non_blocking=True).long()
             y = train_set.y[idx].to(device, non_blocking=True) if conditional else None
             nats = image_nats(net, x, y, amp)
-            loss = nats.mean()
+            # [DDP] sum over this rank's images / global batch, times world: DDP's average over ranks
+            # then is the mean over the whole global batch, as in one process.
+            loss = nats.sum() * (dist.world_size / len(batch))
             if not torch.isfinite(loss):  # before the step: the weights and resume.pt stay good
                 raise TrainingDiverged(_diverged_message(cfg, loss, epoch, state, resume_path))
             optimizer.zero_grad(set_to_none=True)
@@ -358,13 +394,17 @@ def train(
 
             state["global_step"] += 1
             state["step_in_epoch"] = b + 1
-            state["epoch_nats"] += float(nats.detach().double().sum())
-            state["epoch_images"] += len(idx)
-            bpd = float(bits_per_dim(loss.item(), dims))
-            bar.set_postfix(loss=f"{loss.item():.3f}", bpd=f"{bpd:.4f}")
+            # [DDP] global sums, so every rank's state (and rank 0's resume checkpoint) is the whole run's
+            local = [float(nats.detach().double().sum()), float(len(idx))]
+            step_nats, step_images = all_sum(local, dist, device)
+            state["epoch_nats"] += step_nats
+            state["epoch_images"] += int(step_images)
+            step_loss = step_nats / step_images
+            bpd = float(bits_per_dim(step_loss, dims))
+            bar.set_postfix(loss=f"{step_loss:.3f}", bpd=f"{bpd:.4f}")
             if log_metrics and dist.is_main and state["global_step"] % log_every == 0:
                 log_metrics(
-                    {"train_step_nats": loss.item(), "train_step_bits_per_dim": bpd}, state["global_step"]
+                    {"train_step_nats": step_loss, "train_step_bits_per_dim": bpd}, state["global_step"]
                 )
             if time.monotonic() - last_save >= ckpt_seconds:
                 save_resume()
@@ -374,7 +414,7 @@ def train(
                 raise TrainingInterrupted(f"simulated interruption after step {state['global_step']}")
 
         # End of epoch (or of the step budget): exact validation NLL, keep the best weights.
-        valid_bpd = validate() if dist.is_main else float("nan")
+        valid_bpd = validate()
         train_bpd = float(bits_per_dim(state["epoch_nats"] / max(state["epoch_images"], 1), dims))
         state["wall_seconds"] = time.monotonic() - started
         record = {
@@ -433,6 +473,8 @@ def train(
             out_dir / "model.pt",
         )
         _write_text_atomic(out_dir / "history.json", json.dumps(history, indent=2) + "\n")
+    if dist.world_size > 1:
+        torch.distributed.destroy_process_group()
     return history
 
 

@@ -216,6 +216,11 @@ def lstm_scan(
         active = active.to(pre.device)
         if bool(active.all()):
             active = None
+    # Under bf16 autocast the hand-written scan runs in fp32, outside autocast: its backward runs
+    # without autocast and would mix dtypes (tests/test_precision.py).
+    if torch.is_autocast_enabled(pre.device.type):
+        with torch.autocast(pre.device.type, enabled=False):
+            return _Scan.apply(pre.float(), weight.float(), h0.float(), c0.float(), before, groups, active)
     return _Scan.apply(pre, weight, h0, c0, before, groups, active)
 
 
