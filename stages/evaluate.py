@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -32,10 +31,15 @@ def main() -> None:
     out = tracking.stage_dir(args.experiment, "evaluate")
     device = training.pick_device(cfg["evaluate"].get("device", "auto"))
     meta, splits = training.load_splits(data, (split,))  # missing or corrupt inputs stop us here
-    model, ckpt = training.load_trained(tracking.stage_dir(args.experiment, "train") / "model.pt", device)
+    train_run, recorded = tracking.train_record(args.experiment)
+    model, ckpt = training.load_trained(  # a checkpoint changed since its train run is an error here
+        tracking.stage_dir(args.experiment, "train") / "model.pt", device, expected_sha256=recorded
+    )
+    read = {tracking.TAG_CHECKPOINT: ckpt["sha256"], tracking.TAG_TRAIN_RUN: train_run}
 
     with tracking.stage_run(
-        args.experiment, "evaluate", cfg, meta, data, [split], out, params["tracking"]["experiment_name"]
+        args.experiment, "evaluate", cfg, meta, data, {split: splits[split].sha256}, out,
+        params["tracking"]["experiment_name"], tags=read,
     ) as run:
         x, y = splits[split].x, splits[split].y
         result = evaluate_nll(
@@ -51,11 +55,9 @@ def main() -> None:
             "n_images": result["n_images"],
             "n_params": ckpt["n_params"],
         }
-        path = tracking.metrics_path(args.experiment)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")  # never a half-written metrics file
+        tmp = run.out_dir / "metrics.json"  # moved to metrics/<exp>.json only once the run has finished
         tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-        os.replace(tmp, path)
+        run.publish_file(tmp, tracking.metrics_path(args.experiment))
         kill_point("evaluate")  # crash tests: metrics written, the run and its pointer not finished
         run.log_metrics(
             {k: float(metrics[k]) for k in ("test_nats_per_image", "test_bits_per_dim", "n_images")}

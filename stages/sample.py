@@ -33,7 +33,11 @@ def main() -> None:
     out = tracking.stage_dir(args.experiment, "sample")
     device = training.pick_device(opts.get("device", "auto"))
     meta, splits = training.load_splits(data, ("test",))  # missing or corrupt inputs stop us here
-    model, _ = training.load_trained(tracking.stage_dir(args.experiment, "train") / "model.pt", device)
+    train_run, recorded = tracking.train_record(args.experiment)
+    model, ckpt = training.load_trained(  # a checkpoint changed since its train run is an error here
+        tracking.stage_dir(args.experiment, "train") / "model.pt", device, expected_sha256=recorded
+    )
+    read = {tracking.TAG_CHECKPOINT: ckpt["sha256"], tracking.TAG_TRAIN_RUN: train_run}
     shape = training.data_shape(meta)
     levels, per_row, seed = shape["levels"], int(opts["per_row"]), int(opts["seed"])
     conditional = bool(cfg.get("conditional"))
@@ -45,7 +49,8 @@ def main() -> None:
         )
 
     with tracking.stage_run(
-        args.experiment, "sample", cfg, meta, data, ["test"], out, params["tracking"]["experiment_name"]
+        args.experiment, "sample", cfg, meta, data, {"test": splits["test"].sha256}, out,
+        params["tracking"]["experiment_name"], tags=read,
     ) as run:
         n_classes = int(meta["n_classes"])
         figures = {}
@@ -69,8 +74,8 @@ def main() -> None:
                 y=sampling.soft_label_rows(opts["soft_label_pairs"], n_classes, per_row),
             )
         for name, images in figures.items():
-            sampling.save_grid(images, levels, out / name, nrow=per_row)
-            run.log_artifact(out / name, artifact_path="samples")
+            sampling.save_grid(images, levels, run.out_dir / name, nrow=per_row)  # renamed to `out` last
+            run.log_artifact(run.out_dir / name, artifact_path="samples")
             kill_point("sample")  # crash tests: one figure written, the others and the pointer not yet
 
 

@@ -105,8 +105,13 @@ def to_html(title: str, intro: list[str], sections: list[Section]) -> str:
     return "\n".join(parts)
 
 
+def _md_text(text: str) -> str:
+    """Text for Markdown: HTML in it is shown, never interpreted (GitHub renders raw HTML in Markdown)."""
+    return html.escape(text, quote=False)
+
+
 def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    return _md_text(text).replace("|", "\\|").replace("\n", " ")
 
 
 def _md_link(text: str, href: str | None) -> str:
@@ -125,22 +130,23 @@ def _md_cell(c: Cell) -> str:
 
 def _md_block(b: str | Table | list[Figure]) -> str:
     if isinstance(b, str):
-        return b
+        return _md_text(b)
     if isinstance(b, Table):
         lines = [f"**{_md_escape(b.caption)}**", ""] if b.caption else []
         lines.append("| " + " | ".join(_md_escape(h) for h in b.header) + " |")
         lines.append("|" + "---|" * len(b.header))
         lines.extend("| " + " | ".join(_md_cell(c) for c in row) + " |" for row in b.rows)
         if b.note:
-            lines += ["", f"_{b.note}_"]
+            lines += ["", f"_{_md_text(b.note)}_"]
         return "\n".join(lines)
     return "\n\n".join(f"![{_md_escape(f.caption)}]({f.path})  \n*{_md_escape(f.caption)}*" for f in b)
 
 
 def to_markdown(title: str, intro: list[str], sections: list[Section]) -> str:
     """The Markdown twin of :func:`to_html` (GitHub-flavoured tables, relative image links)."""
-    parts = [f"# {title}", *intro, " · ".join(f"[{s.title}](#{s.anchor})" for s in sections)]
+    parts = [f"# {_md_text(title)}", *map(_md_text, intro),
+             " · ".join(f"[{_md_escape(s.title)}](#{s.anchor})" for s in sections)]
     for s in sections:
-        parts.append(f'<a id="{s.anchor}"></a>\n\n## {s.title}')
+        parts.append(f'<a id="{html.escape(s.anchor)}"></a>\n\n## {_md_text(s.title)}')
         parts.extend(_md_block(b) for b in s.blocks)
     return "\n\n".join(parts) + "\n"
