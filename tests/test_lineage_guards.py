@@ -118,6 +118,7 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Story:
     p = tiny_params()
     p["datasets"]["digits"]["seed"] = 1  # a new train/valid/test carving of the same images
     tree.params(p)
+    tree.run("git", "commit", "-qam", "digits: another carving")  # as a user would: the code stays clean
     start = time.monotonic()
     rerun = tree.dvc("repro", f"evaluate@{EXP}")
     return Story(tree, old_meta, killed_runs, rerun, time.monotonic() - start)
@@ -154,10 +155,33 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_tampered_checkpoint_and_data_are_named_with_both_hashes(story: Story, tmp_path: Path) -> None:
-    tree = story.tree.copy(tmp_path / "t")
+def test_killed_sample_then_tampered_checkpoint_and_data(story: Story, tmp_path: Path) -> None:
+    """A killed sample stage leaves nothing that looks complete; its rerun cleans up and marks the orphan.
+    A checkpoint or data file changed afterwards is named, with both hashes, by the stages and lineage."""
+    tree = story.tree.copy(tmp_path / "s")
+    killed = tree.stage("sample", check=False, PIXELZOO_KILL_AT="sample")  # SIGKILL after the first PNG
+    assert killed.returncode == -signal.SIGKILL
+    samples = tree.root / "outputs" / EXP / "samples"
+    temps = list(samples.parent.glob(".samples.tmp-*"))
+    assert not samples.exists() and len(temps) == 1 and (temps[0] / "grid.png").exists()
+    (orphan,) = [r for r in tree.runs("sample") if r.info.status == "RUNNING"]
+
+    tree.stage("sample")
+    assert not temps[0].exists()
+    assert {p.name for p in samples.iterdir()} == {"grid.png", "completions.png", "mlflow_run.json"}
+    run = tree.client().get_run(tree.pointer("samples")["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["pixelzoo.orphans_marked_killed"] == orphan.info.run_id
+    assert tree.client().get_run(orphan.info.run_id).info.status == "KILLED"
+    train = tree.client().get_run(tree.pointer("train")["run_id"])
+    assert run.data.tags["train.run_id"] == train.info.run_id
+    assert run.data.tags["checkpoint.sha256"] == train.data.tags["checkpoint.sha256"]
+    assert run.data.tags["dataset.sha256.test"] == json.loads(
+        (tree.root / "data/processed/digits/meta.json").read_text())["sha256"]["test"]
+
+    # Tampering: first the control (nothing changed yet, every stage has run), then one bit and 100 images.
     clean = tree.lineage()
-    assert clean.returncode == 0, clean.stdout  # the control: nothing changed yet
+    assert clean.returncode == 0, clean.stdout
     assert "TAMPERED" not in clean.stdout and "STALE" not in clean.stdout
     model = tree.root / "outputs" / EXP / "train" / "model.pt"
     recorded = _sha(model)
@@ -181,29 +205,6 @@ def test_tampered_checkpoint_and_data_are_named_with_both_hashes(story: Story, t
     assert "TAMPERED data data/processed/digits/train.npz: arrays sha256 " in check.stdout
     assert f"records {meta['sha256']['train']}" in check.stdout
     assert f"STALE    train: read train data sha256 {meta['sha256']['train']}, on disk now" in check.stdout
-
-
-def test_killed_sample_leaves_no_complete_output_and_rerun_cleans_up(story: Story, tmp_path: Path) -> None:
-    tree = story.tree.copy(tmp_path / "s")
-    killed = tree.stage("sample", check=False, PIXELZOO_KILL_AT="sample")  # SIGKILL after the first PNG
-    assert killed.returncode == -signal.SIGKILL
-    samples = tree.root / "outputs" / EXP / "samples"
-    temps = list(samples.parent.glob(".samples.tmp-*"))
-    assert not samples.exists() and len(temps) == 1 and (temps[0] / "grid.png").exists()
-    (orphan,) = [r for r in tree.runs("sample") if r.info.status == "RUNNING"]
-
-    tree.stage("sample")
-    assert not temps[0].exists()
-    assert {p.name for p in samples.iterdir()} == {"grid.png", "completions.png", "mlflow_run.json"}
-    run = tree.client().get_run(tree.pointer("samples")["run_id"])
-    assert run.info.status == "FINISHED"
-    assert run.data.tags["pixelzoo.orphans_marked_killed"] == orphan.info.run_id
-    assert tree.client().get_run(orphan.info.run_id).info.status == "KILLED"
-    train = tree.client().get_run(tree.pointer("train")["run_id"])
-    assert run.data.tags["train.run_id"] == train.info.run_id
-    assert run.data.tags["checkpoint.sha256"] == train.data.tags["checkpoint.sha256"]
-    assert run.data.tags["dataset.sha256.test"] == json.loads(
-        (tree.root / "data/processed/digits/meta.json").read_text())["sha256"]["test"]
 
 
 def _wait_line(proc: subprocess.Popen, needle: str, timeout: float) -> float:
@@ -321,7 +322,7 @@ def test_tracking_server_killed_mid_training(story: Story, tmp_path: Path) -> No
 
 def test_failed_report_keeps_the_last_good_pages(story: Story, tmp_path: Path) -> None:
     tree = story.tree.copy(tmp_path / "r")
-    tree.run(sys.executable, "stages/report.py")
+    tree.run(sys.executable, "stages/report.py")  # the last good report
     readme = tree.root / "reports" / "README.md"
     good = readme.read_text()
     p = tiny_params()
@@ -336,9 +337,8 @@ def test_failed_report_keeps_the_last_good_pages(story: Story, tmp_path: Path) -
     tree.params(p)
     killed = tree.run(sys.executable, "stages/report.py", check=False, PIXELZOO_KILL_AT="report")
     assert killed.returncode == -signal.SIGKILL
-    assert readme.read_text() == good and list(tree.root.glob(".reports.tmp-*"))
-    tree.run(sys.executable, "stages/report.py")
-    assert not list(tree.root.glob(".reports.tmp-*")) and readme.exists()
+    assert readme.read_text() == good  # killed while rendering: the new pages were still in the temp folder
+    assert list(tree.root.glob(".reports.tmp-*"))  # (the next run removes it: integrity.clean_stale_temps)
 
 
 def test_markdown_shows_html_instead_of_running_it() -> None:
