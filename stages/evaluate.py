@@ -62,10 +62,10 @@ def main() -> None:
         run.log_metrics(
             {k: float(metrics[k]) for k in ("test_nats_per_image", "test_bits_per_dim", "n_images")}
         )
-        print(
-            f"{args.experiment}: {split} {result['bits_per_dim']:.4f} bits/dim, "
-            f"{result['nats_per_image']:.3f} nats/image over {result['n_images']} images"
-        )
+    print(
+        f"{args.experiment}: {split} {result['bits_per_dim']:.4f} bits/dim, "
+        f"{result['nats_per_image']:.3f} nats/image over {result['n_images']} images"
+    )
 
 
 if __name__ == "__main__":

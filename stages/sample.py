@@ -1,4 +1,4 @@
-"""DVC stage ``sample@<exp>``: sample grids from the best checkpoint with the naive reference sampler.
+"""DVC stage ``sample@<exp>``: sample grids from the best checkpoint (``sample.method``: cached | naive).
 
 Writes ``outputs/<exp>/samples/``: grid.png (unconditional), completions.png (top half of test
 images given, bottom half sampled) and, for class-conditional models, classes.png (one row per
@@ -40,12 +40,13 @@ def main() -> None:
     read = {tracking.TAG_CHECKPOINT: ckpt["sha256"], tracking.TAG_TRAIN_RUN: train_run}
     shape = training.data_shape(meta)
     levels, per_row, seed = shape["levels"], int(opts["per_row"]), int(opts["seed"])
+    method = opts.get("method", "cached")  # checked by the params schema (pixelzoo.config.Sample)
     conditional = bool(cfg.get("conditional"))
 
     def draw(figure: int, n: int, **kw: object) -> torch.Tensor:
         # One generator per figure: adding a figure never changes the others.
         return sampling.sample(
-            model, n, **shape, generator=torch.Generator().manual_seed(seed + figure), **kw
+            model, n, **shape, generator=torch.Generator().manual_seed(seed + figure), method=method, **kw
         )
 
     with tracking.stage_run(
@@ -73,10 +74,14 @@ def main() -> None:
                 len(opts["soft_label_pairs"]) * per_row,
                 y=sampling.soft_label_rows(opts["soft_label_pairs"], n_classes, per_row),
             )
+        note = getattr(model, "completion_note", None)  # a model whose completions are not exact says so
         for name, images in figures.items():
             sampling.save_grid(images, levels, run.out_dir / name, nrow=per_row)  # renamed to `out` last
             run.log_artifact(run.out_dir / name, artifact_path="samples")
-            kill_point("sample")  # crash tests: one figure written, the others and the pointer not yet
+        if note:
+            (run.out_dir / "completions.txt").write_text(note + "\n")
+            run.log_artifact(run.out_dir / "completions.txt", artifact_path="samples")
+        kill_point("sample")  # crash tests: every figure saved, none in place, no pointer yet
 
 
 if __name__ == "__main__":

@@ -79,7 +79,7 @@ def test_planted_learning_rate_bug_fails_the_gate(ci_run, tmp_path: Path) -> Non
     run = ci_run.copy(tmp_path / "lr")
     training = run.root / "src" / "pixelzoo" / "training.py"
     src = training.read_text()
-    anchor = "    return _OPTIMIZERS[name](params, **opt_cfg)"
+    anchor = "    return getattr(torch.optim, OPTIMIZERS[name])(params, **opt_cfg)"
     assert anchor in src
     training.write_text(src.replace(anchor, '    opt_cfg["lr"] = opt_cfg["lr"] * 1e-4\n' + anchor))
     run.repro(f"evaluate@{PLANT_EXP}")

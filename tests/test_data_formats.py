@@ -69,8 +69,16 @@ def test_amat_roundtrip_and_bad_values(tmp_path: Path) -> None:
     with pytest.raises(formats.FormatError, match="'2'"):
         formats.read_amat(tmp_path / "b.amat")
     (tmp_path / "c.amat").write_text("0 1 0\n")
-    with pytest.raises(formats.FormatError, match="784 per line"):
+    with pytest.raises(formats.FormatError, match="line 1 has 3 values, expected 784"):
         formats.read_amat(tmp_path / "c.amat")
+
+
+def test_amat_line_with_a_wrong_count_is_an_error_even_when_the_total_fits(tmp_path: Path) -> None:
+    x = np.random.default_rng(0).integers(0, 2, (2, 784))
+    lines = [" ".join(map(str, x[0][:-1])), " ".join(map(str, [*x[1], 1]))]  # 783 + 785 = 2 × 784
+    (tmp_path / "d.amat").write_text("\n".join(lines) + "\n")
+    with pytest.raises(formats.FormatError, match="line 1 has 783 values, expected 784"):
+        formats.read_amat(tmp_path / "d.amat")
 
 
 def test_torchvision_file_lists_in_sync() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -34,8 +36,13 @@ class CountAlongOrder(nn.Module):
         logits = F.one_hot(target, self.levels).float() * 100.0  # b × CHW × K
         return logits.transpose(1, 2).reshape(b, self.levels, c, h, w)
 
+    def sampling_session(self, x: torch.Tensor, y: torch.Tensor | None = None) -> SimpleNamespace:
+        """A session that reads the full forward: the cached path runs the same loop as the naive one."""
+        return SimpleNamespace(logits=lambda c, i, j: self(x, y)[:, :, c, i, j])
 
-def test_sampler_follows_the_models_generation_order() -> None:
+
+@pytest.mark.parametrize("method", sampling.METHODS)
+def test_sampler_follows_the_models_generation_order(method: str) -> None:
     c, h, w, k = 2, 3, 4, 5
     order = torch.randperm(c * h * w, generator=torch.Generator().manual_seed(3))
     x = sampling.sample(
@@ -46,13 +53,15 @@ def test_sampler_follows_the_models_generation_order() -> None:
         width=w,
         levels=k,
         generator=torch.Generator().manual_seed(0),
+        method=method,
     )
     expected = torch.empty(c * h * w, dtype=torch.long)
     expected[order] = torch.arange(c * h * w) % k
     assert torch.equal(x, expected.view(1, c, h, w).expand(2, -1, -1, -1))
 
 
-def test_known_sub_pixels_are_kept_and_used_as_context() -> None:
+@pytest.mark.parametrize("method", sampling.METHODS)
+def test_known_sub_pixels_are_kept_and_used_as_context(method: str) -> None:
     c, h, w, k = 1, 4, 3, 7
     order = torch.arange(c * h * w)  # raster
     known = sampling.top_half_known(c, h, w)
@@ -67,6 +76,7 @@ def test_known_sub_pixels_are_kept_and_used_as_context() -> None:
         x_init=x_init,
         known=known,
         generator=torch.Generator().manual_seed(0),
+        method=method,
     )
     assert torch.equal(x[0, 0, :2], x_init[0, 0, :2])  # given half untouched
     # the first drawn sub-pixel continues from the last known value 3: 4, 5, 6, 0, 1, 2

@@ -105,6 +105,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     root = repo_root()
     workdir = (args.workdir or root / ".work" / args.profile).resolve()
+    from pixelzoo.config import load_checked
+    from pixelzoo.errors import UserError
+
+    try:  # every mistake in the profile's params, at once, before any copy or stage
+        load_checked(root / PROFILES[args.profile])
+    except UserError as err:
+        print(f"[pixelzoo] profile {args.profile!r} not run: {err}", file=sys.stderr)
+        return 1
     prepare_workdir(PROFILES[args.profile], workdir, root)
     print(f"[pixelzoo] profile {args.profile!r} in {workdir}", flush=True)
     try:

@@ -1,13 +1,22 @@
-"""The naive reference sampler: one full forward pass per sub-pixel (PixelRNN §2, eq. 1–2).
+"""Autoregressive sampling: the naive reference (one full forward pass per sub-pixel, PixelRNN §2,
+eq. 1–2) and the cached sampler, which asks the model's ``sampling_session`` for each sub-pixel.
 
-Sub-pixels are drawn in the order :func:`pixelzoo.models.registry.generation_order` gives for the
-model (raster, then R,G,B within a pixel, unless the model says otherwise, e.g. multi-scale). Every
+Both run the same loop: sub-pixels are drawn in the order
+:func:`pixelzoo.models.registry.generation_order` gives for the model (raster, then R,G,B within a
+pixel, unless the model says otherwise, e.g. multi-scale), known sub-pixels are skipped, and every
 draw comes from one seeded CPU ``torch.Generator``, so the same seed gives the same images on any
-device; faster (cached) samplers must reproduce these samples for the same generator.
+device. Only where the logits come from differs, so the cached sampler draws the naive sampler's
+samples for the same generator (tests/test_cached_sampling.py).
+
+The session protocol: ``model.sampling_session(x, y) -> session`` with ``session.logits(c, i, j)``
+returning the n×K logits of sub-pixel (c, i, j) given the current ``x``, which the sampler fills in
+place. Calls come in strictly increasing generation order but may skip sub-pixels (known pixels);
+at a call every earlier sub-pixel holds its final value, later ones arbitrary values.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -15,6 +24,24 @@ from torch import nn
 from torchvision.utils import save_image
 
 from pixelzoo.models import generation_order
+
+METHODS = ("cached", "naive")
+LogitsFn = Callable[[int, int, int], torch.Tensor]
+
+
+def logits_source(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, method: str) -> LogitsFn:
+    """``(c, i, j) -> n×K logits`` of one sub-pixel for ``method``; the model is in eval mode."""
+    if method == "naive":
+        return lambda c, i, j: model(x, y)[:, :, c, i, j]
+    if method == "cached":
+        session = getattr(model, "sampling_session", None)
+        if session is None:
+            raise ValueError(
+                f"{type(model).__name__} has no sampling_session, so it cannot be sampled with "
+                "method='cached'; use method='naive' (sample.method in params.yaml)"
+            )
+        return session(x, y).logits
+    raise ValueError(f"sampling method must be one of {METHODS}, got {method!r}")
 
 
 @torch.no_grad()
@@ -30,12 +57,14 @@ def sample(
     generator: torch.Generator | None = None,
     x_init: torch.Tensor | None = None,
     known: torch.Tensor | None = None,
+    method: str = "cached",
 ) -> torch.Tensor:
     """Draw ``n`` images (LongTensor n×C×H×W of levels) from ``model``.
 
     ``y``: class indices (n,) or soft labels (n, N) for conditional models. ``x_init`` and ``known``
     (bool C×H×W) give sub-pixels that are fixed rather than sampled (image completion); the model
-    still sees them as context for every later draw.
+    still sees them as context for every later draw. ``method``: "cached" (the model's
+    ``sampling_session``) or "naive" (one full forward per sub-pixel, the reference).
     """
     device = next(model.parameters()).device
     was_training = model.training
@@ -54,15 +83,18 @@ def sample(
         raise ValueError("`known` must be a bool C×H×W mask and needs `x_init` holding the known values")
     y = None if y is None else y.to(device)
     known_flat = known.reshape(-1).cpu()
-    for flat in generation_order(model, channels, height, width).tolist():
-        if known_flat[flat]:
-            continue
-        c, rem = divmod(flat, height * width)
-        i, j = divmod(rem, width)
-        logits = model(x, y)[:, :, c, i, j]  # n × K: the distribution of this sub-pixel given the past
-        probs = torch.softmax(logits.float(), dim=1).cpu()
-        x[:, c, i, j] = torch.multinomial(probs, 1, generator=generator)[:, 0].to(device)
-    model.train(was_training)
+    try:
+        logits_of = logits_source(model, x, y, method)
+        for flat in generation_order(model, channels, height, width).tolist():
+            if known_flat[flat]:
+                continue
+            c, rem = divmod(flat, height * width)
+            i, j = divmod(rem, width)
+            logits = logits_of(c, i, j)  # n × K: the distribution of this sub-pixel given the past
+            probs = torch.softmax(logits.float(), dim=1).cpu()
+            x[:, c, i, j] = torch.multinomial(probs, 1, generator=generator)[:, 0].to(device)
+    finally:
+        model.train(was_training)
     return x
 
 

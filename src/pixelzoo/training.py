@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from pixelzoo.config import OPTIMIZERS, ParamsError, config_digest
 from pixelzoo.data.datasets import load_meta, load_split_measured
-from pixelzoo.errors import CorruptFile, TrainingDiverged, kill_point
+from pixelzoo.errors import CorruptFile, MissingInput, TrainingDiverged, kill_point
 from pixelzoo.evaluation import evaluate_nll
 from pixelzoo.integrity import RESUME_CODE, bytes_sha256, code_digest
 from pixelzoo.likelihood import bits_per_dim, nll_per_image
@@ -264,8 +264,6 @@ def load_trained(
     path = Path(path)
     rebuild = f"dvc repro -f train@{path.parent.parent.name}"
     if not path.is_file():
-        from pixelzoo.errors import MissingInput
-
         raise MissingInput(f"{path} not found: train the model first with `{rebuild.replace(' -f', '')}`")
     data = path.read_bytes()
     measured = bytes_sha256(data)
@@ -490,7 +488,6 @@ def train(
             },
             out_dir / "model.pt",
         )
-        kill_point("train")  # crash tests: model.pt written, history.json and the run pointer not yet
         _write_text_atomic(out_dir / "history.json", json.dumps(history, indent=2) + "\n")
     return history
 
@@ -498,12 +495,12 @@ def train(
 def _diverged_message(
     cfg: Mapping[str, Any], loss: torch.Tensor, epoch: int, state: Mapping[str, Any], resume: Path
 ) -> str:
-    kept = (f"the last good checkpoint {resume} (step {_resume_step(resume)}) is kept and a rerun resumes "
-            "from it" if resume.exists() else "no checkpoint had been written yet")
+    kept = (f"the last good checkpoint {resume} (step {_resume_step(resume)}) is kept" if resume.exists()
+            else "no checkpoint had been written yet")
     step = state["global_step"] + 1
     return (f"training loss of {cfg['name']} is {loss.item()} at epoch {epoch}, step {step}"
             f" (batch {state['step_in_epoch'] + 1} of the epoch); {kept}. Lower optimizer.lr or set grad_clip"
-            f" for experiments.{cfg['name']} (a rerun with the same params diverges the same way)")
+            f" for experiments.{cfg['name']} and rerun (the same params diverge again at the same step)")
 
 
 def _resume_step(path: Path) -> int | str:

@@ -166,7 +166,12 @@ def read_amat(path: str | Path, side: int = 28) -> np.ndarray:
         bad = chars[~(is_digit | is_space)][0]
         raise FormatError(f"{path}: unexpected character {chr(bad)!r}; .amat values must be 0 or 1")
     # Values are single characters, so every digit character is one pixel (fast on 50,000 lines).
+    is_newline = chars == ord("\n")
+    line_of = np.cumsum(is_newline) - is_newline  # 0-based line number of every character
+    per_line = np.bincount(line_of[is_digit], minlength=int(line_of[-1]) + 1 if chars.size else 0)
+    bad = np.flatnonzero((per_line != 0) & (per_line != side * side))  # blank lines are skipped
+    if bad.size:
+        raise FormatError(f"{path}: line {bad[0] + 1} has {per_line[bad[0]]} values, expected {side * side} "
+                          f"({bad.size} such line(s)); the file is damaged: download it again")
     values = chars[is_digit] - ord("0")
-    if values.size != n * side * side:
-        raise FormatError(f"{path}: {values.size} values on {n} lines, expected {side * side} per line")
     return values.reshape(n, side, side).astype(np.uint8)

@@ -11,10 +11,11 @@ therefore shifted down one row before being added, after which it depends on row
 its channel groups are irrelevant to causality).
 
 One deviation from the paper's text, needed for the full context it claims: with the 7×7 mask-A
-input layer feeding both directions, the last pixel of row i-1 is, in every layer and at any depth,
-invisible to pixels (i, j) with j < W-4. Row i-1's features never contain it (it is the last in its
-row), row i's features contain it only within the input kernel's reach of column W-1, and the only
-leftward path, the right-to-left direction, is moved down a row. So the first layer's right-to-left
+input layer feeding both directions, the last sub-pixel of row i-1 (pixel (i-1, W-1) for gray images;
+with RGB only its B value: the B feature group of that pixel sees its R and G) is, in every layer and
+at any depth, invisible to pixels (i, j) with j < W-4. Row i-1's features never contain it (it is the
+last in its row), row i's features contain it only within the input kernel's reach of column W-1, and
+the only leftward path, the right-to-left direction, is moved down a row. So the first layer's right-to-left
 direction also reads the image itself through an unmasked 1×1 input-to-state conv: legitimate
 because that direction's output is shifted below the row it reads. The test suite checks that every
 earlier pixel is in the context of every pixel.

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pixelzoo.models.conv_sessions import GatedPixelCNNSession
 from pixelzoo.models.registry import register
 from pixelzoo.nn import (
     ClassBias,
@@ -91,7 +92,9 @@ class GatedPixelCNN(nn.Module):
         self.head = OutputHead(hidden, head_hidden, channels, levels)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        v = h = scale_input(x, self.levels)
+        if self.layers[0].v_cond is not None and y is None:  # conditional: never silently unconditional
+            raise ValueError("this model is class-conditional (n_classes set): pass y")
+        v = h = scale_input(x, self.levels).to(self.head.net[1].weight.dtype)
         out = None
         for i, layer in enumerate(self.layers):
             v, h_gated, h_res = layer(v, h, y)
@@ -101,6 +104,10 @@ class GatedPixelCNN(nn.Module):
                 s = self.skips[i](h_gated)
                 out = s if out is None else out + s
         return self.head(out if self.skip else h)
+
+    def sampling_session(self, x: torch.Tensor, y: torch.Tensor | None = None) -> GatedPixelCNNSession:
+        """Cached sampler: vertical stack once per row, horizontal stack at the current pixel."""
+        return GatedPixelCNNSession(self, x, y)
 
 
 @register("gated_pixelcnn", tiny={"layers": 4, "hidden": 12, "kernel_size": 5, "head_hidden": 12})

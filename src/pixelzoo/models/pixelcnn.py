@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pixelzoo.models.conv_sessions import PixelCNNSession
 from pixelzoo.models.registry import register
 from pixelzoo.nn import ClassBias, MaskedConv2d, OutputHead, input_conv, scale_input
 
@@ -62,7 +63,9 @@ class PixelCNN(nn.Module):
         self.head = OutputHead(2 * hidden, head_hidden, channels, levels)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.inp(scale_input(x, self.levels))
+        if self.cond is not None and y is None:  # a conditional model never silently runs unconditionally
+            raise ValueError("this model is class-conditional (n_classes set): pass y")
+        h = self.inp(scale_input(x, self.levels).to(self.inp.weight.dtype))
         out = self.skips[0](h) if self.skip else None
         for i, block in enumerate(self.blocks):
             r = block(h)
@@ -72,6 +75,10 @@ class PixelCNN(nn.Module):
             if self.skip:
                 out = out + self.skips[i + 1](h)
         return self.head(out if self.skip else h)
+
+    def sampling_session(self, x: torch.Tensor, y: torch.Tensor | None = None) -> PixelCNNSession:
+        """Cached sampler: every layer at the current pixel only (pixelzoo.models.conv_sessions)."""
+        return PixelCNNSession(self, x, y)
 
 
 @register("pixelcnn", tiny={"layers": 2, "hidden": 6, "head_hidden": 12})

@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pixelzoo.models.conv_sessions import Seed004Session
 from pixelzoo.models.registry import register
 from pixelzoo.nn import (
     ClassBias,
@@ -83,7 +84,7 @@ class Seed004PixelCNN(nn.Module):
         dropout: float,
     ) -> None:
         super().__init__()
-        self.channels, self.levels = channels, levels
+        self.channels, self.levels, self.conditional = channels, levels, n_classes is not None
         self.inp = input_conv(channels, features)
         self.border = nn.Conv2d(1, features, 7, padding=3, bias=False)
         self.inp_post = nn.Sequential(_norm(norm, features), nn.ReLU())
@@ -95,7 +96,9 @@ class Seed004PixelCNN(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        xs = scale_input(x, self.levels)
+        if self.conditional and y is None:  # a conditional model never silently runs unconditionally
+            raise ValueError("this model is class-conditional (n_classes set): pass y")
+        xs = scale_input(x, self.levels).to(self.inp.weight.dtype)
         ones = xs.new_ones(xs.shape[0], 1, *xs.shape[2:])
         h = self.inp_post(self.inp(xs) + self.border(ones))
         features = [h]
@@ -105,6 +108,10 @@ class Seed004PixelCNN(nn.Module):
         for block in self.down:
             h = block(h, y, features.pop())
         return to_logits(self.out(h), self.channels, self.levels)
+
+    def sampling_session(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Seed004Session:
+        """Cached sampler: every block at the current pixel only (pixelzoo.models.conv_sessions)."""
+        return Seed004Session(self, x, y)
 
 
 @register("seed004_pixelcnn", tiny={"layers": 2, "features": 6, "dropout": 0.0})

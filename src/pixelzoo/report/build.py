@@ -40,6 +40,12 @@ def _fmt(value: float, unit: str) -> str:
     return f"{value:.2f}" if unit == "nats" else f"{value:.3f}"
 
 
+def _figure_note(png: Path) -> str:
+    """A caveat the sample stage wrote beside a figure (``<name>.txt``), e.g. approximate completions."""
+    note = png.with_suffix(".txt")
+    return f" ({note.read_text().strip()})" if note.exists() else ""
+
+
 def _fmt_wall(seconds: float | None) -> str:
     if seconds is None:
         return DASH
@@ -284,7 +290,8 @@ def build_report(root: Path, params: dict[str, Any], out_dir: Path) -> Written:
     sample_blocks: list[Any] = []
     for e in exps:
         row = [
-            figures.copy_figure(e.samples[name], fig_dir / e.key / f"{name}.png", out_dir, f"{e.key}: {cap}")
+            figures.copy_figure(e.samples[name], fig_dir / e.key / f"{name}.png", out_dir,
+                                f"{e.key}: {cap}{_figure_note(e.samples[name])}")
             for name, cap in SAMPLE_FIGURES if name in e.samples
         ]
         if row:
