@@ -210,7 +210,8 @@ def test_nan_loss_stops_naming_step_keeps_last_good_checkpoint_and_fails_the_run
     meta = json.loads((data / "meta.json").read_text())
     out, scratch = tmp_path / "out", tmp_path / "scratch"
     with pytest.raises(TrainingDiverged) as err:
-        with tracking.stage_run("toy", "train", cfg, meta, data, {"train": meta["sha256"]["train"]}, out, "faults"):
+        read = {"train": meta["sha256"]["train"]}
+        with tracking.stage_run("toy", "train", cfg, meta, data, read, out, "faults"):
             training.train(cfg, data, out, scratch)
     message = str(err.value)
     assert "at epoch 0, step 2 " in message and ("is nan" in message or "is inf" in message), message
