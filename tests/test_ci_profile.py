@@ -31,6 +31,17 @@ def test_profile_covers_every_registered_model_and_rgb() -> None:
     assert rgb, "at least one 3-channel, 256-level experiment must go through the CIFAR-10 loader"
 
 
+def test_profile_has_real_28x28_data_installed() -> None:
+    """The real-data experiments read Debian's Fashion-MNIST: absent, this fails with the install command."""
+    from pixelzoo.data.sources import missing_mirrors
+
+    real = [e for e in PROFILE["experiments"].values()
+            if PROFILE["sources"][PROFILE["datasets"][e["dataset"]]["source"]]["kind"] == "fashion_mnist"]
+    assert real, "the CI profile must train on real 28×28 images (a fashion_mnist source)"
+    missing = missing_mirrors(PROFILE["sources"])
+    assert not missing, "\n".join(missing)
+
+
 def test_nll_matches_committed_baseline(ci_run) -> None:
     ok, table = regression.check(ci_run.root, ROOT)
     print(table)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import gzip
 import hashlib
 import json
+import os
 import time
 import urllib.error
 from pathlib import Path
@@ -182,3 +185,133 @@ def test_download_stage_script_offline(tmp_path: Path, monkeypatch: pytest.Monke
     err = capsys.readouterr().err
     assert code == 1 and sources.CIFAR10_URL in err and "Traceback" not in err
     assert str((tmp_path / "raw" / "cifar10" / sources.CIFAR10_FILE).resolve()) in err
+
+
+# --- Fashion-MNIST: gzipped IDX files, verified by their decompressed content -----------------------------
+
+def _fashion_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, dict[str, np.ndarray]]:
+    """A mirror folder of small real-format files (gzipped IDX); the kind's content sha256s point at them."""
+    rng = np.random.default_rng(5)
+    arrays = {"train-images-idx3-ubyte.gz": rng.integers(0, 256, (9, 28, 28), dtype=np.uint8),
+              "train-labels-idx1-ubyte.gz": rng.integers(0, 10, 9).astype(np.uint8),
+              "t10k-images-idx3-ubyte.gz": rng.integers(0, 256, (4, 28, 28), dtype=np.uint8),
+              "t10k-labels-idx1-ubyte.gz": rng.integers(0, 10, 4).astype(np.uint8)}
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for name, a in arrays.items():
+        formats.write_idx_gz(mirror / name, a)
+    # The real names and URLs; only the expected content hashes are those of these small files.
+    files = tuple(dataclasses.replace(rf, sha256=sources.sha256_gunzip(mirror / Path(rf.path).name))
+                  for rf in sources.REMOTE_FILES["fashion_mnist"])
+    monkeypatch.setitem(sources.REMOTE_FILES, "fashion_mnist", files)
+    return mirror, arrays
+
+
+def test_fashion_mnist_from_mirror_folder_then_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mirror, arrays = _fashion_mirror(tmp_path, monkeypatch)
+    spec = {"kind": "fashion_mnist", "mirror": str(mirror)}
+    raw = tmp_path / "raw" / "fashion"
+    manifest = sources.download_source("fashion", spec, raw)
+    assert json.loads((raw / sources.MANIFEST).read_text()) == manifest
+    for rf in sources.REMOTE_FILES["fashion_mnist"]:  # both hashes recorded: the file's and its content's
+        assert manifest["files"][rf.path] == sources.sha256_file(mirror / Path(rf.path).name)
+        assert manifest["contents_sha256"][rf.path] == rf.sha256
+    src = sources.load_source("fashion", spec, raw)
+    np.testing.assert_array_equal(src.splits["train"][0][:, 0], arrays["train-images-idx3-ubyte.gz"])
+    np.testing.assert_array_equal(src.splits["test"][1], arrays["t10k-labels-idx1-ubyte.gz"])
+    assert src.splits["test"][1].dtype == np.int64 and src.levels == 256 and src.n_classes == 10
+
+
+def test_fashion_mnist_recompressed_mirror_is_accepted(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Debian re-compressed the files: other .gz bytes, same data. Only the content decides."""
+    mirror, _ = _fashion_mirror(tmp_path, monkeypatch)
+    first = sources.download_source("f", {"kind": "fashion_mnist", "mirror": str(mirror)}, tmp_path / "a")
+    for path in mirror.iterdir():
+        path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes()), compresslevel=1, mtime=12345))
+    second = sources.download_source("f", {"kind": "fashion_mnist", "mirror": str(mirror)}, tmp_path / "b")
+    assert all(first["files"][f] != second["files"][f] for f in first["files"])
+    assert first["contents_sha256"] == second["contents_sha256"]
+
+
+def test_fashion_mnist_wrong_or_missing_mirror_file_is_rejected(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    mirror, arrays = _fashion_mirror(tmp_path, monkeypatch)
+    spec = {"kind": "fashion_mnist", "mirror": str(mirror)}
+    bad = arrays["t10k-images-idx3-ubyte.gz"].copy()
+    bad[0, 0, 0] ^= 1  # one pixel: a valid IDX file with the wrong data
+    formats.write_idx_gz(mirror / "t10k-images-idx3-ubyte.gz", bad)
+    (mirror / "train-labels-idx1-ubyte.gz").unlink()
+    raw = tmp_path / "raw" / "f"
+    with pytest.raises(sources.DataError) as err:
+        sources.download_source("f", spec, raw)
+    msg = str(err.value)
+    rf = {Path(r.path).name: r for r in sources.REMOTE_FILES["fashion_mnist"]}
+    bad_file = mirror / "t10k-images-idx3-ubyte.gz"
+    actual = hashlib.sha256(gzip.decompress(bad_file.read_bytes())).hexdigest()
+    expected = rf["t10k-images-idx3-ubyte.gz"].sha256
+    assert f"{bad_file}: downloaded file has sha256 of the decompressed content {actual}, " \
+           f"expected {expected}" in msg
+    assert f"{mirror / 'train-labels-idx1-ubyte.gz'}: no such file" in msg
+    assert "2 file(s) could not be obtained" in msg and sources.FASHION_INSTALL in msg
+    assert str((raw / rf["train-labels-idx1-ubyte.gz"].path).resolve()) in msg
+    assert not (raw / sources.MANIFEST).exists() and not (raw / rf["t10k-images-idx3-ubyte.gz"].path).exists()
+    kept = raw.with_name("f.corrupt") / (rf["t10k-images-idx3-ubyte.gz"].path + ".part")
+    assert kept.exists() and f"moved aside to {kept}" in msg
+    # A file in place that is not gzip at all is reported as such, not as a crash.
+    (mirror / "train-labels-idx1-ubyte.gz").write_bytes(b"not gzip")
+    with pytest.raises(sources.DataError, match="not a readable gzip file"):
+        sources.download_source("f", spec, raw)
+
+
+def test_fashion_mnist_download_through_torchvision_urls(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    mirror, _ = _fashion_mirror(tmp_path, monkeypatch)
+    served = []
+
+    def serve(url: str, dest: Path) -> None:
+        served.append(url)
+        dest.write_bytes((mirror / url.rsplit("/", 1)[1]).read_bytes())
+
+    raw = tmp_path / "raw"
+    sources.download_source("f", {"kind": "fashion_mnist"}, raw, get=serve)
+    names = [Path(rf.path).name for rf in sources.REMOTE_FILES["fashion_mnist"]]
+    assert served == [sources.FASHION_MIRRORS[0] + n for n in names]
+    assert all((raw / sources.FASHION_DIR / n).is_file() for n in os.listdir(mirror))  # torchvision's layout
+
+
+def test_fashion_mnist_names_and_mirror_match_torchvision() -> None:
+    from torchvision.datasets import FashionMNIST
+
+    assert sources.FASHION_MIRRORS == tuple(FashionMNIST.mirrors)
+    names = [Path(rf.path).name for rf in sources.REMOTE_FILES["fashion_mnist"]]
+    assert names == [n for n, _ in FashionMNIST.resources]
+    assert f"{sources.FASHION_DIR}/" == f"{FashionMNIST.__name__}/raw/"
+
+
+def test_debian_fashion_mnist_has_the_recorded_content() -> None:
+    """The real data (Debian's copy) passes the recorded content hashes: the hashes are the data's."""
+    folder = Path(sources.FASHION_DEBIAN_DIR)
+    assert folder.is_dir(), f"{folder} is missing: install the real data with `{sources.FASHION_INSTALL}`"
+    for rf in sources.REMOTE_FILES["fashion_mnist"]:
+        assert sources.sha256_gunzip(folder / Path(rf.path).name) == rf.sha256, rf.path
+
+
+@pytest.mark.parametrize(
+    ("mirror", "match"),
+    [("relative/dir", "must be an absolute path"), (3, "mirror must be str")],
+)
+def test_fashion_mnist_mirror_param_is_checked(tmp_path: Path, mirror: object, match: str) -> None:
+    with pytest.raises(ParamsError, match=match):
+        sources.download_source("f", {"kind": "fashion_mnist", "mirror": mirror}, tmp_path / "f")
+    with pytest.raises(ParamsError, match=r"mirror \(optional\)"):
+        sources.download_source("f", {"kind": "fashion_mnist", "folder": "/x"}, tmp_path / "f")
+    assert not (tmp_path / "f").exists()
+
+
+def test_missing_mirror_folder_is_named_with_the_install_command(tmp_path: Path) -> None:
+    specs = {"f": {"kind": "fashion_mnist", "mirror": str(tmp_path / "absent")},
+             "here": {"kind": "fashion_mnist", "mirror": str(tmp_path)}, "d": {"kind": "sklearn_digits"}}
+    assert sources.missing_mirrors(specs) == [
+        f"source 'f': mirror folder {tmp_path / 'absent'} does not exist; "
+        f"install it with `{sources.FASHION_INSTALL}`"]

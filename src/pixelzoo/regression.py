@@ -94,7 +94,8 @@ HELP = {
     "BETTER?": "the test NLL improved beyond the tolerance: check for a causality leak (tests/test_audit.py) "
     "or, if the improvement is intended, record it with `python -m pixelzoo.regression update --reason ...`.",
     "MISSING": "the profile ran but produced no metrics for this experiment.",
-    "NEW": "no baseline yet for this experiment: record one with `python -m pixelzoo.regression update`.",
+    "NEW": "missing from ci/baseline.json (no baseline yet): after checking the numbers, record one with "
+    "`python -m pixelzoo.regression update --reason ...`.",
 }
 
 
@@ -102,8 +103,9 @@ def check(workdir: Path, root: Path) -> tuple[bool, str]:
     rows = compare(workdir, root)
     bad = sorted({r.status for r in rows} - {"ok"})
     text = format_table(rows)
-    if bad:
-        text += "\n\n" + "\n".join(f"{s}: {HELP[s]}" for s in bad)
+    if bad:  # name the experiments: a new experiment without a baseline must be easy to spot
+        text += "\n\n" + "\n".join(
+            f"{s} ({', '.join(r.experiment for r in rows if r.status == s)}): {HELP[s]}" for s in bad)
     return not bad, text
 
 

@@ -7,17 +7,23 @@ A source entry in ``params.yaml`` names a ``kind``:
 - ``torchvision_mnist`` / ``torchvision_cifar10``: the files torchvision downloads, from its mirrors, in its
   folder layout (``MNIST/raw/*.gz``; ``cifar-10-python.tar.gz``), so an existing torchvision copy can be
   dropped in. Verified by sha256 (values cross-checked in several public projects and Keras' loader).
+- ``fashion_mnist``: Fashion-MNIST (Xiao et al. 2017; 28×28 grey, 10 classes, MNIST's IDX format) from
+  torchvision's mirror in its layout (``FashionMNIST/raw/*.gz``), or copied from a local folder given as
+  ``mirror:`` (Debian's ``dataset-fashion-mnist`` installs one). Verified by the sha256 of the
+  *decompressed* IDX bytes: a re-compressed copy (Debian's) has other ``.gz`` bytes but the same data.
 - ``sklearn_digits``: scikit-learn's bundled ``load_digits()`` (1,797 real 8×8 digits, 17 gray levels),
   exported offline to ``digits.npz``.
 - ``cifar10_fixture``: a small, deterministic RGB set *in the CIFAR-10 archive format* made from the digits
   (colourised, bilinearly upscaled), so offline profiles and tests exercise the real CIFAR-10 reader.
 
 Every file is written to a temporary name and renamed into place; ``SOURCE.json`` (file -> sha256) is
-written last and marks the source complete. A file that fails its checksum is moved aside, never deleted.
+written last and marks the source complete (it also holds the content sha256 of
+files verified by content). A file that fails its checksum is moved aside, never deleted.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -25,8 +31,9 @@ import shutil
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,7 +41,7 @@ import numpy as np
 from pydantic import Field
 
 from pixelzoo.data import formats
-from pixelzoo.errors import UserError, kill_point
+from pixelzoo.errors import ParamsError, UserError, kill_point
 
 MANIFEST = "SOURCE.json"
 TIMEOUT_S = 10.0  # per socket operation: an unreachable host fails in seconds, not minutes
@@ -47,8 +54,17 @@ class DataError(UserError, RuntimeError):
 @dataclass(frozen=True)
 class RemoteFile:
     path: str  # relative to data/raw/<source>/
-    urls: tuple[str, ...]
+    urls: tuple[str, ...]  # http(s) URLs, or paths of files in a local mirror folder
     sha256: str
+    gunzip: bool = False  # sha256 is of the decompressed content (any compression of the data is fine)
+
+    def digest(self, path: Path) -> str:
+        """The hash this file is verified by: of its bytes, or of its decompressed content."""
+        return sha256_gunzip(path) if self.gunzip else sha256_file(path)
+
+    @property
+    def what(self) -> str:
+        return "sha256 of the decompressed content" if self.gunzip else "sha256"
 
 
 _AMAT_URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/binarized_mnist_{}.amat"
@@ -65,6 +81,18 @@ _MNIST_SHA = {
     "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
     "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
 }
+# Fashion-MNIST: torchvision.datasets.FashionMNIST's mirror and names (a test keeps them in sync). sha256 of
+# the decompressed files, computed from Debian's copy, whose md5s match REFERENCE.md (and torchvision's .gz).
+FASHION_MIRRORS = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",)
+FASHION_DIR = "FashionMNIST/raw"
+_FASHION_CONTENT_SHA = {
+    "train-images-idx3-ubyte.gz": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte.gz": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "t10k-images-idx3-ubyte.gz": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte.gz": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
+FASHION_INSTALL = "sudo apt-get install dataset-fashion-mnist"  # Debian's copy, for `mirror:`
+FASHION_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 _CIFAR10_SHA = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
 CIFAR10_FILE = "cifar-10-python.tar.gz"
@@ -81,7 +109,19 @@ REMOTE_FILES: dict[str, tuple[RemoteFile, ...]] = {
         for name, sha in _MNIST_SHA.items()
     ),
     "torchvision_cifar10": (RemoteFile(CIFAR10_FILE, (CIFAR10_URL,), _CIFAR10_SHA),),
+    "fashion_mnist": tuple(
+        RemoteFile(f"{FASHION_DIR}/{name}", tuple(m + name for m in FASHION_MIRRORS), sha, gunzip=True)
+        for name, sha in _FASHION_CONTENT_SHA.items()
+    ),
 }
+
+
+def remote_files(spec: dict[str, Any]) -> tuple[RemoteFile, ...]:
+    """The files of a downloaded kind; with ``mirror:`` their one 'URL' is the file in that folder."""
+    files = REMOTE_FILES[spec["kind"]]
+    if "mirror" not in spec:
+        return files
+    return tuple(replace(rf, urls=(str(Path(spec["mirror"]) / Path(rf.path).name),)) for rf in files)
 
 
 @dataclass(frozen=True)
@@ -105,6 +145,7 @@ KINDS: dict[str, Kind] = {
     "amat": Kind(2, 1, None, ("train", "valid", "test")),
     "torchvision_mnist": Kind(256, 1, 10, ("train", "test")),
     "torchvision_cifar10": Kind(256, 3, 10, ("train", "test")),
+    "fashion_mnist": Kind(256, 1, 10, ("train", "test"), optional={"mirror": str}),
     "sklearn_digits": Kind(17, 1, 10, ("train",)),
     # five training batches, so n_train >= 5; size 8..64 (real CIFAR-10 is 32)
     "cifar10_fixture": Kind(256, 3, 10, ("train", "test"), {
@@ -118,7 +159,24 @@ def source_kind(name: str, spec: dict[str, Any]) -> Kind:
     from pixelzoo.config import check_source
 
     check_source(name, spec)
+    if "mirror" in spec and not Path(spec["mirror"]).is_absolute():
+        raise ParamsError(f"source {name!r}: mirror must be an absolute path (stages also run in copies of "
+                          f"the project), got {spec['mirror']!r}; e.g. {FASHION_DEBIAN_DIR}")
     return KINDS[spec["kind"]]
+
+
+def missing_mirrors(source_specs: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per source whose local ``mirror:`` folder is absent, naming the command that installs it.
+
+    Profiles and tests call this before any work, so missing real data fails at once and says what to do.
+    """
+    lines = []
+    for name, spec in source_specs.items():
+        mirror = spec.get("mirror") if isinstance(spec, dict) else None
+        if mirror and not Path(mirror).is_dir():
+            how = f"`{FASHION_INSTALL}`" if spec.get("kind") == "fashion_mnist" else "place the files there"
+            lines.append(f"source {name!r}: mirror folder {mirror} does not exist; install it with {how}")
+    return lines
 
 
 def sha256_file(path: Path) -> str:
@@ -126,6 +184,18 @@ def sha256_file(path: Path) -> str:
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_gunzip(path: Path) -> str:
+    """sha256 of a gzip file's decompressed bytes; a file that is not valid gzip gets a readable marker."""
+    h = hashlib.sha256()
+    try:
+        with gzip.open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except (OSError, EOFError, zlib.error) as err:
+        return f"(not a readable gzip file: {err})"
     return h.hexdigest()
 
 
@@ -141,6 +211,11 @@ def _quarantine(path: Path, raw_dir: Path) -> Path:
     return dest
 
 
+def _copy_local(src: str, dest: Path) -> None:
+    """The `get` of a local mirror folder: copy the file (FileNotFoundError when it is not there)."""
+    shutil.copyfile(src, dest)
+
+
 def _http_get(url: str, dest: Path, timeout: float = TIMEOUT_S) -> None:
     """Stream ``url`` to ``dest``; every socket operation times out after ``timeout`` seconds."""
     req = urllib.request.Request(url, headers={"User-Agent": "pixelzoo-data/0.1"})
@@ -149,19 +224,19 @@ def _http_get(url: str, dest: Path, timeout: float = TIMEOUT_S) -> None:
 
 
 def _fetch_remote(name: str, raw_dir: Path, files: tuple[RemoteFile, ...],
-                  get: Callable[[str, Path], None]) -> None:
+                  get: Callable[[str, Path], None], hint: str | None = None) -> None:
     problems: list[str] = []
     missing: list[RemoteFile] = []
     offline = False
     for rf in files:
         path = raw_dir / rf.path
         if path.exists():
-            actual = sha256_file(path)
+            actual = rf.digest(path)
             if actual == rf.sha256:
-                print(f"[download@{name}] {path}: present, sha256 ok (not fetched again)", flush=True)
+                print(f"[download@{name}] {path}: present, {rf.what} ok (not fetched again)", flush=True)
                 continue
             moved = _quarantine(path, raw_dir)
-            problems.append(f"{path}: sha256 mismatch, expected {rf.sha256}, actual {actual}; "
+            problems.append(f"{path}: {rf.what} mismatch, expected {rf.sha256}, actual {actual}; "
                             f"moved aside to {moved}")
         if offline:
             missing.append(rf)
@@ -176,16 +251,19 @@ def _fetch_remote(name: str, raw_dir: Path, files: tuple[RemoteFile, ...],
             except urllib.error.HTTPError as err:  # the server answered: try the next mirror
                 problems.append(f"{url}: HTTP {err.code} {err.reason}")
                 continue
+            except FileNotFoundError:  # a local mirror folder without this file
+                problems.append(f"{url}: no such file")
+                continue
             except OSError as err:  # URLError (DNS, refused), socket timeout: try the next mirror
                 problems.append(f"{url}: cannot connect ({getattr(err, 'reason', err)})")
                 connect_failures += 1
                 continue
-            actual = sha256_file(part)
+            actual = rf.digest(part)
             if actual == rf.sha256:
                 os.replace(part, path)
                 break
             moved = _quarantine(part, raw_dir)
-            problems.append(f"{url}: downloaded file has sha256 {actual}, expected {rf.sha256}; "
+            problems.append(f"{url}: downloaded file has {rf.what} {actual}, expected {rf.sha256}; "
                             f"moved aside to {moved}")
         part.unlink(missing_ok=True)
         # No mirror reachable: do not spend a timeout per remaining file, just list them for the user.
@@ -195,8 +273,11 @@ def _fetch_remote(name: str, raw_dir: Path, files: tuple[RemoteFile, ...],
     if missing:
         lines = [f"source {name!r}: {len(missing)} file(s) could not be obtained.", *problems,
                  "To place the files by hand, download each from the URL shown and put it at the exact path:"]
-        lines += [f"  {rf.urls[0]}\n    -> {(raw_dir / rf.path).resolve()}  (sha256 {rf.sha256})" for rf in missing]
+        lines += [f"  {rf.urls[0]}\n    -> {(raw_dir / rf.path).resolve()}  ({rf.what} {rf.sha256})"
+                  for rf in missing]
         lines.append(f"then rerun `dvc repro download@{name}` (files already present are checked, not refetched).")
+        if hint:
+            lines.append(hint)
         raise DataError("\n".join(lines))
 
 
@@ -289,14 +370,24 @@ def download_source(name: str, spec: dict[str, Any], raw_dir: str | Path,
     raw_dir = Path(raw_dir)
     raw_dir.mkdir(parents=True, exist_ok=True)
     (raw_dir / MANIFEST).unlink(missing_ok=True)  # the manifest marks completeness: gone until done
+    contents = {}
     if kind in REMOTE_FILES:
-        _fetch_remote(name, raw_dir, REMOTE_FILES[kind], get or _http_get)
-        rel = [rf.path for rf in REMOTE_FILES[kind]]
+        files = remote_files(spec)
+        hint = None
+        if "mirror" in spec:
+            get = get or _copy_local
+            hint = (f"The mirror folder {spec['mirror']} should hold the files named above"
+                    + (f"; Debian's copy: `{FASHION_INSTALL}`." if kind == "fashion_mnist" else "."))
+        _fetch_remote(name, raw_dir, files, get or _http_get, hint)
+        rel = [rf.path for rf in files]
+        contents = {rf.path: rf.sha256 for rf in files if rf.gunzip}  # verified just now
     else:
         rel = _generate(kind, spec, raw_dir)
     kill_point("download")  # crash tests: the files are there, the manifest that marks completeness not yet
     manifest = {"source": name, "kind": kind, "params": spec,
                 "files": {r: sha256_file(raw_dir / r) for r in rel}}
+    if contents:
+        manifest["contents_sha256"] = contents
     _atomic_write(raw_dir / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=2) + "\n"))
     print(f"[download@{name}] complete: {', '.join(rel)}", flush=True)
     return manifest
@@ -310,6 +401,16 @@ class RawSource:
     levels: int
     n_classes: int | None
     files: dict[str, str]  # relative path -> sha256, verified against SOURCE.json
+
+
+def _read_idx_splits(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """MNIST's four IDX files (also Fashion-MNIST's): train and test images N×1×28×28, labels int64."""
+    splits = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        x = formats.read_idx(folder / f"{prefix}-images-idx3-ubyte.gz")[:, None]
+        y = formats.read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz").astype(np.int64)
+        splits[split] = (x, y)
+    return splits
 
 
 def load_source(name: str, spec: dict[str, Any], raw_dir: str | Path) -> RawSource:
@@ -335,12 +436,8 @@ def load_source(name: str, spec: dict[str, Any], raw_dir: str | Path) -> RawSour
         for s in ("train", "valid", "test"):
             x = formats.read_amat(raw_dir / f"binarized_mnist_{s}.amat")[:, None]
             splits[s] = (x, np.full(len(x), -1, dtype=np.int64))
-    elif kind == "torchvision_mnist":
-        splits = {}
-        for s, prefix in (("train", "train"), ("test", "t10k")):
-            x = formats.read_idx(raw_dir / f"MNIST/raw/{prefix}-images-idx3-ubyte.gz")[:, None]
-            y = formats.read_idx(raw_dir / f"MNIST/raw/{prefix}-labels-idx1-ubyte.gz").astype(np.int64)
-            splits[s] = (x, y)
+    elif kind in ("torchvision_mnist", "fashion_mnist"):
+        splits = _read_idx_splits(raw_dir / ("MNIST/raw" if kind == "torchvision_mnist" else FASHION_DIR))
     elif kind in ("torchvision_cifar10", "cifar10_fixture"):
         data = formats.read_cifar_tar(raw_dir / CIFAR10_FILE)
         splits = {"train": data["train"], "test": data["test"]}
