@@ -267,13 +267,19 @@ def load_trained(
         raise MissingInput(f"{path} not found: train the model first with `{rebuild.replace(' -f', '')}`")
     data = path.read_bytes()
     measured = bytes_sha256(data)
-    if expected_sha256 is not None and measured != expected_sha256:
+    changed = expected_sha256 is not None and measured != expected_sha256
+    try:
+        ckpt = load_checkpoint(path, rebuild, data)
+    except CorruptFile as err:
+        if changed:
+            raise CorruptFile(f"{err} (sha256 {measured}; its train run recorded {expected_sha256})") from err
+        raise
+    if changed:
         raise CorruptFile(
             f"{path}: sha256 {measured} differs from {expected_sha256} recorded by the train run that wrote "
             f"it; the file was changed after training. Restore it with `dvc checkout {path.parent}` or "
             f"retrain with `{rebuild}`"
         )
-    ckpt = load_checkpoint(path, rebuild, data)
     ckpt["sha256"] = measured
     model = build_from_config(ckpt["config"], ckpt["data"])
     try:

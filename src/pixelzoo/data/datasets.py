@@ -80,7 +80,7 @@ def load_split_measured(
     x, y, digest = read_split(directory, split)
     expected = (meta or load_meta(directory))["sha256"].get(split)
     if digest != expected:
-        raise CorruptFile(f"{directory / (split + '.npz')}: its arrays (sha256 {digest}) no longer match the "
-                          f"sha256 {expected} recorded in {directory / 'meta.json'}; rebuild both with "
-                          f"`{_rebuild(directory)}`")
+        raise CorruptFile(f"{directory / (split + '.npz')}: its arrays no longer match the sha256 recorded in "
+                          f"{directory / 'meta.json'} (arrays {digest}, recorded {expected}); rebuild both "
+                          f"with `{_rebuild(directory)}`")
     return x, y, digest
