@@ -23,8 +23,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 repro: $(STAMP)
 	$(BIN)/dvc repro
 
-# The whole test suite, including the CI-scale pipeline run and the NLL regression gate.
+# The whole test suite: unit tests, the CI-scale pipeline run + NLL regression gate, and the offline
+# rehearsal of the paper profile. Debian packages some tests need (chromium, ...) come first.
 test: $(STAMP)
+	bash ci/system-deps.sh
 	$(BIN)/python -m pytest
 
 # Offline CPU demo: the CI-scale profile through the real stages, then the report.

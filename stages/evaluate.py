@@ -13,16 +13,17 @@ from pathlib import Path
 # Import the pixelzoo of this tree (also in `dvc exp run` and profile copies), not the installed one.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from pixelzoo import tracking, training  # noqa: E402
 from pixelzoo.config import load_checked, stage_config  # noqa: E402
 from pixelzoo.errors import kill_point, run_main  # noqa: E402
-from pixelzoo.evaluation import evaluate_nll  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("experiment", help="key of params.yaml `experiments`")
     args = parser.parse_args()
+    # Heavy imports (torch, the models) only now: `--help` and argument errors answer at once.
+    from pixelzoo import tracking, training
+    from pixelzoo.evaluation import evaluate_nll
 
     params = load_checked()
     cfg = stage_config(params, args.experiment, "evaluate")

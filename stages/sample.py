@@ -11,12 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 # Import the pixelzoo of this tree (also in `dvc exp run` and profile copies), not the installed one.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from pixelzoo import sampling, tracking, training  # noqa: E402
 from pixelzoo.config import load_checked, stage_config  # noqa: E402
 from pixelzoo.errors import kill_point, run_main  # noqa: E402
 
@@ -25,6 +22,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("experiment", help="key of params.yaml `experiments`")
     args = parser.parse_args()
+    # Heavy imports (torch, the models) only now: `--help` and argument errors answer at once.
+    import torch
+
+    from pixelzoo import sampling, tracking, training
 
     params = load_checked()
     cfg = stage_config(params, args.experiment, "sample")
@@ -53,7 +54,8 @@ def main() -> None:
         args.experiment, "sample", cfg, meta, data, {"test": splits["test"].sha256}, out,
         params["tracking"]["experiment_name"], tags=read,
     ) as run:
-        n_classes = int(meta["n_classes"])
+        # Unlabelled data (the fixed binarized MNIST) has n_classes null; only conditional models need it.
+        n_classes = int(meta["n_classes"]) if conditional else 0
         figures = {}
         # Unconditional grid; a conditional model gets uniform soft labels (no class preferred).
         y_grid = torch.full((int(opts["n_grid"]), n_classes), 1.0 / n_classes) if conditional else None

@@ -16,7 +16,6 @@ from pathlib import Path
 # Import the pixelzoo of this tree (also in `dvc exp run` and profile copies), not the installed one.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from pixelzoo import tracking, training  # noqa: E402
 from pixelzoo.config import load_checked, stage_config  # noqa: E402
 from pixelzoo.errors import run_main  # noqa: E402
 from pixelzoo.integrity import PidLock, file_sha256  # noqa: E402
@@ -26,6 +25,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("experiment", help="key of params.yaml `experiments`")
     args = parser.parse_args()
+    # Heavy imports (torch, the models) only now: `--help` and argument errors answer at once.
+    from pixelzoo import tracking, training
 
     params = load_checked()
     cfg = stage_config(params, args.experiment, "train")

@@ -13,7 +13,14 @@ import pytest
 
 from pixelzoo.config import load_params
 from pixelzoo.data.sources import missing_mirrors
-from pixelzoo.profile import dvc_repro, prepare_workdir, profile_env, project_files
+from pixelzoo.profile import (
+    commit_results,
+    dvc_repro,
+    prepare_workdir,
+    profile_env,
+    profile_params,
+    project_files,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 _GIT_ENV = {"GIT_AUTHOR_NAME": "pixelzoo-tests", "GIT_AUTHOR_EMAIL": "tests@localhost",
@@ -88,4 +95,17 @@ def ci_run(tmp_path_factory: pytest.TempPathFactory) -> ProfileRun:
     env = {**profile_env(ROOT), **_GIT_ENV}
     run = ProfileRun(workdir, env)
     run.repro()
+    return run
+
+
+@pytest.fixture(scope="session")
+def rehearsal_run(tmp_path_factory: pytest.TempPathFactory) -> ProfileRun:
+    """The rehearsal (params.yaml derived small and offline, pixelzoo.rehearsal): every default experiment
+    through every stage, report included, results committed in the copy as `python -m pixelzoo.profile
+    rehearsal` does; run once per session."""
+    workdir = tmp_path_factory.mktemp("rehearsal") / "repo"
+    prepare_workdir(profile_params("rehearsal", ROOT), workdir, ROOT)
+    run = ProfileRun(workdir, {**profile_env(ROOT), **_GIT_ENV})
+    run.repro()
+    commit_results(workdir)
     return run

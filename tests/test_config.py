@@ -23,14 +23,20 @@ EXP = "pixelcnn-digits"  # a CI-profile experiment: mutations below are derived 
 COND = next(k for k, e in CI["experiments"].items() if e.get("conditional"))
 
 
-def shipped_params_files() -> list[Path]:
-    """params.yaml and every profile beside ci/params.yaml (a new profile is checked automatically)."""
-    return [ROOT / "params.yaml", *sorted((ROOT / "ci").glob("*params*.yaml"))]
+def shipped_params() -> dict[str, dict]:
+    """params.yaml and the params of every profile (a file or derived by code): each must be valid."""
+    from pixelzoo.profile import PROFILES, profile_params
+
+    out = {"params.yaml": config.load_params(ROOT / "params.yaml")}
+    for name in PROFILES:
+        p = profile_params(name, ROOT)
+        out[f"profile {name}"] = p if isinstance(p, dict) else config.load_params(ROOT / p)
+    return out
 
 
-@pytest.mark.parametrize("path", shipped_params_files(), ids=lambda p: str(p.relative_to(ROOT)))
-def test_shipped_params_files_are_valid(path: Path) -> None:
-    assert config.validate(config.load_params(path)) == []
+@pytest.mark.parametrize("name", list(shipped_params()))
+def test_shipped_params_are_valid(name: str) -> None:
+    assert [str(p) for p in config.validate(shipped_params()[name])] == []
 
 
 def _exp(p: dict, key: str = EXP) -> dict:
@@ -134,7 +140,7 @@ def test_every_problem_is_reported_at_once() -> None:
 
 def test_config_check_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert config.main(["check", str(ROOT / "ci" / "params.yaml")]) == 0
-    assert "ok (2 sources, 2 datasets" in capsys.readouterr().out
+    assert f"ok ({len(CI['sources'])} sources, {len(CI['datasets'])} datasets" in capsys.readouterr().out
     bad = tmp_path / "p.yaml"
     bad.write_text(yaml.safe_dump(_bad_params(BAD[0][1])))
     assert config.main(["check", str(bad)]) == 1

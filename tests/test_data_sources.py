@@ -299,12 +299,13 @@ def test_debian_fashion_mnist_has_the_recorded_content() -> None:
 
 @pytest.mark.parametrize(
     ("mirror", "match"),
-    [("relative/dir", "must be an absolute path"), (3, "mirror: must be a string")],
+    [("relative/dir", r"sources\.f\.mirror: must be an absolute path"),
+     (3, r"sources\.f\.mirror: must be a string, got 3")],
 )
 def test_fashion_mnist_mirror_param_is_checked(tmp_path: Path, mirror: object, match: str) -> None:
     with pytest.raises(ParamsError, match=match):
         sources.download_source("f", {"kind": "fashion_mnist", "mirror": mirror}, tmp_path / "f")
-    with pytest.raises(ParamsError, match=r"folder: unknown key \(allowed: kind, mirror\)"):
+    with pytest.raises(ParamsError, match=r"sources\.f\.folder: unknown key \(allowed: kind, mirror\)"):
         sources.download_source("f", {"kind": "fashion_mnist", "folder": "/x"}, tmp_path / "f")
     assert not (tmp_path / "f").exists()
 

@@ -11,8 +11,10 @@ import math
 
 import pytest
 import yaml
-from conftest import RepoCopy
+from conftest import ROOT, RepoCopy
 from mlflow.tracking import MlflowClient
+
+from pixelzoo.profile import source_revision
 
 pytestmark = pytest.mark.slow
 EXP = "pixelcnn-digits"
@@ -46,12 +48,13 @@ def test_dvc_repro_ci_profile_end_to_end(ci_run, tmp_path) -> None:
     runs = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags["pixelzoo.experiment"] == EXP]
     assert len(client.search_runs([exp.experiment_id])) == 3 * len(ci_run_experiments(root))
     assert sorted(r.info.run_name for r in runs) == sorted(f"{EXP}:{s}" for s in pointers)
-    head = repo_copy.run("git", "rev-parse", "HEAD").stdout.strip()
+    # Runs in a profile copy record the commit of the checkout it was copied from, not the copy's own.
+    head, dirty = source_revision(ROOT)
     for stage, pointer in pointers.items():
         run = client.get_run(pointer["run_id"])
         t = run.data.tags
         assert (t["pixelzoo.experiment"], t["pixelzoo.stage"], run.info.status) == (EXP, stage, "FINISHED")
-        assert t["git.commit"] == head and t["git.dirty"] == "false"
+        assert t["git.commit"] == head and t["git.dirty"] == str(dirty).lower()
         read = ("train", "valid") if stage == "train" else ("test",)  # measured on the arrays it read
         assert {k: v for k, v in t.items() if k.startswith("dataset.sha256.")} == {
             f"dataset.sha256.{s}": meta["sha256"][s] for s in read
@@ -75,5 +78,5 @@ def test_dvc_repro_ci_profile_end_to_end(ci_run, tmp_path) -> None:
     (root / "params.yaml").write_text(params)
     stale = repo_copy.run("python", "-m", "pixelzoo.lineage", EXP, "--check", check=False)
     assert stale.returncode == 1
-    assert "STALE  sample: params changed: sample.n_grid" in stale.stdout
-    assert "ok     train: params match" in stale.stdout
+    assert "STALE  sample: params changed since it ran (sample.n_grid)" in stale.stdout
+    assert "ok     train: params, data and code match" in stale.stdout

@@ -249,15 +249,38 @@ def test_malformed_metrics_is_a_clear_error(tmp_path: Path) -> None:
         build_report(tmp_path, params, tmp_path / "reports")
 
 
+def _stage_ready(params: dict[str, Any]) -> dict[str, Any]:
+    """The fixture params completed into a file the params schema accepts (stages validate it first)."""
+    p = copy.deepcopy(params)
+    p["sources"] = {"bm": {"kind": "amat"}, "c10": {"kind": "torchvision_cifar10"}}
+    p["datasets"] = {"binarized_mnist": {"source": "bm", "levels": 2, "seed": 0},
+                     "cifar10": {"source": "c10", "levels": 256, "seed": 0, "valid_size": 5000}}
+    p["experiments"]["seed004"]["model"] = "seed004_pixelcnn"
+    p["sample"].update(per_row=4, n_completions=4)
+    p["tracking"] = {"experiment_name": "report-test"}
+    return p
+
+
 def test_stage_script_writes_report(tmp_path: Path) -> None:
-    write_fixture_outputs(tmp_path)
-    res = subprocess.run(
-        [sys.executable, str(REPO / "stages" / "report.py"), "--params", "params.yaml"],
-        cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")},
-    )
+    params = _stage_ready(write_fixture_outputs(tmp_path))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    def stage() -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, str(REPO / "stages" / "report.py"), "--params", "params.yaml"],
+            cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        )
+
+    res = stage()  # a model name the registry does not know is a params error, before any work
+    assert res.returncode == 1
+    assert "report.receptive_field.models[1]: unknown model 'no_such_model'" in res.stderr
+    assert not (tmp_path / "reports").exists()
+    params["report"]["receptive_field"]["models"] = ["pixelcnn"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    res = stage()
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "reports" / "index.html").is_file() and (tmp_path / "reports" / "README.md").is_file()
-    assert "16 figures" in res.stdout and "no_such_model: not registered" in res.stdout
+    assert "16 figures" in res.stdout
 
 
 def test_changed_keys_compares_flattened_configs() -> None:

@@ -39,6 +39,7 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("DVC_ROOT", str(root))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    monkeypatch.delenv(tracking.ENV_SOURCE_COMMIT, raising=False)
     return root
 
 
@@ -126,3 +127,28 @@ def test_unreachable_server_fails_before_any_work(repo: Path, monkeypatch: pytes
             started = True
     assert not started
     assert uri in str(err.value) and "unset MLFLOW_TRACKING_URI" in str(err.value)
+
+
+def test_params_yaml_edits_do_not_make_a_run_dirty(repo: Path) -> None:
+    """`dvc exp run -S` rewrites params.yaml; params are recorded as resolved, so the code is still clean."""
+    (repo / "params.yaml").write_text("a: 1\n")
+    subprocess.run(["git", "add", "params.yaml"], check=True)
+    subprocess.run(["git", "commit", "-qm", "params"], check=True)
+    (repo / "params.yaml").write_text("a: 2\n")
+    assert tracking.git_state()[1] is False
+    (repo / "code.py").write_text("x = 3\n")
+    assert tracking.git_state()[1] is True
+
+
+def test_profile_copy_records_the_source_commit(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A profile copy's own commit exists nowhere else: the source's commit and dirty flag are tagged."""
+    source = "f" * 40
+    monkeypatch.setenv(tracking.ENV_SOURCE_COMMIT, source)
+    monkeypatch.setenv(tracking.ENV_SOURCE_DIRTY, "true")
+    out = repo / "outputs" / "toy" / "train"
+    with tracking.stage_run("toy", "train", CFG, META, repo / "data", [], out, "pz") as run:
+        pass
+    tags = MlflowClient(tracking.tracking_uri()).get_run(run.run_id).data.tags
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert (tags["git.commit"], tags["git.dirty"]) == (source, "true")
+    assert tags["pixelzoo.profile_copy_commit"] == head

@@ -262,6 +262,8 @@ def _explain(err: Mapping[str, Any], root: type[BaseModel] | None) -> tuple[str,
         return f"must be a mapping, {got}", ""
     if kind in ("list_type", "tuple_type"):
         return f"must be a list, {got}", ""
+    if kind == "value_error":  # a check of our own (e.g. a source's path must be absolute)
+        return f"{ctx.get('error', err['msg'])}, {got}", ""
     if kind in ("too_short", "too_long"):
         return f"{err['msg'].lower()}, {got}", ""
     return f"{err['msg']}, {got}", ""

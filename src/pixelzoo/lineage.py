@@ -2,26 +2,30 @@
 
 Prints the experiment's test NLL, the MLflow runs of its train / evaluate / sample stages (from the run
 pointers inside the stage outputs), the git commit and params each ran with, and the data digests
-down to the raw files' checksums. Anything that no longer matches the workspace (params changed, data
-rebuilt with another digest, code at another commit) is flagged STALE. The data arrays, the checkpoint and
-the code are re-hashed on disk and compared with the digests each run measured: a file changed after the
-run that wrote it is TAMPERED, anything else that differs STALE, both hashes shown. ``--check`` exits 1 if
-anything is STALE or TAMPERED.
+down to the raw files' checksums. Anything that no longer matches the workspace is flagged STALE by the
+report's rule (:mod:`pixelzoo.report.lineage`: params as resolved, data digest, code since a clean
+commit). The data arrays, the checkpoint and the code are also re-hashed on disk and compared with the
+digests each run measured: a file changed after the run that wrote it is TAMPERED, anything else that
+differs STALE, both hashes shown. ``--check`` exits 1 if anything is STALE or TAMPERED. ``--profile quick``
+reads the profile copy in ``.work/quick/``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pixelzoo import integrity, tracking
-from pixelzoo.config import load_checked, resolve_experiment, stage_config
+from pixelzoo.config import load_checked, resolve_experiment
 from pixelzoo.data.datasets import load_meta, read_split
 from pixelzoo.errors import UserError
+from pixelzoo.report import lineage as rules
+from pixelzoo.report.collect import read_pointer
 
 STAGES = ("train", "evaluate", "sample")
 
@@ -54,7 +58,6 @@ def lineage(experiment: str) -> tuple[list[str], bool]:
     commit_now, dirty_now = tracking.git_state()
     cfg_now = resolve_experiment(params, experiment)
     meta = load_meta(tracking.data_dir(cfg_now["dataset"]))
-    digest_now = tracking.dataset_digest(meta)
 
     lines.append("runs:")
     runs: dict[str, Any] = {}
@@ -86,39 +89,23 @@ def lineage(experiment: str) -> tuple[list[str], bool]:
     )
     lines.extend(f"  raw {name}: sha256 {h}" for name, h in meta.get("raw_sha256", {}).items())
 
-    lines.append(f"checks against the workspace (commit {commit_now[:12]}{', dirty' if dirty_now else ''}):")
-    for stage, run in runs.items():
-        t, logged = run.data.tags, run.data.params
-        current = tracking.flatten(stage_config(params, experiment, stage))
-        changed = sorted(k for k in set(current) | set(logged) if current.get(k) != logged.get(k))
-        flag(
-            not changed,
-            f"{stage}: params " + ("match params.yaml" if not changed else "changed: " + ", ".join(changed)),
-        )
-        flag(
-            t.get("dataset.sha256") == digest_now,
-            f"{stage}: data digest "
-            + (
-                "matches"
-                if t.get("dataset.sha256") == digest_now
-                else f"{t.get('dataset.sha256', '?')[:16]} != workspace {digest_now[:16]}"
-            ),
-        )
-        # A later commit of results (dvc.lock, metrics) is fine; a change to the code is not.
-        code = tracking.code_changes_since(t.get("git.commit", "unknown"))
-        flag(
-            code == [] and t.get("git.dirty") != "true",
-            f"{stage}: code "
-            + (
-                "unchanged since its commit"
-                if code == [] and t.get("git.dirty") != "true"
-                else "ran on a dirty tree"
-                if code == []
-                else "commit unknown here"
-                if code is None
-                else f"changed since {t['git.commit'][:12]}: " + ", ".join(code)
-            ),
-        )
+    root = Path.cwd()
+    where = rules.code_root(root)
+    lines.append(f"checks against the workspace (commit {commit_now[:12]}{', dirty' if dirty_now else ''}; "
+                 f"code compared in {where}):")
+    pointers = {st: read_pointer(tracking.stage_dir(experiment, st) / tracking.POINTER_NAME, st)
+                for st in runs}
+    verdict = rules.resolve(root, params, experiment, pointers, rules.RunStore())
+    for stage in runs:
+        reasons = [r.split(": ", 1)[1] for r in verdict.stale if r.startswith(f"{stage}: ")]
+        flag(not reasons, f"{stage}: " + ("; ".join(reasons) or "params, data and code match"))
+        t = runs[stage].data.tags
+        if t.get("git.dirty") == "true":
+            lines.append(f"  note   {stage}: ran on a dirty tree; its code cannot be compared")
+        elif tracking.code_changes_since(t.get("git.commit", "unknown"), cwd=where) is None:
+            commit = t.get("git.commit", "?")[:12]
+            lines.append(f"  note   {stage}: commit {commit} unknown in {where}; code not compared")
+    lines.extend(f"  note   {u}" for u in verdict.unchecked)
     lines.append("files re-hashed now (data arrays, checkpoint, code) against what each run measured:")
     for verdict, what in measured_checks(experiment, runs, tracking.data_dir(cfg_now["dataset"]), meta):
         stale |= verdict != "ok"
@@ -191,7 +178,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--check", action="store_true", help="exit with status 1 if anything is STALE or TAMPERED"
     )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--profile", help="read the copy .work/<profile>/ of `python -m pixelzoo.profile`")
+    where.add_argument("--workdir", type=Path, help="read a profile copy at this path")
     args = parser.parse_args(argv)
+    if args.profile or args.workdir:
+        from pixelzoo.profile import repo_root
+
+        workdir = args.workdir or repo_root() / ".work" / args.profile
+        if not (workdir / "params.yaml").is_file():
+            print(f"pixelzoo-lineage: no profile copy in {workdir}; run "
+                  f"`python -m pixelzoo.profile {args.profile or '<profile>'}` first", file=sys.stderr)
+            return 2
+        os.chdir(workdir)
     try:
         lines, stale = lineage(args.experiment)
     except UserError as err:

@@ -8,20 +8,33 @@ are also exported as ``PIXELZOO_SOURCE_COMMIT`` / ``PIXELZOO_SOURCE_DIRTY`` for 
 
     python -m pixelzoo.profile ci            # CI-scale profile + NLL regression check
     python -m pixelzoo.profile quick         # the same profile, then the report (`make quick`)
+    python -m pixelzoo.profile rehearsal     # the paper profile, derived small and offline (rehearsal.py)
     python -m pixelzoo.profile cpu           # every architecture on real 28×28 Fashion-MNIST, ~45 min
+
+After a successful run the copy commits its ``dvc.lock``, metrics and report, so ``dvc metrics diff`` and
+``dvc exp show`` inside it have a baseline; ``pixelzoo-lineage --profile <name> <exp>`` reads it from here.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-PROFILES = {"ci": "ci/params.yaml", "quick": "ci/params.yaml", "cpu": "ci/cpu.yaml"}
+# A profile's params: a file of the project, or "derived:<module>" whose derive() maps params.yaml to them.
+PROFILES = {"ci": "ci/params.yaml", "quick": "ci/params.yaml", "cpu": "ci/cpu.yaml",
+            "rehearsal": "derived:rehearsal"}
 GATED = {"ci", "quick"}  # profiles whose test NLLs are checked against ci/baseline.json
+# Written in each copy: where it came from (lineage checks code against the source repository).
+SOURCE_FILE = ".pixelzoo-source.json"
+_GIT_ID = {"GIT_AUTHOR_NAME": "pixelzoo", "GIT_AUTHOR_EMAIL": "pixelzoo@localhost",
+           "GIT_COMMITTER_NAME": "pixelzoo", "GIT_COMMITTER_EMAIL": "pixelzoo@localhost"}
 
 
 def repo_root() -> Path:
@@ -33,13 +46,10 @@ def _git(root: Path, *args: str) -> str:
 
 
 def source_revision(root: Path) -> tuple[str, bool]:
-    """(commit, dirty) of the source checkout; ('unknown', True) outside git."""
-    try:
-        commit = _git(root, "rev-parse", "HEAD").strip()
-        dirty = bool(_git(root, "status", "--porcelain", "--untracked-files=no").strip())
-    except (subprocess.CalledProcessError, FileNotFoundError):
-        return "unknown", True
-    return commit, dirty
+    """(commit, dirty) of the source checkout, by the tracker's rule; ('unknown', True) outside git."""
+    from pixelzoo.tracking import repo_state
+
+    return repo_state(root)
 
 
 def project_files(root: Path) -> list[str]:
@@ -48,15 +58,31 @@ def project_files(root: Path) -> list[str]:
     return sorted({f for f in out.split("\0") if f and (root / f).is_file()})
 
 
-def prepare_workdir(params_file: str | Path, workdir: Path, root: Path | None = None) -> Path:
-    """Copy the project into ``workdir`` with ``params_file`` as its params.yaml; keep generated outputs.
+def profile_params(name: str, root: Path | None = None) -> str | dict[str, Any]:
+    """The params of profile ``name``: a params file path (relative to root) or a derived mapping."""
+    spec = PROFILES[name]
+    if not spec.startswith("derived:"):
+        return spec
+    import importlib
 
-    Files that disappeared from the source are removed from the copy; data/, outputs/, metrics/ and the
-    MLflow store are left alone so DVC can reuse what is still up to date.
+    from pixelzoo.config import load_params
+
+    module = importlib.import_module(f"pixelzoo.{spec.split(':', 1)[1]}")
+    return module.derive(load_params((root or repo_root()) / "params.yaml"))
+
+
+def prepare_workdir(
+    params_file: str | Path | Mapping[str, Any], workdir: Path, root: Path | None = None
+) -> Path:
+    """Copy the project into ``workdir`` with ``params_file`` (or a params mapping) as its params.yaml.
+
+    Generated outputs are kept: files that disappeared from the source are removed from the copy; data/,
+    outputs/, metrics/ and the MLflow store are left alone so DVC can reuse what is still up to date.
     """
     root = root or repo_root()
-    params_src = (root / params_file).resolve()
-    if not params_src.is_file():
+    derived = isinstance(params_file, Mapping)
+    params_src = None if derived else (root / params_file).resolve()
+    if params_src is not None and not params_src.is_file():
         raise FileNotFoundError(f"profile params file {params_src} does not exist")
     workdir.mkdir(parents=True, exist_ok=True)
     files = project_files(root)
@@ -68,18 +94,42 @@ def prepare_workdir(params_file: str | Path, workdir: Path, root: Path | None = 
         dst = workdir / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / rel, dst)
-    shutil.copy2(params_src, workdir / "params.yaml")
+    if derived:
+        from pixelzoo.rehearsal import dump
+
+        (workdir / "params.yaml").write_text(dump(params_file))
+    else:
+        shutil.copy2(params_src, workdir / "params.yaml")
     manifest.write_text("\n".join(files))
     commit, dirty = source_revision(root)
+    source = {"root": str(root), "commit": commit, "dirty": dirty}
+    (workdir / SOURCE_FILE).write_text(json.dumps(source) + "\n")
     if not (workdir / ".git").exists():
         _git(workdir, "init", "-q")
     # One commit so DVC and the tracker find a git repository with a HEAD; its message names the source.
     _git(workdir, "add", "-A", "--", *files, "params.yaml")
-    env = {**os.environ, "GIT_AUTHOR_NAME": "pixelzoo", "GIT_AUTHOR_EMAIL": "pixelzoo@localhost",
-           "GIT_COMMITTER_NAME": "pixelzoo", "GIT_COMMITTER_EMAIL": "pixelzoo@localhost"}
-    subprocess.run(["git", "commit", "-q", "--allow-empty", "-m", f"profile copy of {commit} dirty={dirty}"],
-                   cwd=workdir, check=True, env=env)
+    _commit(workdir, f"profile copy of {commit} dirty={dirty}")
     return workdir
+
+
+def _commit(workdir: Path, message: str) -> None:
+    subprocess.run(["git", "commit", "-q", "--allow-empty", "-m", message], cwd=workdir, check=True,
+                   env={**os.environ, **_GIT_ID})
+
+
+def commit_results(workdir: Path) -> None:
+    """Commit what the run wrote to git (dvc.lock, metrics, the report): the baseline for
+    ``dvc metrics diff`` and ``dvc exp show`` in the copy."""
+    results = [p for p in ("dvc.lock", "metrics", "reports") if (workdir / p).exists()]
+    if results:
+        _git(workdir, "add", "-A", "--", *results)
+        _commit(workdir, "profile run results (dvc.lock, metrics, report)")
+
+
+def source_of(workdir: Path) -> dict[str, Any] | None:
+    """``{root, commit, dirty}`` of the checkout a profile copy was made from; None if not a copy."""
+    path = Path(workdir) / SOURCE_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def profile_env(root: Path | None = None) -> dict[str, str]:
@@ -107,20 +157,26 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     root = repo_root()
     workdir = (args.workdir or root / ".work" / args.profile).resolve()
-    from pixelzoo.config import load_checked
+    from pixelzoo.config import format_problems, load_params, validate
     from pixelzoo.data.sources import missing_mirrors
     from pixelzoo.errors import UserError
 
-    try:  # every mistake in the profile's params, at once, before any copy or stage
-        params = load_checked(root / PROFILES[args.profile])
+    try:
+        params = profile_params(args.profile, root)
+        loaded = params if isinstance(params, Mapping) else load_params(root / params)
     except UserError as err:
         print(f"[pixelzoo] profile {args.profile!r} not run: {err}", file=sys.stderr)
         return 1
-    missing = missing_mirrors(params.get("sources") or {})
+    problems = validate(loaded)  # every mistake in the profile's params, at once, before any copy or stage
+    if problems:
+        print(f"[pixelzoo] profile {args.profile!r} not run: {format_problems(problems, 'its params')}",
+              file=sys.stderr)
+        return 1
+    missing = missing_mirrors(loaded.get("sources") or {})
     if missing:  # before any work: a long profile must not fail at its first stage after minutes of copying
         print("[pixelzoo] " + "\n[pixelzoo] ".join(missing), file=sys.stderr)
         return 1
-    prepare_workdir(PROFILES[args.profile], workdir, root)
+    prepare_workdir(params, workdir, root)
     print(f"[pixelzoo] profile {args.profile!r} in {workdir}", flush=True)
     try:
         dvc_repro(workdir)
@@ -128,9 +184,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[pixelzoo] dvc repro failed (exit {err.returncode}); the copy is kept in {workdir}",
               file=sys.stderr)
         return err.returncode
-    from pixelzoo import regression
+    commit_results(workdir)
+    code = 0
+    if args.profile in GATED:  # the NLL gate has a baseline for the CI profile only
+        from pixelzoo import regression
 
-    code = regression.main(["check", "--workdir", str(workdir)]) if args.profile in GATED else 0
+        code = regression.main(["check", "--workdir", str(workdir)])
     if args.profile != "ci":
         report = workdir / "reports" / "index.html"
         print(f"[pixelzoo] report: {report}" if report.exists() else "[pixelzoo] no report was rendered")

@@ -41,8 +41,11 @@ TAG_TRAIN_RUN = "train.run_id"  # evaluate/sample: the train run that wrote the 
 TAG_HOST, TAG_PID, TAG_PID_START = "pixelzoo.host", "pixelzoo.pid", "pixelzoo.pid_start"
 TAG_KILLED = "pixelzoo.killed_reason"  # set on a run found RUNNING after its process died
 TAG_SUPERSEDED_BY, TAG_ORPHANS = "pixelzoo.superseded_by", "pixelzoo.orphans_marked_killed"
-# Files the pipeline itself rewrites while it runs; they do not make the code "dirty".
-_PIPELINE_WRITTEN = ("dvc.lock", "metrics/")
+# Files the pipeline itself rewrites while it runs, and params.yaml (every run records its params as
+# resolved and lineage compares them by value; `dvc exp run -S` rewrites the file): none makes a run "dirty".
+_NOT_CODE = ("dvc.lock", "metrics/", "reports/", "params.yaml")
+# Set by pixelzoo.profile for runs in a profile copy: the commit of the user's checkout, not the copy's.
+ENV_SOURCE_COMMIT, ENV_SOURCE_DIRTY = "PIXELZOO_SOURCE_COMMIT", "PIXELZOO_SOURCE_DIRTY"
 
 
 class TrackingUnavailable(UserError, RuntimeError):
@@ -153,7 +156,16 @@ def scratch_dir(experiment: str) -> Path:
 
 # ----------------------------------------------------------------------------- provenance
 def git_state(cwd: Path | None = None) -> tuple[str, bool]:
-    """(HEAD commit, dirty) of the repository the stage runs in; ("unknown", True) outside git.
+    """(commit, dirty) the stage runs from: the source checkout's when ``PIXELZOO_SOURCE_COMMIT`` is set
+    (a profile copy), else :func:`repo_state` of the repository it runs in."""
+    if os.environ.get(ENV_SOURCE_COMMIT):
+        return os.environ[ENV_SOURCE_COMMIT], os.environ.get(ENV_SOURCE_DIRTY, "true") != "false"
+    return repo_state(cwd)
+
+
+def repo_state(cwd: Path | None = None) -> tuple[str, bool]:
+    """(HEAD commit, dirty) of a git repository; ("unknown", True) outside git. Dirty means a tracked
+    file other than params.yaml and pipeline outputs differs from HEAD.
 
     Under ``dvc exp run`` HEAD is the baseline commit: the DVC experiment name and the resolved
     params are tagged as well, because the commit alone does not identify the run.
@@ -172,17 +184,19 @@ def git_state(cwd: Path | None = None) -> tuple[str, bool]:
     except (OSError, subprocess.CalledProcessError):
         return "unknown", True
     changed = [line[3:] for line in status.splitlines() if line.strip()]
-    dirty = any(not p.startswith(_PIPELINE_WRITTEN) for p in changed)
+    dirty = any(not p.startswith(_NOT_CODE) for p in changed)
     return commit, dirty
 
 
 def code_changes_since(
-    commit: str, paths: tuple[str, ...] = ("src", "stages", "dvc.yaml")
+    commit: str, paths: tuple[str, ...] = ("src", "stages", "dvc.yaml"), cwd: Path | None = None
 ) -> list[str] | None:
-    """Code files that differ between ``commit`` and the working tree; None if ``commit`` is unknown here."""
+    """Code files that differ between ``commit`` and the working tree of the repository at ``cwd``;
+    None if ``commit`` is unknown there."""
     try:
         out = subprocess.run(
-            ["git", "diff", "--name-only", commit, "--", *paths], capture_output=True, text=True, check=True
+            ["git", "diff", "--name-only", commit, "--", *paths], cwd=cwd, capture_output=True, text=True,
+            check=True,
         ).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
@@ -228,6 +242,8 @@ def provenance_tags(
     }
     # ... and the digest of each split as measured on the arrays this stage actually read
     tags.update({f"dataset.sha256.{split}": h for split, h in data.items()})
+    if os.environ.get(ENV_SOURCE_COMMIT):  # the copy's own throw-away commit, for completeness
+        tags["pixelzoo.profile_copy_commit"] = repo_state()[0]
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
     if os.environ.get("DVC_EXP_BASELINE_REV"):

@@ -15,6 +15,10 @@ A source entry in ``params.yaml`` names a ``kind``:
   exported offline to ``digits.npz``.
 - ``cifar10_fixture``: a small, deterministic RGB set *in the CIFAR-10 archive format* made from the digits
   (colourised, bilinearly upscaled), so offline profiles and tests exercise the real CIFAR-10 reader.
+- ``amat_fixture`` / ``idx_fixture``: the same idea for binarized MNIST (three ``.amat`` files, 28×28, no
+  labels) and for torchvision's gzipped IDX layout (``<folder>/raw/{train,t10k}-*-ubyte.gz``, 28×28 gray,
+  labels), made from upscaled digits: the offline rehearsal of the paper profile reads them with the real
+  readers (:mod:`pixelzoo.rehearsal`).
 
 Every file is written to a temporary name and renamed into place; ``SOURCE.json`` (file -> sha256) is
 written last and marks the source complete (it also holds the content sha256 of
@@ -38,10 +42,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from pixelzoo.data import formats
-from pixelzoo.errors import ParamsError, UserError, kill_point
+from pixelzoo.errors import UserError, kill_point
 
 MANIFEST = "SOURCE.json"
 TIMEOUT_S = 10.0  # per socket operation: an unreachable host fails in seconds, not minutes
@@ -124,6 +128,24 @@ def remote_files(spec: dict[str, Any]) -> tuple[RemoteFile, ...]:
     return tuple(replace(rf, urls=(str(Path(spec["mirror"]) / Path(rf.path).name),)) for rf in files)
 
 
+def _absolute(path: str) -> str:
+    if not Path(path).is_absolute():  # stages also run in copies of the project
+        raise ValueError(f"must be an absolute path, e.g. {FASHION_DEBIAN_DIR}")
+    return path
+
+
+def _folder_name(name: str) -> str:
+    if not name.isidentifier():
+        raise ValueError("must be a plain folder name like MNIST")
+    return name
+
+
+# Types with checks, for the params of a kind (pydantic annotations; see pixelzoo.config)
+PosInt = Annotated[int, Field(ge=1)]
+AbsolutePath = Annotated[str, AfterValidator(_absolute)]
+FolderName = Annotated[str, AfterValidator(_folder_name)]
+
+
 @dataclass(frozen=True)
 class Kind:
     """What a source kind provides: native gray levels, channels, classes, and its params.
@@ -138,20 +160,27 @@ class Kind:
     n_classes: int | None
     splits: tuple[str, ...]  # splits the source ships with
     params: dict[str, Any] = field(default_factory=dict)  # required params besides `kind`
-    optional: dict[str, Any] = field(default_factory=dict)  # optional params (default null)
+    optional: dict[str, Any] = field(default_factory=dict)  # params that may be left out (default null)
 
 
 KINDS: dict[str, Kind] = {
     "amat": Kind(2, 1, None, ("train", "valid", "test")),
     "torchvision_mnist": Kind(256, 1, 10, ("train", "test")),
     "torchvision_cifar10": Kind(256, 3, 10, ("train", "test")),
-    "fashion_mnist": Kind(256, 1, 10, ("train", "test"), optional={"mirror": str}),
+    "fashion_mnist": Kind(256, 1, 10, ("train", "test"), optional={"mirror": AbsolutePath}),
     "sklearn_digits": Kind(17, 1, 10, ("train",)),
     # five training batches, so n_train >= 5; size 8..64 (real CIFAR-10 is 32)
     "cifar10_fixture": Kind(256, 3, 10, ("train", "test"), {
         "n_train": Annotated[int, Field(ge=len(formats.CIFAR_TRAIN_BATCHES))],
-        "n_test": Annotated[int, Field(ge=1)], "size": Annotated[int, Field(ge=8, le=64)], "seed": int}),
+        "n_test": PosInt, "size": Annotated[int, Field(ge=8, le=64)], "seed": int}),
+    "amat_fixture": Kind(2, 1, None, ("train", "valid", "test"),
+                         {"n_train": PosInt, "n_valid": PosInt, "n_test": PosInt, "seed": int}),
+    "idx_fixture": Kind(256, 1, 10, ("train", "test"),
+                        {"folder": FolderName, "n_train": PosInt, "n_test": PosInt, "seed": int}),
 }
+# torchvision's raw IDX file names per split (MNIST and its drop-in relatives such as Fashion-MNIST).
+IDX_SPLIT_PREFIX = {"train": "train", "test": "t10k"}
+MNIST_SIDE = 28  # binarized MNIST and the IDX sources are 28×28; the .amat reader assumes it
 
 
 def source_kind(name: str, spec: dict[str, Any]) -> Kind:
@@ -159,9 +188,6 @@ def source_kind(name: str, spec: dict[str, Any]) -> Kind:
     from pixelzoo.config import check_source
 
     check_source(name, spec)
-    if "mirror" in spec and not Path(spec["mirror"]).is_absolute():
-        raise ParamsError(f"source {name!r}: mirror must be an absolute path (stages also run in copies of "
-                          f"the project), got {spec['mirror']!r}; e.g. {FASHION_DEBIAN_DIR}")
     return KINDS[spec["kind"]]
 
 
@@ -347,11 +373,46 @@ def _savez(path: Path, **arrays: np.ndarray) -> None:
         np.savez(f, **arrays)
 
 
+def make_mnist_fixture(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """n scikit-learn digits upscaled to 28×28 gray uint8 (MNIST's shape and 256 levels), with labels."""
+    digits, labels = _digits()
+    idx = np.random.default_rng(seed).permutation(len(digits))[:n]
+    up = _bilinear(8, MNIST_SIDE)
+    t = np.einsum("ij,njk,lk->nil", up, digits[idx] / 16.0, up)
+    return np.clip(np.rint(t * 255), 0, 255).astype(np.uint8), labels[idx]
+
+
+def _idx_name(folder: str, split: str, what: str) -> str:
+    return f"{folder}/raw/{IDX_SPLIT_PREFIX[split]}-{what}-ubyte.gz"
+
+
+def _generate_fixture(kind: str, spec: dict[str, Any], raw_dir: Path) -> list[str]:
+    """Offline stand-ins in the real file format of binarized MNIST (.amat) or torchvision MNIST (IDX)."""
+    split_sizes = {s: spec[f"n_{s}"] for s in KINDS[kind].splits}
+    x, y = make_mnist_fixture(sum(split_sizes.values()), spec["seed"])
+    written, start = [], 0
+    for split, n in split_sizes.items():
+        xs, ys = x[start:start + n], y[start:start + n]
+        start += n
+        if kind == "amat_fixture":  # fixed binarization at half intensity, like a thresholded digit
+            rel = f"binarized_mnist_{split}.amat"
+            _atomic_write(raw_dir / rel, lambda p, xs=xs: formats.write_amat(p, (xs >= 128).astype(np.uint8)))
+            written.append(rel)
+            continue
+        for what, arr in (("images-idx3", xs), ("labels-idx1", ys.astype(np.uint8))):
+            rel = _idx_name(spec["folder"], split, what)
+            _atomic_write(raw_dir / rel, lambda p, arr=arr: formats.write_idx_gz(p, arr))
+            written.append(rel)
+    return written
+
+
 def _generate(kind: str, spec: dict[str, Any], raw_dir: Path) -> list[str]:
     if kind == "sklearn_digits":
         x, y = _digits()
         _atomic_write(raw_dir / DIGITS_FILE, lambda p: _savez(p, images=x, target=y))
         return [DIGITS_FILE]
+    if kind in ("amat_fixture", "idx_fixture"):
+        return _generate_fixture(kind, spec, raw_dir)
     train, test = make_cifar10_fixture(spec["n_train"], spec["n_test"], spec["size"], spec["seed"])
     names = [str(i) for i in range(10)]
     _atomic_write(raw_dir / CIFAR10_FILE, lambda p: formats.write_cifar_tar(p, train, test, names))
@@ -431,13 +492,14 @@ def load_source(name: str, spec: dict[str, Any], raw_dir: str | Path) -> RawSour
             raise DataError(f"{raw_dir / rel}: sha256 {actual} differs from {expected} recorded in "
                             f"{manifest_path}; run `dvc repro download@{name}`")
     kind = spec["kind"]
-    if kind == "amat":
+    if kind in ("amat", "amat_fixture"):
         splits = {}
         for s in ("train", "valid", "test"):
             x = formats.read_amat(raw_dir / f"binarized_mnist_{s}.amat")[:, None]
             splits[s] = (x, np.full(len(x), -1, dtype=np.int64))
-    elif kind in ("torchvision_mnist", "fashion_mnist"):
-        splits = _read_idx_splits(raw_dir / ("MNIST/raw" if kind == "torchvision_mnist" else FASHION_DIR))
+    elif kind in ("torchvision_mnist", "fashion_mnist", "idx_fixture"):
+        folder = {"torchvision_mnist": "MNIST/raw", "fashion_mnist": FASHION_DIR}.get(kind)
+        splits = _read_idx_splits(raw_dir / (folder or f"{spec['folder']}/raw"))
     elif kind in ("torchvision_cifar10", "cifar10_fixture"):
         data = formats.read_cifar_tar(raw_dir / CIFAR10_FILE)
         splits = {"train": data["train"], "test": data["test"]}

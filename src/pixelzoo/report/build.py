@@ -373,7 +373,9 @@ def sources_section(exps: list[Experiment]) -> Section:
         "Tracking URI(s): " + (", ".join(trackers) if trackers else "none recorded yet") + ".",
         "A row is stale (highlighted) when params.yaml now resolves to another config for one of its "
         "stages than the one recorded with that stage's MLflow run (pixelzoo.config_sha256 tag), or the "
-        "processed data's digest differs from the run's dataset.sha256 tag; `dvc repro` refreshes it.",
+        "processed data's digest differs from the run's dataset.sha256 tag, or the code (src/, stages/, "
+        "dvc.yaml) changed since the run's clean commit; `dvc repro` refreshes it. "
+        "`pixelzoo-lineage --check` applies the same rule (pixelzoo.report.lineage).",
     ]
     if any(not math.isfinite(float(e.metrics["test_bits_per_dim"])) for e in exps if e.metrics):
         blocks.append("Some metrics are not finite: training diverged for those rows.")

@@ -4,8 +4,11 @@ The pipeline records, with every stage's MLflow run (:mod:`pixelzoo.tracking`): 
 (``git.commit``, ``git.dirty``), the dataset digest (``dataset.sha256``), the sha256 of the stage's
 resolved config (``pixelzoo.config_sha256``) and that config itself as flattened run params. A row is
 stale when params.yaml now resolves to another config for any of its stages
-(:func:`pixelzoo.config.stage_config`), or the processed data's ``meta.json`` now has another digest.
-The stage's run pointer file (``mlflow_run.json``) names the run; nothing else is trusted for lineage.
+(:func:`pixelzoo.config.stage_config`; how the file is written does not matter, so a ``dvc exp run -S``
+rewrite with the same values is not stale), the processed data's ``meta.json`` now has another digest, or
+the code (src/, stages/, dvc.yaml) differs from the run's clean commit. This one definition serves the
+report and ``pixelzoo-lineage --check``. The stage's run pointer file (``mlflow_run.json``) names the run;
+nothing else is trusted for lineage.
 """
 
 from __future__ import annotations
@@ -78,12 +81,32 @@ def changed_keys(recorded: Mapping[str, str], now: Mapping[str, Any]) -> list[st
     return [k for k in keys if flat.get(k) != recorded.get(k)]
 
 
+def code_root(root: Path) -> Path:
+    """Where the code of runs made in ``root`` lives in git: the source checkout for a profile copy."""
+    from pixelzoo.profile import source_of
+
+    source = source_of(root)
+    return Path(source["root"]) if source and Path(source["root"]).is_dir() else Path(root)
+
+
+def code_change(commit: str | None, dirty: bool, where: Path, cache: dict[str, Any]) -> str | None:
+    """Why the code of a run at ``commit`` is stale in ``where``, or None. A dirty run's code cannot be
+    identified and an unknown commit cannot be compared: neither is called stale (the commit is shown)."""
+    if not commit or dirty:
+        return None
+    if commit not in cache:
+        cache[commit] = tracking.code_changes_since(commit, cwd=where)
+    changed = cache[commit]
+    return f"code changed since {commit[:8]} ({', '.join(changed)})" if changed else None
+
+
 def resolve(
     root: Path,
     params: Mapping[str, Any],
     key: str,
     pointers: Mapping[str, Any],
     store: RunStore,
+    code_cache: dict[str, Any] | None = None,
 ) -> Lineage:
     """The lineage of experiment ``key`` from its stages' runs, checked against params and data now.
 
@@ -92,6 +115,7 @@ def resolve(
     else the train run's.
     """
     lin = Lineage()
+    where, code_cache = code_root(root), {} if code_cache is None else code_cache
     meta_path = root / tracking.data_dir(str(params["experiments"][key].get("dataset"))) / "meta.json"
     data_now = tracking.dataset_digest(json.loads(meta_path.read_text())) if meta_path.exists() else None
     for stage in sorted(pointers, key=lambda s: s != "evaluate"):  # evaluate first
@@ -114,4 +138,7 @@ def resolve(
         if run.tags.get(tracking.TAG_CONFIG) != config_digest(cfg_now):
             keys = changed_keys(run.params, cfg_now)
             lin.stale.append(f"{stage}: params changed since it ran ({', '.join(keys) or 'config digest'})")
+        code = code_change(run.tags.get(TAG_COMMIT), run.tags.get(TAG_DIRTY) == "true", where, code_cache)
+        if code:
+            lin.stale.append(f"{stage}: {code}")
     return lin
