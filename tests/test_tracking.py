@@ -146,7 +146,7 @@ def test_profile_copy_records_the_source_commit(repo: Path, monkeypatch: pytest.
     monkeypatch.setenv(tracking.ENV_SOURCE_COMMIT, source)
     monkeypatch.setenv(tracking.ENV_SOURCE_DIRTY, "true")
     out = repo / "outputs" / "toy" / "train"
-    with tracking.stage_run("toy", "train", CFG, META, repo / "data", [], out, "pz") as run:
+    with tracking.stage_run("toy", "train", CFG, META, repo / "data", {}, out, "pz") as run:
         pass
     tags = MlflowClient(tracking.tracking_uri()).get_run(run.run_id).data.tags
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
