@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -35,20 +34,23 @@ def main() -> None:
     out = tracking.stage_dir(args.experiment, "evaluate")
     device = training.pick_device(cfg["evaluate"].get("device", "auto"))
     meta, splits = training.load_splits(data, (split,))  # missing or corrupt inputs stop us here
-    ckpt_path = tracking.stage_dir(args.experiment, "train") / "model.pt"
-    model, ckpt = training.load_trained(ckpt_path, device)  # a missing or corrupt checkpoint stops us here
+    train_run, recorded = tracking.train_record(args.experiment)
+    model, ckpt = training.load_trained(  # a checkpoint changed since its train run is an error here
+        tracking.stage_dir(args.experiment, "train") / "model.pt", device, expected_sha256=recorded
+    )
+    read = {tracking.TAG_CHECKPOINT: ckpt["sha256"], tracking.TAG_TRAIN_RUN: train_run}
 
     with tracking.stage_run(
-        args.experiment, "evaluate", cfg, meta, data, [split], out, params["tracking"]["experiment_name"]
+        args.experiment, "evaluate", cfg, meta, data, {split: splits[split].sha256}, out,
+        params["tracking"]["experiment_name"], tags=read,
     ) as run:
-        run.set_tags({tracking.TAG_CHECKPOINT: tracking.file_sha256(ckpt_path)})
         x, y = splits[split].x, splits[split].y
         result, bits = evaluate_with_map(
             model, x, y if cfg.get("conditional") else None, int(cfg["evaluate"]["batch_size"]), device
         )
-        bits.save(out / "bits_map.npz")
+        bits.save(run.out_dir / "bits_map.npz")
         title = f"{args.experiment}\n{split} split, {result['n_images']} images"
-        for png in save_bits_map_figures(bits, int(meta["levels"]), out, title).values():
+        for png in save_bits_map_figures(bits, int(meta["levels"]), run.out_dir, title).values():
             run.log_artifact(png, artifact_path="bits_map")
         metrics = {
             "experiment": args.experiment,
@@ -60,17 +62,13 @@ def main() -> None:
             "n_images": result["n_images"],
             "n_params": ckpt["n_params"],
         }
-        # Staged in the stage's own output: the metrics file appears only once its run is recorded.
-        staged = out / "metrics.json.partial"
-        out.mkdir(parents=True, exist_ok=True)
-        staged.write_text(json.dumps(metrics, indent=2) + "\n")
+        tmp = run.out_dir / "metrics.json"  # moved to metrics/<exp>.json only once the run has finished
+        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+        run.publish_file(tmp, tracking.metrics_path(args.experiment))
+        kill_point("evaluate")  # crash tests: metrics written, the run and its pointer not finished
         run.log_metrics(
             {k: float(metrics[k]) for k in ("test_nats_per_image", "test_bits_per_dim", "n_images")}
         )
-        kill_point("evaluate")  # crash tests: metrics computed, the run and its pointer not finished
-    path = tracking.metrics_path(args.experiment)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(staged, path)
     print(
         f"{args.experiment}: {split} {result['bits_per_dim']:.4f} bits/dim, "
         f"{result['nats_per_image']:.3f} nats/image over {result['n_images']} images"

@@ -1,17 +1,25 @@
 """DVC stage ``report``: render reports/index.html, reports/README.md and reports/figures/ from the
-metrics, training histories, samples and run pointers the other stages wrote."""
+metrics, training histories, samples and run pointers the other stages wrote.
+
+The previous report stays in place until the new one is fully rendered (outputs are ``persist: true``,
+so DVC does not delete them first): pages are rendered into a temp folder and then swapped in."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 from pathlib import Path
 
 # Import the pixelzoo of this tree (also in `dvc exp run` and profile copies), not the installed one.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from pixelzoo import integrity  # noqa: E402
 from pixelzoo.config import load_checked  # noqa: E402
 from pixelzoo.errors import run_main  # noqa: E402
+
+PAGES = ("figures", "curves", "index.html", "README.md")  # the report's outputs in dvc.yaml
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,8 +32,21 @@ def main(argv: list[str] | None = None) -> None:
 
     params = load_checked(args.params)
     out = args.out or Path((params.get("report") or {}).get("out_dir", "reports"))
-    written = build_report(args.root, params, out)
-    print(f"report: {written.html} and {written.markdown}, {len(written.figures)} figures")
+    integrity.clean_stale_temps(out)
+    tmp = integrity.temp_sibling(out)
+    try:
+        written = build_report(args.root, params, tmp)
+        out.mkdir(parents=True, exist_ok=True)
+        for name in PAGES:  # pages last: they refer to the figures
+            new, old = tmp / name, out / name
+            if new.is_dir():
+                integrity.publish_dir(new, old)
+            elif new.exists():
+                os.replace(new, old)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    n_figures = len(written.figures)
+    print(f"report: {out / written.html.name} and {out / written.markdown.name}, {n_figures} figures")
     for miss in written.missing_receptive_fields:
         print(f"report: receptive field not drawn: {miss}")
 

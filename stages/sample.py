@@ -11,7 +11,6 @@ sha256.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -39,8 +38,11 @@ def main() -> None:
     out = tracking.stage_dir(args.experiment, "sample")
     device = training.pick_device(opts.get("device", "auto"))
     meta, splits = training.load_splits(data, ("test",))  # missing or corrupt inputs stop us here
-    ckpt_path = tracking.stage_dir(args.experiment, "train") / "model.pt"
-    model, _ = training.load_trained(ckpt_path, device)  # a missing or corrupt checkpoint stops us here
+    train_run, recorded = tracking.train_record(args.experiment)
+    model, ckpt = training.load_trained(  # a checkpoint changed since its train run is an error here
+        tracking.stage_dir(args.experiment, "train") / "model.pt", device, expected_sha256=recorded
+    )
+    read = {tracking.TAG_CHECKPOINT: ckpt["sha256"], tracking.TAG_TRAIN_RUN: train_run}
     shape = training.data_shape(meta)
     levels, per_row, seed = shape["levels"], int(opts["per_row"]), int(opts["seed"])
     method = opts.get("method", "cached")  # checked by the params schema (pixelzoo.config.Sample)
@@ -53,9 +55,9 @@ def main() -> None:
         )
 
     with tracking.stage_run(
-        args.experiment, "sample", cfg, meta, data, ["test"], out, params["tracking"]["experiment_name"]
+        args.experiment, "sample", cfg, meta, data, {"test": splits["test"].sha256}, out,
+        params["tracking"]["experiment_name"], tags=read,
     ) as run:
-        run.set_tags({tracking.TAG_CHECKPOINT: tracking.file_sha256(ckpt_path)})
         # Unlabelled data (the fixed binarized MNIST) has n_classes null; only conditional models need it.
         n_classes = int(meta["n_classes"]) if conditional else 0
         figures = {}
@@ -79,24 +81,21 @@ def main() -> None:
                 y=sampling.soft_label_rows(opts["soft_label_pairs"], n_classes, per_row),
             )
         note = getattr(model, "completion_note", None)  # a model whose completions are not exact says so
-        staged = out / ".partial"  # the figures appear together, once every one is drawn and saved
         for name, images in figures.items():
-            sampling.save_grid(images, levels, staged / name, nrow=per_row)
+            sampling.save_grid(images, levels, run.out_dir / name, nrow=per_row)  # renamed to `out` last
+            run.log_artifact(run.out_dir / name, artifact_path="samples")
         known = sampling.top_half_known(shape["channels"], shape["height"], shape["width"])
         labels = {"completions_originals": test.x[:n_comp], "completions_known": known}
         if conditional:
             labels["classes_labels"] = sampling.class_rows(n_classes, per_row)
             labels["soft_labels_pairs"] = torch.tensor(opts["soft_label_pairs"])
         arrays = {name.removesuffix(".png"): images for name, images in figures.items()} | labels
-        np.savez_compressed(staged / "samples.npz", levels=levels, per_row=per_row,
+        np.savez_compressed(run.out_dir / "samples.npz", levels=levels, per_row=per_row,
                             **{k: v.cpu().numpy() for k, v in arrays.items()})
         if note:
-            (staged / "completions.txt").write_text(note + "\n")
+            (run.out_dir / "completions.txt").write_text(note + "\n")
+            run.log_artifact(run.out_dir / "completions.txt", artifact_path="samples")
         kill_point("sample")  # crash tests: every figure saved, none in place, no pointer yet
-        for path in sorted(staged.iterdir()):
-            os.replace(path, out / path.name)
-            run.log_artifact(out / path.name, artifact_path="samples")
-        staged.rmdir()
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from pixelzoo.config import load_checked, stage_config  # noqa: E402
 from pixelzoo.errors import run_main  # noqa: E402
+from pixelzoo.integrity import PidLock, file_sha256  # noqa: E402
 
 
 def main() -> None:
@@ -41,6 +42,8 @@ def main() -> None:
         tracking.init_store(params["tracking"]["experiment_name"])
         launch.relaunch(command)
     is_main = int(os.environ.get("RANK", "0")) == 0  # [DDP] torchrun sets RANK; only rank 0 tracks
+    # One trainer per scratch folder: an orphaned train.py (its dvc parent killed) still holds it.
+    lock = PidLock(scratch / "train.lock", f"train@{args.experiment}") if is_main else nullcontext()
 
     run_ctx = (
         tracking.stage_run(
@@ -49,16 +52,17 @@ def main() -> None:
             cfg,
             loaded[0],
             data,
-            ["train", "valid"],
+            {s: loaded[1][s].sha256 for s in ("train", "valid")},  # measured on the arrays read
             out,
             params["tracking"]["experiment_name"],
         )
         if is_main
         else nullcontext(None)
     )
-    with run_ctx as run:
+    with lock, run_ctx as run:
+        written = run.out_dir if run else out  # a temp folder, renamed to `out` once the run finished
         history = training.train(
-            cfg, data, out, scratch, log_metrics=run.log_metrics if run else None, loaded=loaded
+            cfg, data, written, scratch, log_metrics=run.log_metrics if run else None, loaded=loaded
         )
         if run:
             run.log_metrics(
@@ -68,9 +72,10 @@ def main() -> None:
                     "wall_seconds": history["wall_seconds"],
                 }
             )
-            run.log_artifact(out / "history.json")
-    if is_main:
-        training.clear_scratch(scratch)  # only now: outputs and tracking are both complete
+            run.set_tags({tracking.TAG_CHECKPOINT: file_sha256(written / "model.pt")})
+            run.log_artifact(written / "history.json")
+        if is_main:
+            training.clear_scratch(scratch)  # only now: outputs and tracking are both complete
 
 
 if __name__ == "__main__":

@@ -182,7 +182,8 @@ def test_params_strings_are_escaped_in_the_html_report(tmp_path: Path) -> None:
     written = build_report(tmp_path, p, tmp_path / "reports")
     html = written.html.read_text()
     assert "<script>" not in html and "x&lt;script&gt;alert(1)&lt;/script&gt;" in html
-    assert hostile in written.markdown.read_text()  # the Markdown twin shows the key as written
+    md = written.markdown.read_text()  # shown as written on GitHub: escaped, not run as HTML
+    assert "<script>" not in md and "x&lt;script&gt;alert(1)&lt;/script&gt;" in md
 
 
 def test_stage_commands_print_no_traceback_for_user_errors(tiny: RepoCopy) -> None:
@@ -209,7 +210,8 @@ def test_nan_loss_stops_naming_step_keeps_last_good_checkpoint_and_fails_the_run
     meta = json.loads((data / "meta.json").read_text())
     out, scratch = tmp_path / "out", tmp_path / "scratch"
     with pytest.raises(TrainingDiverged) as err:
-        with tracking.stage_run("toy", "train", cfg, meta, data, ["train"], out, "faults"):
+        read = {"train": meta["sha256"]["train"]}
+        with tracking.stage_run("toy", "train", cfg, meta, data, read, out, "faults"):
             training.train(cfg, data, out, scratch)
     message = str(err.value)
     assert "at epoch 0, step 2 " in message and ("is nan" in message or "is inf" in message), message

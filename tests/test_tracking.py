@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 from pixelzoo import tracking
 
 META = {"name": "toy", "sha256": {"train": "a" * 64, "test": "b" * 64}, "raw_sha256": {"f": "c" * 64}}
+DATA = {"train": "a" * 64, "test": "b" * 64}  # as a stage measures them on the arrays it read
 CFG = {"model": "pixelcnn", "dataset": "toy", "model_args": {"layers": 2}, "optimizer": {"lr": 0.001}}
 
 
@@ -69,7 +70,7 @@ def test_init_store_is_idempotent_and_safe_from_several_processes(repo: Path) ->
 def test_stage_run_tags_params_inputs_and_pointer(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DVC_EXP_NAME", "lucky-lark")
     out = repo / "outputs" / "toy" / "train"
-    with tracking.stage_run("toy", "train", CFG, META, repo / "data", ["train", "test"], out, "pz") as run:
+    with tracking.stage_run("toy", "train", CFG, META, repo / "data", DATA, out, "pz") as run:
         run.log_metrics({"loss": 1.5}, step=3)
     pointer = json.loads((out / "mlflow_run.json").read_text())
     assert pointer == {
@@ -105,7 +106,7 @@ def test_dirty_tree_and_failed_stage(repo: Path) -> None:
     (repo / "code.py").write_text("x = 2\n")
     out = repo / "outputs" / "toy" / "evaluate"
     with pytest.raises(RuntimeError, match="boom"):
-        with tracking.stage_run("toy", "evaluate", CFG, META, repo / "data", [], out, "pz") as run:
+        with tracking.stage_run("toy", "evaluate", CFG, META, repo / "data", {}, out, "pz") as run:
             raise RuntimeError("boom")
     assert not (out / "mlflow_run.json").exists()  # no pointer to a failed run
     r = MlflowClient(tracking.tracking_uri()).get_run(run.run_id)
@@ -122,7 +123,7 @@ def test_unreachable_server_fails_before_any_work(repo: Path, monkeypatch: pytes
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     started = False
     with pytest.raises(tracking.TrackingUnavailable) as err:
-        with tracking.stage_run("toy", "train", CFG, META, repo / "data", [], repo / "o", "pz"):
+        with tracking.stage_run("toy", "train", CFG, META, repo / "data", {}, repo / "o", "pz"):
             started = True
     assert not started
     assert uri in str(err.value) and "unset MLFLOW_TRACKING_URI" in str(err.value)
@@ -145,7 +146,7 @@ def test_profile_copy_records_the_source_commit(repo: Path, monkeypatch: pytest.
     monkeypatch.setenv(tracking.ENV_SOURCE_COMMIT, source)
     monkeypatch.setenv(tracking.ENV_SOURCE_DIRTY, "true")
     out = repo / "outputs" / "toy" / "train"
-    with tracking.stage_run("toy", "train", CFG, META, repo / "data", [], out, "pz") as run:
+    with tracking.stage_run("toy", "train", CFG, META, repo / "data", {}, out, "pz") as run:
         pass
     tags = MlflowClient(tracking.tracking_uri()).get_run(run.run_id).data.tags
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()

@@ -154,13 +154,37 @@ def test_resume_after_interruption_gives_bitwise_identical_weights(tmp_path: Pat
     assert not (tmp_path / "scratch_b" / "resume.pt").exists()
 
 
-def test_resume_checkpoint_of_other_params_is_ignored(tmp_path: Path, capsys) -> None:
-    data = make_dataset(tmp_path / "data")
+def _killed_at_step_2(data: Path, tmp_path: Path) -> None:
+    training.clear_scratch(tmp_path / "s")
     with pytest.raises(training.TrainingInterrupted):
         training.train(config(epochs=1), data, tmp_path / "o", tmp_path / "s", interrupt_after_steps=2)
+    assert (tmp_path / "s" / "resume.pt").exists()
+
+
+def test_resume_checkpoint_of_another_run_is_discarded(tmp_path: Path, capsys, monkeypatch) -> None:
+    """Only the same run resumes: other params, other data arrays or other model code discard it."""
+    data = make_dataset(tmp_path / "data")
+    _killed_at_step_2(data, tmp_path)
     history = training.train(config(epochs=1, seed=1), data, tmp_path / "o", tmp_path / "s")
-    assert "config digest differs" in capsys.readouterr().out
+    assert "resolved config sha256" in capsys.readouterr().out
     assert history["total_steps"] == math.ceil(50 / 8)  # started from scratch, not from step 2
+
+    _killed_at_step_2(data, tmp_path)
+    make_dataset(tmp_path / "data", seed=5)  # same params, same shapes: another carving of the images
+    training.train(config(epochs=1), data, tmp_path / "o", tmp_path / "s")
+    out = capsys.readouterr().out
+    assert "discarding" in out and "train data sha256" in out and "resolved config" not in out
+    assert "resuming" not in out
+
+    _killed_at_step_2(data, tmp_path)
+    monkeypatch.setattr(training, "code_digest", lambda files: "edited model code")
+    training.train(config(epochs=1), data, tmp_path / "o", tmp_path / "s")
+    out = capsys.readouterr().out
+    assert "model/training code sha256" in out and "resuming" not in out
+
+    _killed_at_step_2(data, tmp_path)  # the control: nothing changed, so it resumes
+    training.train(config(epochs=1), data, tmp_path / "o", tmp_path / "s")
+    assert "resuming toy from" in capsys.readouterr().out
 
 
 def test_max_steps_budget_and_conditional_model(tmp_path: Path) -> None:

@@ -4,7 +4,10 @@ Prints the experiment's test NLL, the MLflow runs of its train / evaluate / samp
 pointers inside the stage outputs), the git commit and params each ran with, and the data digests
 down to the raw files' checksums. Anything that no longer matches the workspace is flagged STALE by the
 report's rule (:mod:`pixelzoo.report.lineage`: params as resolved, data digest, code since a clean
-commit). ``--check`` exits 1 if any is. ``--profile quick`` reads the profile copy in ``.work/quick/``.
+commit). The data arrays, the checkpoint and the code are also re-hashed on disk and compared with the
+digests each run measured: a file changed after the run that wrote it is TAMPERED, anything else that
+differs STALE, both hashes shown. ``--check`` exits 1 if anything is STALE or TAMPERED. ``--profile quick``
+reads the profile copy in ``.work/quick/``.
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pixelzoo import tracking
+from pixelzoo import integrity, tracking
 from pixelzoo.config import load_checked, resolve_experiment
-from pixelzoo.data.datasets import load_meta
+from pixelzoo.data.datasets import load_meta, read_split
 from pixelzoo.errors import UserError
 from pixelzoo.report import lineage as rules
 from pixelzoo.report.collect import read_pointer
@@ -102,7 +106,68 @@ def lineage(experiment: str) -> tuple[list[str], bool]:
             commit = t.get("git.commit", "?")[:12]
             lines.append(f"  note   {stage}: commit {commit} unknown in {where}; code not compared")
     lines.extend(f"  note   {u}" for u in verdict.unchecked)
+    lines.append("files re-hashed now (data arrays, checkpoint, code) against what each run measured:")
+    for verdict, what in measured_checks(experiment, runs, tracking.data_dir(cfg_now["dataset"]), meta):
+        stale |= verdict != "ok"
+        lines.append(f"  {verdict:<8} {what}")
     return lines, stale
+
+
+def measured_checks(
+    experiment: str, runs: Mapping[str, Any], data: Path, meta: Mapping[str, Any]
+) -> list[tuple[str, str]]:
+    """(verdict, what) per check: ``TAMPERED`` when a file no longer matches what the run that wrote it
+    recorded (a split against meta.json, model.pt against its train run); ``STALE`` when a run read or ran
+    something other than what is on disk now; ``ok`` otherwise. Every mismatch shows both hashes."""
+    out: list[tuple[str, str]] = []
+    on_disk: dict[str, str] = {}
+    for split in sorted({k.rsplit(".", 1)[1] for r in runs.values() for k in r.data.tags
+                         if k.startswith("dataset.sha256.")}):
+        try:
+            on_disk[split] = read_split(data, split)[2]
+        except UserError as err:
+            out.append(("TAMPERED", f"data {split}: {err}"))
+            continue
+        recorded = meta["sha256"].get(split)
+        if on_disk[split] != recorded:
+            out.append(("TAMPERED", f"data {data / split}.npz: arrays sha256 {on_disk[split]}, but "
+                                    f"{data / 'meta.json'} records {recorded}"))
+    for stage, run in runs.items():
+        t = run.data.tags
+        for key in sorted(k for k in t if k.startswith("dataset.sha256.")):
+            split = key.rsplit(".", 1)[1]
+            if split in on_disk:
+                ok = t[key] == on_disk[split]
+                out.append(("ok" if ok else "STALE", f"{stage}: read {split} data sha256 {t[key]}"
+                            + ("" if ok else f", on disk now {on_disk[split]}")))
+        if stage in integrity.STAGE_CODE:
+            now = integrity.code_digest(integrity.STAGE_CODE[stage], Path.cwd())
+            rec = t.get(tracking.TAG_CODE, "(not recorded)")
+            out.append(("ok" if rec == now else "STALE",
+                        f"{stage}: code sha256 {rec}" + ("" if rec == now else f", now {now}")))
+    out += _checkpoint_checks(experiment, runs)
+    return out
+
+
+def _checkpoint_checks(experiment: str, runs: Mapping[str, Any]) -> list[tuple[str, str]]:
+    train = runs.get("train")
+    path = tracking.stage_dir(experiment, "train") / "model.pt"
+    if train is None or not path.exists():
+        return []
+    recorded = train.data.tags.get(tracking.TAG_CHECKPOINT)
+    now = integrity.file_sha256(path)
+    diff = "" if now == recorded else f", its train run {train.info.run_id} recorded {recorded}"
+    out = [("ok" if now == recorded else "TAMPERED", f"checkpoint {path}: sha256 {now}{diff}")]
+    for stage in ("evaluate", "sample"):
+        if stage not in runs:
+            continue
+        t = runs[stage].data.tags
+        read, parent = t.get(tracking.TAG_CHECKPOINT), t.get(tracking.TAG_TRAIN_RUN)
+        ok = read == recorded and parent == train.info.run_id
+        out.append(("ok" if ok else "STALE",
+                    f"{stage}: loaded checkpoint sha256 {read} of train run {parent}" + ("" if ok else
+                    f"; the current train run {train.info.run_id} recorded {recorded}")))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="pixelzoo-lineage", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("experiment", help="key of params.yaml `experiments`")
-    parser.add_argument("--check", action="store_true", help="exit with status 1 if anything is STALE")
+    parser.add_argument(
+        "--check", action="store_true", help="exit with status 1 if anything is STALE or TAMPERED"
+    )
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--profile", help="read the copy .work/<profile>/ of `python -m pixelzoo.profile`")
     where.add_argument("--workdir", type=Path, help="read a profile copy at this path")

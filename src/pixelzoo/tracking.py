@@ -16,23 +16,31 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
+import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pixelzoo import integrity
 from pixelzoo.config import config_digest
-from pixelzoo.errors import UserError
+from pixelzoo.errors import MissingInput, UserError
 
 POINTER_NAME = "mlflow_run.json"
 TAG_EXPERIMENT, TAG_STAGE = "pixelzoo.experiment", "pixelzoo.stage"
 TAG_CONFIG = "pixelzoo.config_sha256"
 TAG_FAILURE = "pixelzoo.failure"  # why a FAILED run failed (exception type and message)
-# sha256 of the model.pt a stage read (evaluate, sample): links one train → evaluate → sample chain.
-TAG_CHECKPOINT = "pixelzoo.checkpoint_sha256"
+TAG_CODE = "code.sha256"  # the stage's source files (integrity.STAGE_CODE), measured when it ran
+TAG_CHECKPOINT = "checkpoint.sha256"  # train: of model.pt it wrote; evaluate/sample: of the bytes loaded
+TAG_TRAIN_RUN = "train.run_id"  # evaluate/sample: the train run that wrote the checkpoint they loaded
+TAG_HOST, TAG_PID, TAG_PID_START = "pixelzoo.host", "pixelzoo.pid", "pixelzoo.pid_start"
+TAG_KILLED = "pixelzoo.killed_reason"  # set on a run found RUNNING after its process died
+TAG_SUPERSEDED_BY, TAG_ORPHANS = "pixelzoo.superseded_by", "pixelzoo.orphans_marked_killed"
 # Files the pipeline itself rewrites while it runs, and params.yaml (every run records its params as
 # resolved and lineage compares them by value; `dvc exp run -S` rewrites the file): none makes a run "dirty".
 _NOT_CODE = ("dvc.lock", "metrics/", "reports/", "params.yaml")
@@ -221,18 +229,28 @@ def dataset_digest(meta: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(meta["sha256"], sort_keys=True).encode()).hexdigest()
 
 
-def provenance_tags(experiment: str, stage: str, config: Mapping[str, Any], meta: Mapping[str, Any]) -> dict:
+def provenance_tags(
+    experiment: str, stage: str, config: Mapping[str, Any], meta: Mapping[str, Any], data: Mapping[str, str]
+) -> dict:
+    """Tags of a stage run. ``data``: {split: sha256 measured on the arrays the stage read}."""
     commit, dirty = git_state()
+    me = integrity.process_id()
     tags = {
         TAG_EXPERIMENT: experiment,
         TAG_STAGE: stage,
         "git.commit": commit,
         "git.dirty": str(dirty).lower(),
         TAG_CONFIG: config_digest(config),
+        TAG_CODE: integrity.code_digest(integrity.STAGE_CODE[stage]) if stage in integrity.STAGE_CODE else "",
         "dataset.name": str(meta.get("name", config.get("dataset"))),
+        # the build of the dataset (meta.json, checked against every split read) ...
         "dataset.sha256": dataset_digest(meta),
+        TAG_HOST: me["host"],
+        TAG_PID: me["pid"],
+        TAG_PID_START: me["start"],
     }
-    tags.update({f"dataset.sha256.{split}": h for split, h in meta["sha256"].items()})
+    # ... and the digest of each split as measured on the arrays this stage actually read
+    tags.update({f"dataset.sha256.{split}": h for split, h in data.items()})
     if os.environ.get(ENV_SOURCE_COMMIT):  # the copy's own throw-away commit, for completeness
         tags["pixelzoo.profile_copy_commit"] = repo_state()[0]
     if os.environ.get("DVC_EXP_NAME"):
@@ -243,25 +261,190 @@ def provenance_tags(experiment: str, stage: str, config: Mapping[str, Any], meta
 
 
 # ----------------------------------------------------------------------------- stage runs
+# A lost tracking server must not stall a stage: each call while the run works waits at most
+# CALL_TIMEOUT_S (no retries); failed metric batches are kept and retried every RETRY_EVERY_S. At the
+# end the stage waits up to FINISH_WAIT_S for the server before it gives up (outputs unpublished,
+# resume checkpoint kept).
+CALL_TIMEOUT_S, RETRY_EVERY_S, FINISH_WAIT_S = 3, 10.0, 60.0
+
+
+class StageKilled(BaseException):
+    """A catchable signal (SIGTERM, SIGHUP) arrived; BaseException so no ``except Exception`` eats it."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+
+
+@contextmanager
+def _signals_raise() -> Iterator[None]:
+    """Turn SIGTERM/SIGHUP into :class:`StageKilled` (SIGINT already raises KeyboardInterrupt)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: Any) -> None:
+        raise StageKilled(signum)
+
+    saved = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, old in saved.items():
+            signal.signal(sig, old)
+
+
+@contextmanager
+def _http_limits(retries: int, timeout: float) -> Iterator[None]:
+    """MLflow HTTP calls inside this block: at most ``retries`` retries of ``timeout`` seconds each."""
+    keys = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries), "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(timeout))}
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update(keys)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 @dataclass
 class StageRun:
+    """Handle of a running stage: log through it (buffered), write outputs into ``out_dir`` (a temp folder
+    renamed to the stage output only when the run has finished)."""
+
     run_id: str
     run_name: str
+    uri: str = ""
+    out_dir: Path = Path(".")
+    _pending: list[Any] = field(default_factory=list)  # metrics not yet accepted by the store
+    _tags: dict[str, str] = field(default_factory=dict)
+    _artifacts: list[tuple[Path, str | None]] = field(default_factory=list)
+    _moves: list[tuple[Path, Path]] = field(default_factory=list)
+    _down_since: float | None = None
+    _last_try: float = 0.0
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        import mlflow
+        """Record metrics now (timestamped now); sent at once, or later if the store is unreachable."""
+        from mlflow.entities import Metric
 
-        mlflow.log_metrics(dict(metrics), step=step)
+        ts = int(time.time() * 1000)
+        self._pending += [Metric(k, float(v), ts, int(step or 0)) for k, v in metrics.items()]
+        self.flush()
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        import mlflow
-
-        mlflow.set_tags(dict(tags))
+        self._tags.update({k: str(v) for k, v in tags.items()})
+        self.flush()
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        import mlflow
+        """Logged when the stage finishes (files are complete then, and a lost server cannot stall us)."""
+        self._artifacts.append((Path(path), artifact_path))
 
-        mlflow.log_artifact(str(path), artifact_path=artifact_path)
+    def publish_file(self, tmp: Path, final: Path) -> None:
+        """Rename ``tmp`` to ``final`` when the run has finished (before the output folder itself)."""
+        self._moves.append((Path(tmp), Path(final)))
+
+    def flush(self, force: bool = False) -> bool:
+        """Send what is pending; False (and keep it) if the store does not answer within a few seconds."""
+        if not (self._pending or self._tags):
+            return True
+        now = time.monotonic()
+        if self._down_since is not None and not force and now - self._last_try < RETRY_EVERY_S:
+            return False
+        self._last_try = now
+        try:
+            self._send()
+        except Exception as err:  # noqa: BLE001 - any failure: keep the metrics, try again later
+            if self._down_since is None:
+                self._down_since = now
+                print(f"warning: tracking store {self.uri} is not answering ({type(err).__name__}); the "
+                      f"stage goes on and keeps {len(self._pending)} metric(s) to send when it is back",
+                      flush=True)
+            return False
+        if self._down_since is not None:
+            print(f"tracking store {self.uri} is back after {now - self._down_since:.0f} s: buffered metrics "
+                  "sent", flush=True)
+            self._down_since = None
+        return True
+
+    def _send(self) -> None:
+        from mlflow.entities import RunTag
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(self.uri)
+        with _http_limits(0, CALL_TIMEOUT_S):
+            while self._pending or self._tags:
+                batch = self._pending[:1000]  # MLflow's limit per log_batch
+                tags = [RunTag(k, v) for k, v in self._tags.items()]
+                client.log_batch(self.run_id, metrics=batch, tags=tags)
+                del self._pending[: len(batch)]
+                self._tags.clear()
+
+    def finish(self, wait_s: float = FINISH_WAIT_S) -> None:
+        """Send everything that is pending and the artifacts, waiting up to ``wait_s`` for the store."""
+        from mlflow.tracking import MlflowClient
+
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                if not self.flush(force=True):
+                    raise ConnectionError("metrics not accepted")
+                client = MlflowClient(self.uri)
+                with _http_limits(0, CALL_TIMEOUT_S):
+                    while self._artifacts:
+                        path, where = self._artifacts[0]
+                        client.log_artifact(self.run_id, str(path), artifact_path=where)
+                        self._artifacts.pop(0)
+                return
+            except Exception as err:  # noqa: BLE001
+                if time.monotonic() >= deadline:
+                    raise TrackingUnavailable(
+                        f"tracking store {self.uri} has not answered for {wait_s:.0f} s at the end of "
+                        f"{self.run_name} ({type(err).__name__}: {str(err)[:160]}); {len(self._pending)} "
+                        "metric(s) not recorded, outputs not published. Bring the store back and rerun the "
+                        "stage (train resumes from its scratch checkpoint)"
+                    ) from err
+                time.sleep(2.0)
+
+
+def mark_orphans(client: Any, experiment_id: str, experiment: str, stage: str, new_run: str) -> list[str]:
+    """Runs of this (experiment, stage) left RUNNING by a process on this host that is gone: mark them
+    KILLED with the reason and a link to ``new_run``; return their ids."""
+    query = (f"tags.`{TAG_EXPERIMENT}` = '{experiment}' and tags.`{TAG_STAGE}` = '{stage}' "
+             "and attributes.status = 'RUNNING'")
+    me = integrity.process_id()
+    orphans = []
+    for run in client.search_runs([experiment_id], filter_string=query, max_results=1000):
+        t = run.data.tags
+        if run.info.run_id == new_run or t.get(TAG_HOST) != me["host"] or not t.get(TAG_PID, "").isdigit():
+            continue  # another machine's process cannot be checked from here
+        if integrity.process_alive(int(t[TAG_PID]), t.get(TAG_PID_START)):
+            continue
+        reason = (f"process {t[TAG_PID]} on {t[TAG_HOST]} ended without closing this run (killed); found "
+                  f"by run {new_run} at {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        client.set_tag(run.info.run_id, TAG_KILLED, reason)
+        client.set_tag(run.info.run_id, TAG_SUPERSEDED_BY, new_run)
+        client.set_terminated(run.info.run_id, "KILLED")
+        orphans.append(run.info.run_id)
+    return orphans
+
+
+def _start_run(client: Any, experiment_id: str, run_name: str, tags: Mapping[str, str],
+               config: Mapping[str, Any], inputs: list[tuple[str, Any]]) -> str:
+    from mlflow.entities import DatasetInput, InputTag, Param
+
+    run = client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
+    rid = run.info.run_id
+    params = [Param(k, v) for k, v in flatten(config).items()]
+    for i in range(0, len(params), 100):  # MLflow's limit per log_batch
+        client.log_batch(rid, params=params[i : i + 100])
+    _log_inputs(client, rid, [DatasetInput(ds._to_mlflow_entity(), [InputTag("mlflow.data.context", split)])
+                              for split, ds in inputs])
+    with _temp_json(config) as cfg_path:
+        client.log_artifact(rid, str(cfg_path))
+    return rid
 
 
 @contextmanager
@@ -271,62 +454,103 @@ def stage_run(
     config: Mapping[str, Any],
     meta: Mapping[str, Any],
     data_dir: Path,
-    splits: list[str],
+    data: Mapping[str, str],
     pointer_dir: Path,
     experiment_name: str,
+    tags: Mapping[str, str] | None = None,
 ) -> Iterator[StageRun]:
     """An MLflow run named ``<experiment>:<stage>`` with provenance tags, params and dataset inputs.
 
-    ``config`` is what the stage ran with, as resolved. On success the pointer file
-    ``pointer_dir/mlflow_run.json`` is written and the run ends FINISHED; on error it ends FAILED with
-    the reason in the ``pixelzoo.failure`` tag.
+    ``config`` is what the stage ran with, as resolved; ``data`` {split: sha256 measured on the arrays
+    read}. The stage writes into ``run.out_dir``, a temp sibling of ``pointer_dir``; on success the run's
+    pending metrics and artifacts are sent, the pointer file ``mlflow_run.json`` is written into it, the
+    run ends FINISHED and only then is the folder renamed to ``pointer_dir``: a stage that dies never leaves
+    an output that looks complete. On an error the run ends FAILED (reason in ``pixelzoo.failure``), on
+    SIGTERM/SIGHUP/SIGINT KILLED. Runs of the same stage left RUNNING by a dead process are marked KILLED.
     """
-    import mlflow
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.data.sources import LocalArtifactDatasetSource
+    from mlflow.tracking import MlflowClient
 
     experiment_id = init_store(experiment_name)
     uri = tracking_uri()
-    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
     run_name = f"{experiment}:{stage}"
-    run = mlflow.start_run(
-        experiment_id=experiment_id, run_name=run_name, tags=provenance_tags(experiment, stage, config, meta)
-    )
+    pointer_dir = Path(pointer_dir)
+    integrity.clean_stale_temps(pointer_dir)
+    inputs = [
+        # The digest column holds 36 characters: the sha256 prefix goes there, the full one is a tag.
+        (split, MetaDataset(LocalArtifactDatasetSource(str(Path(data_dir).resolve() / f"{split}.npz")),
+                            name=f"{meta.get('name', config.get('dataset'))}/{split}", digest=h[:32]))
+        for split, h in data.items()
+    ]
+    all_tags = {**provenance_tags(experiment, stage, config, meta, data), **(tags or {})}
+    with _short_http_retries():
+        run_id = _start_run(client, experiment_id, run_name, all_tags, config, inputs)
+        orphans = mark_orphans(client, experiment_id, experiment, stage, run_id)
+        if orphans:
+            client.set_tag(run_id, TAG_ORPHANS, ",".join(orphans))
+            print(f"{run_name}: marked {len(orphans)} run(s) left RUNNING by a dead process KILLED: "
+                  + ", ".join(orphans), flush=True)
+    handle = StageRun(run_id, run_name, uri, integrity.temp_sibling(pointer_dir))
+    shutil.rmtree(handle.out_dir, ignore_errors=True)
+    handle.out_dir.mkdir(parents=True)
     try:
-        mlflow.log_params(flatten(config))
-        for split in splits:
-            # The digest column holds 36 characters: the sha256 prefix goes there, the full one is a tag.
-            ds = MetaDataset(
-                LocalArtifactDatasetSource(str(Path(data_dir).resolve() / f"{split}.npz")),
-                name=f"{meta.get('name', config.get('dataset'))}/{split}",
-                digest=meta["sha256"][split][:32],
-            )
-            _log_input(ds, split)
-        with _temp_json(config) as cfg_path:
-            mlflow.log_artifact(str(cfg_path))
-        handle = StageRun(run.info.run_id, run_name)
-        yield handle
-        write_pointer(pointer_dir, handle, uri, experiment_name)
+        with _signals_raise():
+            yield handle
+            handle.finish()
+            write_pointer(handle.out_dir, handle, uri, experiment_name)  # pointer last, inside the temp
+            with _short_http_retries():
+                client.set_terminated(run_id, "FINISHED")
+            for tmp, final in handle._moves:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, final)
+            integrity.publish_dir(handle.out_dir, pointer_dir)
     except BaseException as err:
+        shutil.rmtree(handle.out_dir, ignore_errors=True)
+        killed = isinstance(err, (StageKilled, KeyboardInterrupt))
         try:
-            mlflow.set_tag(TAG_FAILURE, f"{type(err).__name__}: {err}"[:4000])
-            mlflow.end_run(status="FAILED")
+            with _http_limits(0, CALL_TIMEOUT_S):
+                client.set_tag(run_id, TAG_FAILURE, f"{type(err).__name__}: {err}"[:4000])
+                client.set_terminated(run_id, "KILLED" if killed else "FAILED")
         except Exception as end_err:  # noqa: BLE001 - keep the original error, which is the informative one
-            print(f"warning: could not mark MLflow run {run.info.run_id} FAILED: {end_err}")
+            print(f"warning: could not close MLflow run {run_id} ({end_err}); the next {run_name} run "
+                  "marks it KILLED")
+        if isinstance(err, StageKilled):
+            print(f"{run_name} {err}: MLflow run {run_id} marked KILLED, no output published", flush=True)
+            raise SystemExit(128 + err.signum) from None
         raise
-    mlflow.end_run(status="FINISHED")
 
 
-def _log_input(dataset: Any, split: str, attempts: int = 4) -> None:
-    """``mlflow.log_input``, retried: stages logging the same dataset at the same moment race in the
+def train_record(experiment: str) -> tuple[str, str | None]:
+    """(run id, checkpoint sha256) recorded by the train run whose pointer sits beside ``model.pt``."""
+    from mlflow.tracking import MlflowClient
+
+    where = stage_dir(experiment, "train")
+    pointer = read_pointer(where)
+    if pointer is None:
+        raise MissingInput(f"{where / POINTER_NAME} not found: train@{experiment} has not finished; "
+                           f"run `dvc repro train@{experiment}`")
+    try:
+        with _short_http_retries():
+            run = MlflowClient(pointer["tracking_uri"]).get_run(pointer["run_id"])
+    except Exception as err:  # noqa: BLE001
+        raise TrackingUnavailable(
+            f"cannot read train run {pointer['run_id']} of {where} from {pointer['tracking_uri']} "
+            f"({type(err).__name__}: {str(err)[:160]})"
+        ) from err
+    return pointer["run_id"], run.data.tags.get(TAG_CHECKPOINT)
+
+
+def _log_inputs(client: Any, run_id: str, inputs: list[Any], attempts: int = 4) -> None:
+    """``client.log_inputs``, retried: stages logging the same dataset at the same moment race in the
     server's get-or-create (PostgreSQL: UniqueViolation on ``dataset_pk``, seen in tests/test_team.py);
     once one has created it, the next try finds it."""
-    import mlflow
     from mlflow.exceptions import MlflowException
 
     for attempt in range(attempts):
         try:
-            mlflow.log_input(dataset, context=split)
+            client.log_inputs(run_id, inputs)
             return
         except MlflowException:
             if attempt == attempts - 1:

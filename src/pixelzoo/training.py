@@ -27,6 +27,7 @@ What the loop guarantees:
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
@@ -41,9 +42,10 @@ from torch import nn
 from tqdm import tqdm
 
 from pixelzoo.config import OPTIMIZERS, ParamsError, config_digest
-from pixelzoo.data.datasets import load_meta, load_split
+from pixelzoo.data.datasets import load_meta, load_split_measured
 from pixelzoo.errors import CorruptFile, MissingInput, TrainingDiverged, kill_point
 from pixelzoo.evaluation import evaluate_nll
+from pixelzoo.integrity import RESUME_CODE, bytes_sha256, code_digest
 from pixelzoo.likelihood import bits_per_dim, nll_per_image
 from pixelzoo.models import build_model
 
@@ -160,14 +162,17 @@ def make_optimizer(params: Any, opt_cfg: Mapping[str, Any]) -> torch.optim.Optim
 class Split:
     x: torch.Tensor  # uint8 N×C×H×W
     y: torch.Tensor  # int64 N
+    sha256: str = ""  # measured on these arrays when they were read (lineage logs it, resume checks it)
 
 
 def load_splits(data_dir: Path, splits: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Split]]:
     meta = load_meta(data_dir)
     out = {}
     for s in splits:
-        x, y = load_split(data_dir, s, meta)
-        out[s] = Split(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y)))
+        x, y, digest = load_split_measured(data_dir, s, meta)
+        out[s] = Split(
+            torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y)), digest
+        )
     return meta, out
 
 
@@ -216,11 +221,49 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def load_checkpoint(path: Path, rebuild: str) -> dict[str, Any]:
-    """``torch.load(path, weights_only=True)``; a truncated or corrupt file is a CorruptFile error
-    naming it and ``rebuild``, the command that writes it again."""
+def _identity_changes(saved: Mapping[str, Any] | None, now: Mapping[str, Any]) -> list[str]:
+    """Why a resume checkpoint does not belong to this run (empty: it does)."""
+    if not isinstance(saved, Mapping):
+        return ["it records no config/data/code digests (written by an older version)"]
+    out = []
+    if saved.get("config") != now["config"]:
+        out.append(f"resolved config sha256 {str(saved.get('config'))[:12]} != now {now['config'][:12]}")
+    for split, h in now["data"].items():
+        old = (saved.get("data") or {}).get(split)
+        if old != h:
+            out.append(f"{split} data sha256 {str(old)[:12]} != now {h[:12]}")
+    if saved.get("code") != now["code"]:
+        out.append(f"model/training code sha256 {str(saved.get('code'))[:12]} != now {now['code'][:12]}")
+    return out
+
+
+def _resumable(
+    path: Path, identity: Mapping[str, Any], name: str, owner: bool = True
+) -> dict[str, Any] | None:
+    """The resume checkpoint at ``path`` if it was written by this same run; else the owner (rank 0)
+    discards it, saying why."""
+    if not path.exists():
+        return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = load_checkpoint(path, "")
+        why = _identity_changes(ckpt.get("identity"), identity)
+    except CorruptFile as err:
+        why = [f"unreadable ({err.__cause__})"]
+    if not why:
+        return ckpt
+    if owner:
+        print(f"discarding {path}: not the same run as {name} now ({'; '.join(why)}); training from scratch",
+              flush=True)
+        path.unlink(missing_ok=True)
+    return None
+
+
+def load_checkpoint(path: Path, rebuild: str, data: bytes | None = None) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` (from ``data``, the file's bytes, when given); a truncated
+    or corrupt file is a CorruptFile error naming it and ``rebuild``, the command that writes it again."""
+    try:
+        source = io.BytesIO(data) if data is not None else path
+        return torch.load(source, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as err:  # noqa: BLE001 - zip, pickle and unpickler errors all mean "unreadable"
@@ -228,13 +271,34 @@ def load_checkpoint(path: Path, rebuild: str) -> dict[str, Any]:
                           f"rebuild it with `{rebuild}`") from err
 
 
-def load_trained(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model saved by :func:`train` (``model.pt``); returns (model in eval mode, checkpoint)."""
+def load_trained(
+    path: Path, device: torch.device | str = "cpu", expected_sha256: str | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model saved by :func:`train` (``model.pt``); returns (model in eval mode, checkpoint).
+
+    The checkpoint's sha256 is measured on the very bytes that are loaded (``ckpt["sha256"]``); if
+    ``expected_sha256`` (what its train run recorded) differs, the file was changed: a CorruptFile error.
+    """
     path = Path(path)
     rebuild = f"dvc repro -f train@{path.parent.parent.name}"
     if not path.is_file():
         raise MissingInput(f"{path} not found: train the model first with `{rebuild.replace(' -f', '')}`")
-    ckpt = load_checkpoint(path, rebuild)
+    data = path.read_bytes()
+    measured = bytes_sha256(data)
+    changed = expected_sha256 is not None and measured != expected_sha256
+    try:
+        ckpt = load_checkpoint(path, rebuild, data)
+    except CorruptFile as err:
+        if changed:
+            raise CorruptFile(f"{err} (sha256 {measured}; its train run recorded {expected_sha256})") from err
+        raise
+    if changed:
+        raise CorruptFile(
+            f"{path}: sha256 {measured} differs from {expected_sha256} recorded by the train run that wrote "
+            f"it; the file was changed after training. Restore it with `dvc checkout {path.parent}` or "
+            f"retrain with `{rebuild}`"
+        )
+    ckpt["sha256"] = measured
     model = build_from_config(ckpt["config"], ckpt["data"])
     try:
         model.load_state_dict(ckpt["state_dict"])
@@ -297,7 +361,12 @@ def train(
     n_train = len(train_set.x)
     steps_per_epoch = n_train // batch_size + int(n_train % batch_size >= dist.world_size)
     # How the run is launched does not change what it computes: a resume may switch launchers.
-    digest = config_digest({k: v for k, v in cfg.items() if k != "launcher"})
+    # What makes this the same run: a resume checkpoint written under other values is never resumed.
+    identity = {
+        "config": config_digest({k: v for k, v in cfg.items() if k != "launcher"}),
+        "data": {name: split.sha256 for name, split in splits.items()},
+        "code": code_digest(RESUME_CODE),
+    }
     resume_path = scratch_dir / "resume.pt"
 
     # State that a resume must restore exactly; everything else is rebuilt from the config.
@@ -312,27 +381,20 @@ def train(
         "wall_seconds": 0.0,
         "done": False,
     }
-    if resume_path.exists():
-        try:
-            ckpt = load_checkpoint(resume_path, "")
-        except CorruptFile as err:  # e.g. a resume checkpoint of an older version: start afresh
-            ckpt = {"config_digest": None}
-            print(f"ignoring {resume_path}: unreadable ({err.__cause__})")
-        if ckpt["config_digest"] == digest:
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            _set_rng_state(ckpt["rng"])
-            state = ckpt["state"]
-            if dist.is_main:
-                print(f"resuming {cfg['name']} from {resume_path} at step {state['global_step']}")
-        elif dist.is_main:
-            print(f"ignoring {resume_path}: written for different params (config digest differs)")
+    ckpt = _resumable(resume_path, identity, cfg["name"], owner=dist.is_main)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        _set_rng_state(ckpt["rng"])
+        state = ckpt["state"]
+        if dist.is_main:
+            print(f"resuming {cfg['name']} from {resume_path} at step {state['global_step']}")
 
     def save_resume() -> None:
         if dist.is_main:  # [DDP] rank 0 holds the same weights as every other rank
             _save_atomic(
                 {
-                    "config_digest": digest,
+                    "identity": identity,
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "rng": _rng_state(),

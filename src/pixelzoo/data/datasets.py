@@ -44,13 +44,8 @@ def load_meta(directory: str | Path) -> dict[str, Any]:
     return meta
 
 
-def load_split(
-    directory: str | Path, split: str, meta: dict[str, Any] | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(x, y)`` of one split: x uint8 N×C×H×W with values in [0, levels), y int64 (N,) (-1 = no label).
-
-    The arrays are checked against the sha256 in ``meta.json`` (``meta`` if given, else read).
-    """
+def read_split(directory: str | Path, split: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """``(x, y, sha256)`` of one split as it is on disk, the digest measured on the arrays read (unchecked)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     directory = Path(directory)
@@ -63,8 +58,29 @@ def load_split(
     except Exception as err:  # noqa: BLE001 - zipfile, zlib, EOF and format errors all mean "unreadable"
         raise CorruptFile(f"{path} is truncated or corrupt ({type(err).__name__}: {str(err)[:120]}); "
                           f"rebuild it with `{_rebuild(directory)}`") from err
-    expected = (meta or load_meta(directory))["sha256"].get(split)
-    if split_digest(x, y) != expected:
-        raise CorruptFile(f"{path}: its arrays no longer match the sha256 recorded in {directory / 'meta.json'}"
-                          f"; rebuild both with `{_rebuild(directory)}`")
+    return x, y, split_digest(x, y)
+
+
+def load_split(
+    directory: str | Path, split: str, meta: dict[str, Any] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)`` of one split: x uint8 N×C×H×W with values in [0, levels), y int64 (N,) (-1 = no label).
+
+    The arrays are checked against the sha256 in ``meta.json`` (``meta`` if given, else read).
+    """
+    x, y, _ = load_split_measured(directory, split, meta)
     return x, y
+
+
+def load_split_measured(
+    directory: str | Path, split: str, meta: dict[str, Any] | None = None
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """:func:`load_split` plus the sha256 measured on the arrays it returns (for lineage)."""
+    directory = Path(directory)
+    x, y, digest = read_split(directory, split)
+    expected = (meta or load_meta(directory))["sha256"].get(split)
+    if digest != expected:
+        raise CorruptFile(f"{directory / (split + '.npz')}: its arrays no longer match the sha256 recorded in "
+                          f"{directory / 'meta.json'} (arrays {digest}, recorded {expected}); rebuild both "
+                          f"with `{_rebuild(directory)}`")
+    return x, y, digest

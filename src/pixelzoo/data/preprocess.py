@@ -22,6 +22,7 @@ import numpy as np
 
 from pixelzoo.config import Dataset, ParamsError, dataset_problems, section_entry
 from pixelzoo.errors import kill_point
+from pixelzoo.integrity import clean_stale_temps, publish_dir, temp_sibling
 from pixelzoo.data.datasets import SPLITS, split_digest
 from pixelzoo.data.sources import RawSource, load_source, source_kind
 
@@ -117,10 +118,15 @@ def build_dataset(name: str, entry: dict[str, Any], raw: RawSource
 
 def write_processed(out_dir: str | Path, arrays: dict[str, tuple[np.ndarray, np.ndarray]],
                     meta: dict[str, Any]) -> None:
-    """Write ``{split}.npz`` and ``meta.json`` into a temporary sibling folder, then rename it into place."""
+    """Write ``{split}.npz`` and ``meta.json`` into a temporary sibling folder, then rename it into place.
+
+    Temp folders that killed runs left behind (their pid is gone) are removed first.
+    """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    for stale in clean_stale_temps(out_dir):
+        print(f"removed {stale}, left by a killed run")
+    tmp = temp_sibling(out_dir)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
@@ -128,9 +134,7 @@ def write_processed(out_dir: str | Path, arrays: dict[str, tuple[np.ndarray, np.
             np.savez(tmp / f"{split}.npz", x=x, y=y)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         kill_point("preprocess")  # crash tests: arrays written, not yet renamed into place
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+        publish_dir(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

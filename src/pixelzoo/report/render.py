@@ -143,8 +143,13 @@ def to_html(title: str, intro: list[Any], sections: list[Section]) -> str:
     return "\n".join(parts)
 
 
+def _md_text(text: str) -> str:
+    """Text for Markdown: HTML in it is shown, never interpreted (GitHub renders raw HTML in Markdown)."""
+    return html.escape(text, quote=False)
+
+
 def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    return _md_text(text).replace("|", "\\|").replace("\n", " ")
 
 
 def _md_link(text: str, href: str | None) -> str:
@@ -168,9 +173,9 @@ def _md_cell(c: Cell) -> str:
 
 def _md_block(b: Any) -> str:
     if isinstance(b, str):
-        return b
+        return _md_text(b)
     if isinstance(b, Banner):
-        return "\n".join([f"> **{_md_escape(b.title)}**", *(f"> {x}  " for x in b.lines)])
+        return "\n".join([f"> **{_md_escape(b.title)}**", *(f"> {_md_text(x)}  " for x in b.lines)])
     if isinstance(b, Details):
         inner = "\n\n".join(_md_block(x) for x in b.blocks)
         return f"<details><summary>{html.escape(b.summary)}</summary>\n\n{inner}\n\n</details>"
@@ -180,16 +185,16 @@ def _md_block(b: Any) -> str:
         lines.append("|" + "---|" * len(b.header))
         lines.extend("| " + " | ".join(_md_cell(c) for c in row) + " |" for row in b.rows)
         if b.note:
-            lines += ["", f"_{b.note}_"]
+            lines += ["", f"_{_md_text(b.note)}_"]
         return "\n".join(lines)
     return "\n\n".join(f"{_md_img(f)}  \n*{_md_escape(f.caption)}*" for f in b)
 
 
 def to_markdown(title: str, intro: list[Any], sections: list[Section]) -> str:
     """The Markdown twin of :func:`to_html` (GitHub-flavoured tables, relative image links)."""
-    nav = " · ".join(f"[{s.title}](#{s.anchor})" for s in sections)
-    parts = [f"# {title}", *(_md_block(p) for p in intro), nav]
+    nav = " · ".join(f"[{_md_escape(s.title)}](#{s.anchor})" for s in sections)
+    parts = [f"# {_md_text(title)}", *(_md_block(p) for p in intro), nav]
     for s in sections:
-        parts.append(f'<a id="{s.anchor}"></a>\n\n## {s.title}')
+        parts.append(f'<a id="{html.escape(s.anchor)}"></a>\n\n## {_md_text(s.title)}')
         parts.extend(_md_block(b) for b in s.blocks)
     return "\n\n".join(parts) + "\n"
