@@ -399,3 +399,14 @@ def test_paper_tables_without_experiments_are_folded(built) -> None:
     html = written.html.read_text()
     assert "<details><summary>Row LSTM, 12 layers: residual and skip connections" in html
     assert html.index("Paper tables not reproduced") > html.index("Receptive fields")
+
+
+def test_completion_caveat_of_the_sample_stage_is_on_the_figure(tmp_path: Path) -> None:
+    """A model whose completions are inexact (multi-scale) says so in completions.txt; the report shows it."""
+    params = write_fixture_outputs(tmp_path)
+    html = build_report(tmp_path, params, tmp_path / "reports").html.read_text()
+    assert "Caveat:" not in html
+    samples = next(tmp_path.glob("outputs/*/samples/samples.npz")).parent
+    (samples / "completions.txt").write_text("approximate for this model\n")
+    html = build_report(tmp_path, params, tmp_path / "reports").html.read_text()
+    assert "Caveat: approximate for this model" in html

@@ -54,7 +54,8 @@ def sample_blocks(root: Path, exp: Experiment, fig_dir: Path, out_dir: Path) -> 
         blocks.append(_labelled_rows(a["soft_labels"], per_row, labels, "Soft label", grid,
                                      f"{exp.key} soft labels"))
     if "completions" in a:
-        blocks.append(_completions(a, grid, exp.key))
+        caveat = exp.samples_npz.with_name("completions.txt")  # from models whose completions are inexact
+        blocks.append(_completions(a, grid, exp.key, caveat.read_text().strip() if caveat.exists() else ""))
     return blocks
 
 
@@ -70,7 +71,9 @@ def _labelled_rows(
     return Table([what, f"{per_row} samples"], rows)
 
 
-def _completions(a: dict[str, np.ndarray], grid: Callable[..., figures.Figure], key: str) -> Table:
+def _completions(
+    a: dict[str, np.ndarray], grid: Callable[..., figures.Figure], key: str, caveat: str = ""
+) -> Table:
     known = a["completions_known"]
     rows = []
     for r in range(len(a["completions"])):
@@ -82,7 +85,7 @@ def _completions(a: dict[str, np.ndarray], grid: Callable[..., figures.Figure], 
             Cell("", fig=grid(f"completion_{r}_sample", a["completions"][r : r + 1], f"{key}: completion")),
         ])
     note = ("Context given: the original with the part the model did not see painted over; the model "
-            "sampled that part, conditioned on the rest.")
+            "sampled that part, conditioned on the rest." + (f" Caveat: {caveat}" if caveat else ""))
     return Table(["Completion", "Original", "Context given", "Model's completion"], rows, note=note)
 
 
