@@ -12,7 +12,7 @@ from pixelzoo.data.preprocess import resolve_dataset
 from pixelzoo.data.sources import FASHION_DEBIAN_DIR, missing_mirrors
 from pixelzoo.models import registered
 from pixelzoo.profile import PROFILES
-from pixelzoo.training import resolve_experiment
+from pixelzoo.config import resolve_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = load_params(ROOT / PROFILES["cpu"])

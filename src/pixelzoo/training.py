@@ -445,7 +445,8 @@ def train(
             nats = image_nats(net, x, y, amp)
             # [DDP] sum over this rank's images / global batch, times world: DDP's average over ranks
             # then is the mean over the whole global batch, as in one process.
-            loss = nats.sum() * (dist.world_size / len(batch))
+            # (sum / n * world: with one process bit-identical to the mean, so CPU baselines do not move)
+            loss = nats.sum() / len(batch) * dist.world_size
             if not torch.isfinite(loss):  # before the step: the weights and resume.pt stay good
                 raise TrainingDiverged(_diverged_message(cfg, loss, epoch, state, resume_path))
             optimizer.zero_grad(set_to_none=True)
