@@ -7,12 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pixelzoo.config import load_params
+from pixelzoo.config import load_params, resolve_experiment
 from pixelzoo.data.preprocess import resolve_dataset
 from pixelzoo.data.sources import FASHION_DEBIAN_DIR, missing_mirrors
 from pixelzoo.models import registered
 from pixelzoo.profile import PROFILES
-from pixelzoo.config import resolve_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = load_params(ROOT / PROFILES["cpu"])

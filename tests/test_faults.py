@@ -134,7 +134,12 @@ def test_kill_9_in_every_stage_kind_leaves_nothing_complete_and_repro_recovers(
     # The killed-and-resumed training ends bit-identical to one that ran straight through.
     resumed = torch.load(train_out / "model.pt", weights_only=True)
     cfg = config.resolve_experiment(config.load_params(root / "params.yaml"), EXP)
-    training.train(cfg, root / "data/processed/digits", tmp_path / "straight", tmp_path / "scratch")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the stage processes (OMP_NUM_THREADS=1): float sums in the same order
+    try:
+        training.train(cfg, root / "data/processed/digits", tmp_path / "straight", tmp_path / "scratch")
+    finally:
+        torch.set_num_threads(threads)
     straight = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)
     assert resumed["valid_bits_per_dim"] == straight["valid_bits_per_dim"]
     assert all(torch.equal(resumed["state_dict"][k], v) for k, v in straight["state_dict"].items())

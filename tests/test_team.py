@@ -149,7 +149,8 @@ def test_every_run_tag_metric_and_artifact_reached_the_server(team: Team) -> Non
     for (experiment, stage), run in by_key.items():
         assert run.info.status == "FINISHED", (experiment, stage)
         tags = run.data.tags
-        assert len(tags["git.commit"]) == 40 and tags["dataset.sha256.train"] == meta["sha256"]["train"]
+        split = "train" if stage == "train" else "test"  # each stage tags the arrays it read, measured
+        assert len(tags["git.commit"]) == 40 and tags[f"dataset.sha256.{split}"] == meta["sha256"][split]
         assert run.data.params["model"] == experiment.split("-")[0]
         pointer = json.loads((team.b / "outputs" / experiment / ("samples" if stage == "sample" else stage)
                               / "mlflow_run.json").read_text())
