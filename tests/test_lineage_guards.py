@@ -168,7 +168,8 @@ def test_killed_sample_then_tampered_checkpoint_and_data(story: Story, tmp_path:
 
     tree.stage("sample")
     assert not temps[0].exists()
-    assert {p.name for p in samples.iterdir()} == {"grid.png", "completions.png", "samples.npz", "mlflow_run.json"}
+    expected = {"grid.png", "completions.png", "samples.npz", "mlflow_run.json"}
+    assert {p.name for p in samples.iterdir()} == expected
     run = tree.client().get_run(tree.pointer("samples")["run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.tags["pixelzoo.orphans_marked_killed"] == orphan.info.run_id
