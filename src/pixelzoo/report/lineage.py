@@ -100,7 +100,11 @@ def code_change(commit: str | None, dirty: bool, where: Path, cache: dict[str, A
     if commit not in cache:
         cache[commit] = tracking.code_changes_since(commit, cwd=where)
     changed = cache[commit]
-    return f"code changed since {commit[:8]} ({', '.join(changed)})" if changed else None
+    if not changed:
+        return None
+    # A long list buries the table: name a few files and count the rest (`git diff` gives them all).
+    shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+    return f"code changed since {commit[:8]} ({shown})"
 
 
 def resolve(
