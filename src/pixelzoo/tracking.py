@@ -87,9 +87,15 @@ def _init_lock() -> Iterator[None]:
 @contextmanager
 def _short_http_retries() -> Iterator[None]:
     """Probe a server with few retries and a short timeout unless the user chose their own."""
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    with _scoped_env({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}, False):
+        yield
+
+
+@contextmanager
+def _scoped_env(values: Mapping[str, str], override: bool = True) -> Iterator[None]:
+    """Environment variables set inside the block only (``override=False``: unless the user set them)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update({k: v for k, v in values.items() if override or k not in os.environ})
     try:
         yield
     finally:
@@ -297,17 +303,9 @@ def _signals_raise() -> Iterator[None]:
 @contextmanager
 def _http_limits(retries: int, timeout: float) -> Iterator[None]:
     """MLflow HTTP calls inside this block: at most ``retries`` retries of ``timeout`` seconds each."""
-    keys = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries), "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(timeout))}
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ.update(keys)
-    try:
+    with _scoped_env({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries),
+                      "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(timeout))}):
         yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @dataclass
