@@ -19,7 +19,7 @@ import yaml
 from mlflow.entities import Param
 from torchvision.utils import save_image
 
-from pixelzoo import config, tracking
+from pixelzoo import config, integrity, tracking
 from pixelzoo.evaluation import BitsMap, save_bits_map_figures
 from pixelzoo.report import build_report, reference
 from pixelzoo.report.collect import RunPointer
@@ -117,7 +117,7 @@ def _run(root: Path, params: dict[str, Any], key: str, nats: float, uri: str | N
     ckpt.write_bytes(key.encode())  # stands in for the state dict: only its sha256 matters here
     for stage in ("train", "evaluate", "sample"):
         cfg = config.stage_config(params, key, stage)
-        digest = tracking.file_sha256(ckpt)
+        digest = integrity.file_sha256(ckpt)
         run_id = _record_run(uri, key, stage, cfg, digest) if uri else f"{stage}{key}".ljust(32, "0")
         _write_json(root / tracking.stage_dir(key, stage) / "mlflow_run.json", {
             "run_id": run_id, "tracking_uri": uri or f"sqlite:///{root}/mlflow.db",
@@ -382,7 +382,7 @@ def test_chain_links_to_mlflow_ui_and_checks_the_checkpoint(built, store_uri: st
     row = _row(written.html.read_text(), "PixelCNN", "bmnist_pixelcnn")
     ptr = json.loads((root / "outputs" / "bmnist_pixelcnn" / "evaluate" / "mlflow_run.json").read_text())
     assert re.search(rf'href="http://127.0.0.1:5000/#/experiments/\d+/runs/{ptr["run_id"]}">→ evaluate', row)
-    sha = tracking.file_sha256(root / "outputs" / "bmnist_pixelcnn" / "train" / "model.pt")
+    sha = integrity.file_sha256(root / "outputs" / "bmnist_pixelcnn" / "train" / "model.pt")
     assert f"model.pt sha256 {sha[:12]} (evaluate ✓, sample ✓)" in row
 
 

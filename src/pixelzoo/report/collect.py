@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pixelzoo import tracking
+from pixelzoo import integrity, tracking
 from pixelzoo.config import resolve_experiment
 from pixelzoo.report import lineage
 
@@ -185,7 +185,7 @@ def collect(root: Path, params: dict[str, Any], store: lineage.RunStore | None =
             if png.exists():
                 exp.bits_figures[name] = png
         ckpt = root / tracking.stage_dir(key, "train") / "model.pt"
-        exp.checkpoint_sha256 = tracking.file_sha256(ckpt) if ckpt.exists() else None
+        exp.checkpoint_sha256 = integrity.file_sha256(ckpt) if ckpt.exists() else None
         if store is None:
             exp.lineage = lineage.Lineage(unchecked=["lineage look-up switched off (report.mlflow: false)"])
         else:
