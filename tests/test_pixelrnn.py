@@ -3,16 +3,13 @@ equivalence with slow per-pixel references written here independently, exact nor
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 import torch
 
 from pixelzoo.models import build_model, generation_order
-from pixelzoo.models.diagonal_bilstm import DiagonalBiLSTMLayer, DiagonalLSTM
+from pixelzoo.models.diagonal_bilstm import DiagonalBiLSTMLayer, DiagonalLSTM, diagonal_layout
 from pixelzoo.models.row_lstm import RowLSTMLayer
 from pixelzoo.nn.masks import causal_mask
-from pixelzoo.nn.skew import skew, unskew
 
 TOL = (
     1e-14  # relative to the largest gradient; float64 rounding noise is ~1e-16, real far-away effects ~1e-12
@@ -246,14 +243,17 @@ def test_diagonal_bilstm_layer_matches_per_pixel_reference(channels: int, reads_
 
 
 @pytest.mark.parametrize("height,width", [(3, 4), (4, 3), (5, 5), (1, 6)])
-def test_skew_round_trip(height: int, width: int) -> None:
-    x = torch.randn(2, 3, height, width)
-    sk = skew(x)
-    assert sk.shape == (2, 3, height, width + height - 1)
-    for r, j in itertools.product(range(height), range(width)):
-        assert torch.equal(sk[..., r, r + j], x[..., r, j])
-    assert int((sk != 0).sum()) == int((x != 0).sum())  # everything else is zero padding
-    assert torch.equal(unskew(sk, width), x)
+def test_diagonal_layout_is_the_skew(height: int, width: int) -> None:
+    """Step t of the Diagonal BiLSTM scan is column t of the skewed map (pixels (r, t - r)), rows in
+    order, without the map's padding cells; the two permutations invert each other."""
+    layout, to_cells, to_raster = diagonal_layout(height, width, torch.device("cpu"))
+    assert layout.n == height and len(layout.spans) == width + height - 1 and layout.cells == height * width
+    cells = iter(to_cells.tolist())
+    for t, (lo, hi) in enumerate(layout.spans):
+        expected = [r * width + t - r for r in range(height) if 0 <= t - r < width]
+        assert list(range(lo, hi)) == [p // width for p in expected]
+        assert [next(cells) for _ in range(lo, hi)] == expected
+    assert torch.equal(to_cells[to_raster], torch.arange(height * width))
 
 
 @pytest.mark.parametrize(

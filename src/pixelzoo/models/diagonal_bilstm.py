@@ -23,6 +23,7 @@ earlier pixel is in the context of every pixel.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -36,12 +37,13 @@ from pixelzoo.nn.recurrent import (
     GateConv,
     LayerSession,
     PixelRNN,
+    ScanLayout,
     bias_at,
+    channels_last_map,
     conv_at,
     lstm_cell,
     lstm_scan,
 )
-from pixelzoo.nn.skew import skew, unskew
 
 
 class DiagonalLSTM(nn.Module):
@@ -53,18 +55,32 @@ class DiagonalLSTM(nn.Module):
         self.scan = ConvLSTMScan(hidden, 2, (1, 0))
 
 
+@functools.lru_cache(maxsize=32)
+def diagonal_layout(
+    height: int, width: int, device: torch.device
+) -> tuple[ScanLayout, torch.Tensor, torch.Tensor]:
+    """The skewed columns as scan steps: step t holds pixels (r, t - r), r = max(0, t-W+1)..min(t, H-1)
+    (the skewed map's other cells are padding: the scan keeps the initial state there).
+
+    Returns the layout and the two permutations between raster order and the packed cells.
+    """
+    spans = [(max(0, t - width + 1), min(t + 1, height)) for t in range(height + width - 1)]
+    rows = torch.cat([torch.arange(lo, hi) for lo, hi in spans])
+    cols = torch.cat([t - torch.arange(lo, hi) for t, (lo, hi) in enumerate(spans)])
+    to_cells = (rows * width + cols).to(device)  # packed cell -> raster pixel
+    return ScanLayout(spans, (1, 0), device), to_cells, torch.argsort(to_cells)
+
+
 def diagonal_scan(pre: torch.Tensor, dirs: Sequence[DiagonalLSTM]) -> torch.Tensor:
-    """Pre-activations B×(d·4h)×H×W of ``d`` directions (each already in its own left-to-right frame)
-    -> hidden states B×(d·h)×H×W, all directions in one scan over the skewed columns."""
-    height, width = pre.shape[-2:]
-    sk = skew(pre).transpose(2, 3)  # B×d4h×S×H: skewed columns are the steps
-    rows = torch.arange(height, device=pre.device)
-    cols = torch.arange(sk.shape[2], device=pre.device)
-    active = cols[:, None] >= rows[None, :]  # left of its row's start a cell keeps the initial state
+    """Pre-activations H×W×B×(d·4h) of ``d`` directions (each already in its own left-to-right frame)
+    -> hidden states H×W×B×(d·h), all directions in one scan over the skewed columns."""
+    height, width, batch, channels = pre.shape
+    layout, to_cells, to_raster = diagonal_layout(height, width, pre.device)
     weight = torch.cat([d.scan.state_conv.weight for d in dirs])
     h0, c0 = torch.cat([d.scan.h0 for d in dirs]), torch.cat([d.scan.c0 for d in dirs])
-    out = lstm_scan(sk, weight, h0, c0, (1, 0), active, groups=len(dirs))
-    return unskew(out.transpose(2, 3), width)
+    cells = pre.reshape(height * width, batch, channels).index_select(0, to_cells)
+    out = lstm_scan(cells, weight, h0, c0, layout, groups=len(dirs))
+    return out.index_select(0, to_raster).view(height, width, batch, -1)
 
 
 class DiagonalBiLSTMLayer(nn.Module):
@@ -72,7 +88,9 @@ class DiagonalBiLSTMLayer(nn.Module):
 
     The right-to-left direction is the left-to-right computation on the width-flipped map; the two
     run as one two-group scan (the 1×1 input-to-state conv commutes with the flip, so both
-    directions' pre-activations come from one conv of the unflipped input).
+    directions' pre-activations come from one conv of the unflipped input). The layer works
+    pixel-major (H×W×B×channels): the 1×1 convs are matrix products there, and a skewed column's
+    cells are whole B×channels blocks.
 
     ``reads_image`` (the first layer): the right-to-left direction also gets the image through an
     unmasked 1×1 conv, which closes the blind spot described in the module docstring.
@@ -88,28 +106,33 @@ class DiagonalBiLSTMLayer(nn.Module):
     def pre_activations(
         self, x: torch.Tensor, bias: torch.Tensor | None, image: torch.Tensor | None
     ) -> torch.Tensor:
-        """Gate pre-activations of both directions, B×(2·4h)×H×W in image coordinates (not flipped)."""
+        """Gate pre-activations of both directions for x (B×in×H×W): H×W×B×(2·4h), image coordinates
+        (not flipped)."""
         convs = (self.forward_dir.input_to_state, self.backward_dir.input_to_state)
         weight = torch.cat([c.weight * c.mask for c in convs])
+        # channels-last: a 1×1 conv is several times faster there on CPU, and H×W×B×C is one cheap
+        # block copy away
+        x = x.contiguous(memory_format=torch.channels_last)
         pre = F.conv2d(x, weight, torch.cat([c.bias for c in convs]))
         if bias is not None:
             pre = pre + bias
         if self.image_to_state is not None:
             if image is None:
                 raise ValueError("this Diagonal BiLSTM layer reads the image: pass image=")
-            pre = pre + F.pad(self.image_to_state(image), (0, 0, 0, 0, GATES * self.hidden, 0))
-        return pre
+            from_image = self.image_to_state(image.contiguous(memory_format=torch.channels_last))
+            pre = pre + F.pad(from_image, (0, 0, 0, 0, GATES * self.hidden, 0))
+        return pre.permute(2, 3, 0, 1)
 
     def forward(
         self, x: torch.Tensor, bias: torch.Tensor | None = None, image: torch.Tensor | None = None
     ) -> torch.Tensor:
-        pre_l, pre_r = self.pre_activations(x, bias, image).chunk(2, dim=1)
-        both = diagonal_scan(torch.cat([pre_l, pre_r.flip(-1)], dim=1), (self.forward_dir, self.backward_dir))
-        left, right = both.chunk(2, dim=1)
-        right = right.flip(-1)  # flip the WIDTH axis back
+        pre_l, pre_r = self.pre_activations(x, bias, image).chunk(2, dim=-1)
+        both = diagonal_scan(torch.cat([pre_l, pre_r.flip(1)], dim=-1), (self.forward_dir, self.backward_dir))
+        left, right = both.chunk(2, dim=-1)
+        right = right.flip(1)  # flip the WIDTH axis back
         # Down shift: row i receives row i-1; row 0 receives the learned initial state.
-        top = self.backward_dir.scan.h0.view(1, -1, 1, 1).expand(x.shape[0], -1, 1, x.shape[-1])
-        return left + torch.cat([top, right[:, :, :-1]], dim=2)
+        top = self.backward_dir.scan.h0.expand(1, x.shape[-1], x.shape[0], -1)
+        return channels_last_map(left + torch.cat([top, right[:-1]], dim=0), *x.shape[-2:])
 
     def session(
         self, inputs: torch.Tensor, bias: torch.Tensor | None, image_rows: Callable[[int], torch.Tensor]
@@ -160,9 +183,9 @@ class DiagonalBiLSTMSession(LayerSession):
         if bias is not None and bias.shape[-2] > 1:  # a bias map (not a class bias): this row of it
             bias = bias[:, :, i : i + 1]
         image = self.image_rows(i) if self.layer.image_to_state is not None else None
-        pre = self.layer.pre_activations(self.inputs[:, :, i : i + 1], bias, image).chunk(2, dim=1)[1]
+        pre = self.layer.pre_activations(self.inputs[:, :, i : i + 1], bias, image).chunk(2, dim=-1)[1]
         for j in reversed(range(self.inputs.shape[-1])):
-            h, c = _diagonal_step(self.layer.backward_dir.scan, pre[:, :, 0, j], self.hr[:, :, i, j],
+            h, c = _diagonal_step(self.layer.backward_dir.scan, pre[0, j], self.hr[:, :, i, j],
                                   self.hr[:, :, i + 1, j + 1], self.cr[:, :, i + 1, j + 1])
             self.hr[:, :, i + 1, j], self.cr[:, :, i + 1, j] = h, c
 

@@ -72,118 +72,136 @@ def lstm_cell(
     return (o * torch.tanh(c)).flatten(1, 2), c.flatten(1, 2)
 
 
-def _shift(y: torch.Tensor, d: int) -> torch.Tensor:
-    """``out[:, m] = y[:, m + d]`` along dim 1 of a B×N×C tensor, zero where m + d is outside."""
-    if d > 0:
-        return F.pad(y[:, d:], (0, 0, 0, d))
-    return F.pad(y[:, :d], (0, 0, -d, 0)) if d < 0 else y
+Spans = Sequence[tuple[int, int]]
 
 
-def _tap_matrix(weight: torch.Tensor, groups: int) -> torch.Tensor:
-    """State-conv weight (G·4h × h × k) -> gh × (k·G·4h): column block ``tap`` maps the state at
-    offset ``tap - before`` to every gate, block-diagonal over the groups (h @ M = all taps at once)."""
+def _tap_weights(weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """State-conv weight (G·4h × h × k) -> k × gh × G·4h: ``state @ taps[tap]`` is tap ``tap``'s
+    share of every gate, block-diagonal over the groups."""
     g4h, hidden, k = weight.shape
-    m = weight.new_zeros(groups, hidden, k, groups, g4h // groups)
+    m = weight.new_zeros(k, groups, hidden, groups, g4h // groups)
     w = weight.reshape(groups, g4h // groups, hidden, k)
     for gi in range(groups):
-        m[gi, :, :, gi] = w[gi].permute(1, 2, 0)
-    return m.reshape(groups * hidden, k * g4h)
+        m[:, gi, :, gi] = w[gi].permute(2, 1, 0)
+    return m.reshape(k, groups * hidden, g4h)
 
 
 def _tap_weight_grad(dm: torch.Tensor, groups: int) -> torch.Tensor:
-    """Inverse of :func:`_tap_matrix` for gradients: k × gh × G·4h -> G·4h × h × k (diagonal blocks)."""
+    """Inverse of :func:`_tap_weights` for gradients: k × gh × G·4h -> G·4h × h × k (diagonal blocks)."""
     k, gh, g4h = dm.shape
     blocks = dm.reshape(k, groups, gh // groups, groups, g4h // groups)
     diag = torch.stack([blocks[:, gi, :, gi, :] for gi in range(groups)])  # groups × k × h × 4h
     return diag.permute(0, 3, 2, 1).reshape(g4h, gh // groups, k)
 
 
+class ScanLayout:
+    """Where the cells of a scan live: step ``t`` runs positions ``spans[t] = (lo, hi)``, stored one
+    after another ("packed": P = Σ (hi - lo) cells, step-major, each cell a B×channels block).
+
+    The state buffers are step × ``width`` rows: the ``n`` positions plus the initial-state padding
+    (``before`` rows first). ``read[tap]`` (P) is, per cell, the row of the flattened state buffer its
+    state-conv tap ``tap`` reads in the previous step; ``write`` the row its own state goes to;
+    ``h_init``/``c_init`` mark the rows of the state buffers that hold the initial state (padding,
+    positions no span reaches in that step, and the whole of step 0).
+    """
+
+    def __init__(self, spans: Spans, padding: tuple[int, int], device: torch.device | str = "cpu") -> None:
+        self.spans = [(int(lo), int(hi)) for lo, hi in spans]
+        if not self.spans or any(not 0 <= lo < hi for lo, hi in self.spans):
+            raise ValueError(f"need one non-empty span (lo, hi) with 0 <= lo < hi per step, got {self.spans}")
+        self.before, after = padding
+        self.n = max(hi for _, hi in self.spans)
+        self.width = self.n + self.before + after
+        steps = len(self.spans)
+        t = torch.cat([torch.full((hi - lo,), i) for i, (lo, hi) in enumerate(self.spans)])
+        pos = torch.cat([torch.arange(lo, hi) for lo, hi in self.spans])
+        self.cells = int(t.numel())
+        self.read = [(t * self.width + pos + tap).to(device) for tap in range(self.before + after + 1)]
+        self.write = ((t + 1) * self.width + pos + self.before).to(device)
+        self.h_init = torch.ones((steps + 1) * self.width, dtype=torch.bool, device=device)
+        self.h_init[self.write] = False
+        self.c_init = torch.ones((steps + 1) * self.n, dtype=torch.bool, device=device)
+        self.c_init[((t + 1) * self.n + pos).to(device)] = False
+
+
 class _Scan(torch.autograd.Function):
     """The step loop of :func:`lstm_scan` with a hand-written backward (backpropagation through time).
 
     Autograd over the loop records ~20 small nodes per step; here the forward runs without a graph
-    and keeps only the states and gate values, and the backward walks the steps in reverse with a
-    dozen elementwise ops and one matrix product per step. States are kept channels-last
-    (B×N×channels) so the state convolution over all taps is one matrix product (tiny 1-D
-    convolutions cost more in layout conversions than in arithmetic); the weight gradient is one
-    product per tap over all steps at the end. ``pre`` already holds the initial-state padding's
-    share of the state convolution, so the taps see zeros outside (see :func:`lstm_scan`).
+    and keeps only the states, gate values and tanh(c), and the backward walks the steps in reverse.
+    The cells are packed (see :class:`ScanLayout`): a step's cells are one contiguous block of
+    B×channels rows, so each state-conv tap is one matrix product added straight into the gate
+    pre-activations, and positions outside a step's span (half the Diagonal BiLSTM's skewed map)
+    cost nothing. The state buffers hold the initial state wherever no cell writes, which is what
+    the taps must read there.
     """
 
     @staticmethod
-    def forward(ctx, pre, weight, h0, c0, before, groups, active):  # noqa: ANN001, ANN205
-        b, g4h, steps, n = pre.shape
-        gh, k = h0.numel(), weight.shape[-1]
-        m = _tap_matrix(weight, groups)
-        pre_steps = pre.permute(2, 0, 3, 1).contiguous()  # T×B×N×G4h: each step's slice is contiguous
-        hs = pre.new_empty(steps + 1, b, n, gh)  # hs[t]: hidden state entering step t
-        cs = pre.new_empty(steps + 1, b, n, gh)
-        gs = pre.new_empty(steps, b, n, groups, GATES, gh // groups)  # σ(o, f, i), tanh(g) per step
-        hs[0], cs[0] = h0, c0
-        for t in range(steps):
-            y = (hs[t].view(b * n, gh) @ m).view(b, n, k, g4h)
-            z = pre_steps[t] + y[:, :, before]
-            for tap in range(k):
-                if tap != before:
-                    z += _shift(y[:, :, tap], tap - before)
-            z = z.view(b, n, groups, GATES, -1)
-            torch.sigmoid(z[..., :3, :], out=gs[t, ..., :3, :])
-            torch.tanh(z[..., 3, :], out=gs[t, ..., 3, :])
-            o, f, i, g = gs[t].unbind(3)
-            c = torch.addcmul(f * cs[t].view_as(o), i, g)
-            h = (o * torch.tanh(c)).view(b, n, gh)
-            c = c.view(b, n, gh)
-            if active is not None:
-                a = active[t].view(1, n, 1)
-                h, c = torch.where(a, h, h0), torch.where(a, c, c0)
-            hs[t + 1], cs[t + 1] = h, c
-        ctx.save_for_backward(m, hs, cs, gs, active)
-        ctx.before, ctx.groups, ctx.weight_dtype = before, groups, weight.dtype
-        return hs[1:].permute(1, 3, 0, 2)  # B×gh×T×N
+    def forward(ctx, pre, weight, h0, c0, layout, groups):  # noqa: ANN001, ANN205
+        _, b, g4h = pre.shape
+        gh, steps, before = h0.numel(), len(layout.spans), layout.before
+        taps = _tap_weights(weight, groups)
+        hs = h0.expand(steps + 1, layout.width, b, gh).contiguous()
+        cs = c0.expand(steps + 1, layout.n, b, gh).contiguous()
+        gs = pre.new_empty(layout.cells, b, groups, GATES, gh // groups)  # σ(o, f, i), tanh(g)
+        tcs = pre.new_empty(layout.cells, b, gh)  # tanh(c)
+        q = 0
+        for t, (lo, hi) in enumerate(layout.spans):
+            p, q = q, q + hi - lo
+            z = torch.addmm(pre[p:q].view(-1, g4h), hs[t, lo:hi].view(-1, gh), taps[0])
+            for tap in range(1, taps.shape[0]):
+                z.addmm_(hs[t, lo + tap : hi + tap].view(-1, gh), taps[tap])
+            z = z.view(hi - lo, b, groups, GATES, -1)
+            g_t = gs[p:q]
+            torch.sigmoid(z[..., :3, :], out=g_t[..., :3, :])
+            torch.tanh(z[..., 3, :], out=g_t[..., 3, :])
+            o, f, i, g = g_t.unbind(3)
+            c = torch.mul(f, cs[t, lo:hi].view_as(o), out=cs[t + 1, lo:hi].view_as(o)).addcmul_(i, g)
+            tc = torch.tanh(c, out=tcs[p:q].view_as(o))
+            torch.mul(o, tc, out=hs[t + 1, lo + before : hi + before].view_as(o))
+        ctx.save_for_backward(taps, hs, cs, gs, tcs)
+        ctx.layout, ctx.groups, ctx.weight_dtype = layout, groups, weight.dtype
+        return hs.view(-1, b, gh).index_select(0, layout.write)  # P×B×gh
 
     @staticmethod
     def backward(ctx, dout):  # noqa: ANN001, ANN205
-        m, hs, cs, gs, active = ctx.saved_tensors
-        before, groups = ctx.before, ctx.groups
-        steps, b, n, gh = hs[1:].shape
-        k = m.shape[1] // (GATES * gh)
-        g4h = m.shape[1] // k
-        mt = m.reshape(gh, k, g4h).permute(2, 1, 0).reshape(g4h, k * gh)
-        dout = dout.permute(2, 0, 3, 1).contiguous()  # T×B×N×gh
-        # out-of-place throughout: the causality audit runs this backward under vmap (batched grads)
+        taps, hs, cs, gs, tcs = ctx.saved_tensors
+        layout, groups = ctx.layout, ctx.groups
+        before, k = layout.before, taps.shape[0]
+        cells, b, gh = tcs.shape
+        g4h = taps.shape[2]
+        taps_t = taps.permute(2, 0, 1).reshape(g4h, k * gh)  # every tap's share at once
+        # dhs/dcs: gradients reaching the state buffers (filled by the step that reads them); the
+        # cells' rows go back through the cells, the rest are copies of the initial state. Buffers
+        # come from dout.new_* so that the causality audit's vmap (batched grads) batches them too.
+        dhs, dcs = dout.new_zeros(hs.shape), dout.new_zeros(cs.shape)
         dzs: list[torch.Tensor] = []
-        dh_rec, dc = torch.zeros_like(dout[0]), torch.zeros_like(dout[0])
-        dh0 = dc0 = dout.new_zeros(gh)
-        for t in reversed(range(steps)):
-            dh = dout[t] + dh_rec
-            if active is not None:  # inactive cells are copies of the initial state
-                a = active[t].view(1, n, 1)
-                dh0 = dh0 + dh.masked_fill(a, 0).sum((0, 1))
-                dc0 = dc0 + dc.masked_fill(a, 0).sum((0, 1))
-                dh, dc = dh.masked_fill(~a, 0), dc.masked_fill(~a, 0)
-            o, f, i, g = gs[t].unbind(3)
-            tc = torch.tanh(cs[t + 1].reshape(o.shape))
-            dh, dc = dh.reshape(o.shape), dc.reshape(o.shape)
-            dc = dc + dh * o * (1 - tc * tc)
-            dz = torch.stack(
-                [dh * tc * o * (1 - o), dc * cs[t].reshape(o.shape) * f * (1 - f), dc * g * i * (1 - i),
-                 dc * i * (1 - g * g)],
-                dim=3,
-            ).reshape(b, n, g4h)
+        p = cells
+        for t in reversed(range(len(layout.spans))):
+            lo, hi = layout.spans[t]
+            p, q = p - (hi - lo), p
+            sig = gs[p:q, :, :, :3]
+            o, f, i, g = gs[p:q].unbind(3)
+            tc = tcs[p:q].view_as(o)
+            dh = (dout[p:q] + dhs[t + 1, lo + before : hi + before]).view_as(o)
+            dc = torch.addcmul(dcs[t + 1, lo:hi].view_as(o), dh * o, 1 - tc * tc)
+            # σ' = σ(1-σ) for o, f, i at once; tanh' = 1 - g² for g
+            d_ofi = torch.stack([dh * tc, dc * cs[t, lo:hi].view_as(o), dc * g], dim=3) * (sig - sig * sig)
+            dz = torch.cat([d_ofi, (dc * i * (1 - g * g)).unsqueeze(3)], dim=3).view(-1, g4h)
             dzs.append(dz)
-            dc = (dc * f).reshape(b, n, gh)
-            r = (dz.reshape(b * n, g4h) @ mt).reshape(b, n, k, gh)
-            dh_rec = sum(_shift(r[:, :, tap], before - tap) for tap in range(k))
-        dh0 = dh0 + dh_rec.sum((0, 1))
-        dc0 = dc0 + dc.sum((0, 1))
-        dz_all = torch.stack(dzs[::-1])  # T×B×N×G4h
-        states = hs[:-1].reshape(steps * b, n, gh)
-        dz_rows = dz_all.reshape(-1, g4h)
+            dcs[t, lo:hi] = (dc * f).view(hi - lo, b, gh)
+            r = (dz @ taps_t).view(hi - lo, b, k, gh)
+            for tap in range(k):
+                dhs[t, lo + tap : hi + tap] += r[:, :, tap]
+        dh0 = dhs.view(-1, b, gh)[layout.h_init].sum((0, 1))
+        dc0 = dcs.view(-1, b, gh)[layout.c_init].sum((0, 1))
+        dz_all = torch.cat(dzs[::-1]).view(cells, b, g4h)
+        states, dz_rows = hs.view(-1, b, gh), dz_all.view(-1, g4h)
         dm = torch.stack(
-            [_shift(states, tap - before).reshape(-1, gh).transpose(0, 1) @ dz_rows for tap in range(k)]
+            [states.index_select(0, layout.read[tap]).view(-1, gh).t() @ dz_rows for tap in range(k)]
         )
         dw = _tap_weight_grad(dm, groups).to(ctx.weight_dtype)
-        return dz_all.permute(1, 3, 0, 2), dw, dh0, dc0, None, None, None
+        return dz_all, dw, dh0, dc0, None, None
 
 
 def lstm_scan(
@@ -191,41 +209,40 @@ def lstm_scan(
     weight: torch.Tensor,
     h0: torch.Tensor,
     c0: torch.Tensor,
-    padding: tuple[int, int],
-    active: torch.Tensor | None = None,
+    layout: ScanLayout,
     groups: int = 1,
 ) -> torch.Tensor:
-    """LSTM over the steps ``t`` of ``pre`` (B×(groups·4h)×T×N) -> hidden states B×(groups·h)×T×N.
+    """LSTM over packed cells (see :class:`ScanLayout`): gate pre-activations P×B×(groups·4h) ->
+    hidden states P×B×(groups·h), cell for cell.
 
-    ``weight`` (groups·4h × h × k) is the state-to-state 1-D convolution along ``N`` over the
-    previous step's hidden state, with ``padding=(before, after)`` cells of the initial state
-    ``h0`` around it; ``h0``/``c0`` (groups·h) are also the state before the first step. ``active``
-    (bool T×N): where False a cell holds the initial state instead of running the cell.
+    Step ``t`` runs positions ``layout.spans[t]``; ``weight`` (groups·4h × h × k) is the
+    state-to-state 1-D convolution along the positions over the previous step's hidden state, with
+    ``layout``'s padding ``(before, after)`` of the initial state ``h0`` around it. Positions a step
+    does not run hold the initial state ``(h0, c0)`` (groups·h each), as does the state before the
+    first step. ``groups`` independent LSTMs run side by side (channel blocks).
 
-    Speed: the step axis is never indexed under autograd (``pre[:, :, t]`` per step makes autograd
-    build a full-size zero gradient per step: quadratic in T); the loop runs in :class:`_Scan` with
-    its own backward. The initial-state padding is constant, so its share of the state convolution
-    is added to ``pre`` once (under autograd) and each step convolves the zero-padded state.
+    Speed: the step loop runs in :class:`_Scan` with its own backward: under autograd, indexing the
+    step axis (``pre[:, :, t]``) makes autograd build a full-size zero gradient per step (quadratic
+    in the steps) and ~20 small nodes per step.
     """
-    before, after = padding
-    n = pre.shape[-1]
-    h0_map = h0.view(1, -1, 1).expand(1, -1, n)
-    edge = torch.cat([h0_map[..., :before], torch.zeros_like(h0_map), h0_map[..., :after]], dim=-1)
-    pre = pre + F.conv1d(edge, weight, groups=groups)[:, :, None, :]
-    if active is not None:
-        active = active.to(pre.device)
-        if bool(active.all()):
-            active = None
+    if pre.dim() != 3 or pre.shape[0] != layout.cells or pre.shape[2] != weight.shape[0]:
+        raise ValueError(
+            f"expected packed pre-activations {layout.cells}×B×{weight.shape[0]}, got {tuple(pre.shape)}"
+        )
+    if weight.shape[-1] != layout.width - layout.n + 1:
+        raise ValueError(f"a state kernel of {weight.shape[-1]} does not match the layout's padding")
     # Under bf16 autocast the hand-written scan runs in fp32, outside autocast: its backward runs
     # without autocast and would mix dtypes (tests/test_precision.py).
     if torch.is_autocast_enabled(pre.device.type):
         with torch.autocast(pre.device.type, enabled=False):
-            return _Scan.apply(pre.float(), weight.float(), h0.float(), c0.float(), before, groups, active)
-    return _Scan.apply(pre, weight, h0, c0, before, groups, active)
+            pre, weight, h0, c0 = pre.float(), weight.float(), h0.float(), c0.float()
+            return _Scan.apply(pre.contiguous(), weight, h0, c0, layout, groups)
+    return _Scan.apply(pre.contiguous(), weight, h0, c0, layout, groups)
 
 
 class ConvLSTMScan(nn.Module):
-    """LSTM over steps ``t`` of a ``B×4h×T×N`` pre-activation map; 1-D state conv along ``N``.
+    """The LSTM parameters of one PixelRNN layer: state-to-state 1-D conv along the positions of a
+    step, and the learned initial state (see :func:`lstm_scan`).
 
     ``padding=(before, after)`` positions of the initial state are placed around the previous
     step's hidden state before the state convolution (kernel ``before + after + 1`` keeps the
@@ -244,11 +261,18 @@ class ConvLSTMScan(nn.Module):
         self.h0 = nn.Parameter(torch.zeros(hidden))
         self.c0 = nn.Parameter(torch.zeros(hidden))
 
-    def forward(self, pre: torch.Tensor, active: torch.Tensor | None = None) -> torch.Tensor:
-        """``pre``: B×4h×T×N gate pre-activations -> hidden states B×h×T×N (see :func:`lstm_scan`)."""
-        if pre.shape[1] != GATES * self.hidden:
-            raise ValueError(f"expected {GATES * self.hidden} gate channels, got {pre.shape[1]}")
-        return lstm_scan(pre, self.state_conv.weight, self.h0, self.c0, self.padding, active)
+    def forward(self, pre: torch.Tensor, layout: ScanLayout) -> torch.Tensor:
+        """``pre``: packed P×B×4h gate pre-activations -> hidden states P×B×h (see :func:`lstm_scan`)."""
+        if pre.shape[-1] != GATES * self.hidden:
+            raise ValueError(f"expected {GATES * self.hidden} gate channels, got {pre.shape[-1]}")
+        return lstm_scan(pre, self.state_conv.weight, self.h0, self.c0, layout)
+
+
+def channels_last_map(pixels: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Pixel-major states (H·W or H×W)×B×C -> a B×C×H×W map stored channels-last (B×H×W×C), the
+    layout the PixelRNN's 1×1 convolutions run fastest in (see :meth:`PixelRNN.forward_scaled`)."""
+    batch, c = pixels.shape[-2:]
+    return pixels.reshape(height, width, batch, c).permute(2, 0, 1, 3).contiguous().permute(0, 3, 1, 2)
 
 
 class RecurrentLayer(nn.Module):
@@ -365,7 +389,9 @@ class PixelRNN(nn.Module):
     ) -> torch.Tensor:
         """Float image in [-1, 1] -> logits; ``layer_bias`` adds one gate bias map per layer."""
         biases = self.layer_biases(y, layer_bias)
-        h = self.input(xs)
+        # Channels-last throughout: the 1×1 convs (gates, residual, skip, head) run several times
+        # faster on CPU than on B×C×H×W storage, and the recurrent layers work pixel-major anyway.
+        h = self.input(xs.contiguous(memory_format=torch.channels_last))
         skips = None
         for blk, bias in zip(self.blocks, biases, strict=True):
             h = blk(h, bias, xs)
