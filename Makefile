@@ -25,9 +25,11 @@ repro: $(STAMP)
 
 # The whole test suite: unit tests, the CI-scale pipeline run + NLL regression gate, and the offline
 # rehearsal of the paper profile. Debian packages some tests need (chromium, ...) come first.
+# TEST_WORKERS: pytest-xdist processes (default: one per core, at most 4); tests/conftest.py groups them.
+TEST_WORKERS ?= auto
 test: $(STAMP)
 	bash ci/system-deps.sh
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses 4
 
 # Offline CPU demo: the CI-scale profile through the real stages, then the report.
 quick: $(STAMP)

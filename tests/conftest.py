@@ -23,6 +23,39 @@ from pixelzoo.profile import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# `make test` runs the suite on every core with pytest-xdist, one test file per worker at a time (so a
+# file's module fixtures are built once); the files that read the session-wide CI-profile run form one
+# group so that run is built once too. The longest groups are queued first so that they start at once.
+_SHARED_GROUP = {"test_pipeline": "test_ci_profile"}
+_LONGEST_FIRST = (
+    "test_rehearsal", "test_ci_profile", "test_faults", "test_lineage_guards", "test_rnn_sessions",
+)
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    import torch
+
+    torch.set_num_threads(1)  # the workers share the cores: one intra-op thread each, no oversubscription
+
+
+def _group(nodeid: str) -> str:
+    stem = Path(nodeid.split("::", 1)[0]).stem
+    return _SHARED_GROUP.get(stem, stem)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(_group(item.nodeid), len(rank)))  # stable: file order otherwise
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _group(nodeid)
+
+    return FileGroups(config, log)
 _GIT_ENV = {"GIT_AUTHOR_NAME": "pixelzoo-tests", "GIT_AUTHOR_EMAIL": "tests@localhost",
             "GIT_COMMITTER_NAME": "pixelzoo-tests", "GIT_COMMITTER_EMAIL": "tests@localhost"}
 
