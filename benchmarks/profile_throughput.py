@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from pixelzoo import training
-from pixelzoo.config import load_params
+from pixelzoo.config import load_params, resolve_experiment
 from pixelzoo.data.sources import KINDS
 from pixelzoo.likelihood import nll_per_image
 
@@ -97,7 +97,7 @@ def main() -> None:
     eval_batch = int(params["evaluate"]["batch_size"])
     total = 0.0
     for key in args.only or list(params["experiments"]):
-        cfg = training.resolve_experiment(params, key)
+        cfg = resolve_experiment(params, key)
         ds = params["datasets"][cfg["dataset"]]
         kind = KINDS[params["sources"][ds["source"]]["kind"]]
         meta = {"channels": kind.channels, "levels": ds["levels"], "height": args.size, "width": args.size,

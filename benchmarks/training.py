@@ -41,7 +41,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pixelzoo.config import load_params
 from pixelzoo.models import build_model, registered
-from pixelzoo.training import make_optimizer, resolve_experiment
+from pixelzoo.training import make_optimizer
+
+try:  # older checkouts (the "before" runs) kept it in pixelzoo.training
+    from pixelzoo.config import resolve_experiment
+except ImportError:
+    from pixelzoo.training import resolve_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "training.json"
