@@ -1,6 +1,7 @@
 """Stage start-up cost: what every DVC stage pays before (and around) its real work.
 
-Two figures, medians of ``--repeat`` fresh processes, one intra-op thread:
+Two figures, medians of ``--repeat`` fresh processes, one intra-op thread, wall time and CPU time (user +
+system of the stage process and its children: on a shared machine wall time also counts waiting for a core):
 
 - ``--help``: ``python stages/<stage>.py --help`` (argument parsing only; target <= 1.5 s for evaluate);
 - fixed overhead: the whole ``evaluate`` stage of the smallest rehearsal experiment inside a finished
@@ -11,14 +12,17 @@ Two figures, medians of ``--repeat`` fresh processes, one intra-op thread:
     python -m pixelzoo.profile rehearsal                          # once, for the copy in .work/rehearsal
     python benchmarks/startup.py                                  # this tree
     python benchmarks/startup.py --tree /path/to/older/checkout   # the same figures for another tree
+    python benchmarks/startup.py --tree /old --tree .            # both, runs interleaved (before/after)
 
-``--tree`` times another checkout's stage scripts (they import their own ``src/``) in the same copy.
+``--tree`` times another checkout's stage scripts (they import their own ``src/``) in the same copy; with
+several trees each repeat runs every tree in turn, so load drift on a shared machine hits all alike.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -30,37 +34,54 @@ STAGES = ("download", "preprocess", "train", "evaluate", "sample", "report")
 EXPERIMENT = "pixelcnn-binarized_mnist"
 
 
-def timed(cmd: list[str], cwd: Path, repeat: int) -> list[float]:
+def timed(cmd: list[str], cwd: Path) -> tuple[float, float]:
+    """(wall, CPU) seconds of one run of ``cmd`` with one intra-op thread."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DVC_NO_ANALYTICS": "1"}
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        subprocess.run(cmd, cwd=cwd, env=env, check=True, capture_output=True)
-        times.append(time.perf_counter() - t0)
-    return times
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, cwd=cwd, env=env, check=True, capture_output=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def _spread(t: list[float]) -> str:
-    return f"{statistics.median(t):6.2f} s  (min {min(t):.2f}, max {max(t):.2f})"
+    return f"{statistics.median(t):5.2f} s (min {min(t):.2f}, max {max(t):.2f})"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tree", type=Path, default=ROOT, help="checkout whose stages/ to time (default: this)")
+    ap.add_argument("--tree", type=Path, action="append",
+                    help="checkout whose stages/ to time (default: this one); repeat to compare trees")
     ap.add_argument("--workdir", type=Path, default=ROOT / ".work" / "rehearsal", help="a finished rehearsal")
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args(argv)
-    tree = args.tree.resolve()
-    print(f"tree {tree}, python {sys.executable}, {os.cpu_count()} CPUs, median of {args.repeat}")
-    for stage in STAGES:
-        t = timed([sys.executable, str(tree / "stages" / f"{stage}.py"), "--help"], tree, args.repeat)
-        print(f"  {stage:<10} --help          {_spread(t)}")
-    if (args.workdir / "outputs" / EXPERIMENT / "train" / "model.pt").exists():
-        cmd = [sys.executable, str(tree / "stages" / "evaluate.py"), EXPERIMENT]
-        t = timed(cmd, args.workdir, args.repeat)
-        print(f"  evaluate   fixed overhead  {_spread(t)}  [{EXPERIMENT} in {args.workdir}]")
+    trees = [t.resolve() for t in args.tree or [ROOT]]
+    workdir = args.workdir.resolve()
+    finished = (workdir / "outputs" / EXPERIMENT / "train" / "model.pt").exists()
+    print(f"python {sys.executable}, {os.cpu_count()} CPUs, median of {args.repeat}, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    jobs: dict[tuple[Path, str], tuple[list[str], Path]] = {}  # (tree, label) -> (command, cwd)
+    for tree in trees:
+        for stage in STAGES:
+            script = str(tree / "stages" / f"{stage}.py")
+            jobs[tree, f"{stage:<10} --help        "] = ([sys.executable, script, "--help"], tree)
+        if finished:
+            jobs[tree, "evaluate   fixed overhead"] = (
+                [sys.executable, str(tree / "stages" / "evaluate.py"), EXPERIMENT], workdir)
+    runs: dict[tuple[Path, str], list[tuple[float, float]]] = {key: [] for key in jobs}
+    for _ in range(args.repeat):  # every job once per round: drift in the machine's load hits all alike
+        for key, (cmd, cwd) in jobs.items():
+            runs[key].append(timed(cmd, cwd))
+    for tree in trees:
+        print(f"tree {tree}")
+        for (t, label), r in runs.items():
+            if t == tree:
+                print(f"  {label}  wall {_spread([w for w, _ in r])}  CPU {_spread([c for _, c in r])}")
+    if finished:
+        print(f"fixed overhead: the whole evaluate stage of {EXPERIMENT} in {workdir}")
     else:
-        print(f"  (no finished rehearsal in {args.workdir}: run `python -m pixelzoo.profile rehearsal` "
+        print(f"(no finished rehearsal in {workdir}: run `python -m pixelzoo.profile rehearsal` "
               "for the fixed-overhead figure)")
     return 0
 

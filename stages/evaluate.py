@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from pixelzoo.config import load_checked, stage_config  # noqa: E402
 from pixelzoo.errors import kill_point, run_main  # noqa: E402
+from pixelzoo.startup import pause_gc, resume_gc  # noqa: E402
 
 
 def main() -> None:
@@ -24,6 +25,7 @@ def main() -> None:
     parser.add_argument("experiment", help="key of params.yaml `experiments`")
     args = parser.parse_args()
     # Heavy imports (torch, the models) only now: `--help` and argument errors answer at once.
+    pause_gc()  # until the run has started (pixelzoo.startup)
     from pixelzoo import tracking, training
     from pixelzoo.evaluation import evaluate_with_map, save_bits_map_figures
 
@@ -44,6 +46,7 @@ def main() -> None:
         args.experiment, "evaluate", cfg, meta, data, {split: splits[split].sha256}, out,
         params["tracking"]["experiment_name"], tags=read,
     ) as run:
+        resume_gc()
         x, y = splits[split].x, splits[split].y
         result, bits = evaluate_with_map(
             model, x, y if cfg.get("conditional") else None, int(cfg["evaluate"]["batch_size"]), device

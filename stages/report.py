@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from pixelzoo import integrity  # noqa: E402
 from pixelzoo.config import load_checked  # noqa: E402
 from pixelzoo.errors import run_main  # noqa: E402
+from pixelzoo.startup import pause_gc, resume_gc  # noqa: E402
 
 PAGES = ("figures", "curves", "index.html", "README.md")  # the report's outputs in dvc.yaml
 
@@ -28,9 +29,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--root", type=Path, default=Path("."), help="tree holding metrics/, outputs/, data/")
     ap.add_argument("--out", type=Path, default=None, help="default: report.out_dir")
     args = ap.parse_args(argv)
+    pause_gc()  # for the imports and params (pixelzoo.startup)
     from pixelzoo.report import build_report  # matplotlib, torch: only past `--help`
 
     params = load_checked(args.params)
+    resume_gc()
     out = args.out or Path((params.get("report") or {}).get("out_dir", "reports"))
     integrity.clean_stale_temps(out)
     tmp = integrity.temp_sibling(out)

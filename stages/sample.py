@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from pixelzoo.config import load_checked, stage_config  # noqa: E402
 from pixelzoo.errors import kill_point, run_main  # noqa: E402
+from pixelzoo.startup import pause_gc, resume_gc  # noqa: E402
 
 
 def main() -> None:
@@ -26,6 +27,7 @@ def main() -> None:
     parser.add_argument("experiment", help="key of params.yaml `experiments`")
     args = parser.parse_args()
     # Heavy imports (torch, the models) only now: `--help` and argument errors answer at once.
+    pause_gc()  # until the run has started (pixelzoo.startup)
     import numpy as np
     import torch
 
@@ -58,6 +60,7 @@ def main() -> None:
         args.experiment, "sample", cfg, meta, data, {"test": splits["test"].sha256}, out,
         params["tracking"]["experiment_name"], tags=read,
     ) as run:
+        resume_gc()
         # Unlabelled data (the fixed binarized MNIST) has n_classes null; only conditional models need it.
         n_classes = int(meta["n_classes"]) if conditional else 0
         figures = {}

@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from pixelzoo.config import load_checked, stage_config  # noqa: E402
 from pixelzoo.errors import run_main  # noqa: E402
 from pixelzoo.integrity import PidLock, file_sha256  # noqa: E402
+from pixelzoo.startup import pause_gc, resume_gc  # noqa: E402
 
 
 def main() -> None:
@@ -27,6 +28,7 @@ def main() -> None:
     parser.add_argument("experiment", help="key of params.yaml `experiments`")
     args = parser.parse_args()
     # Heavy imports (torch, the models) only now: `--help` and argument errors answer at once.
+    pause_gc()  # until the run has started (pixelzoo.startup)
     from pixelzoo import launch, tracking, training
 
     params = load_checked()
@@ -60,6 +62,7 @@ def main() -> None:
         else nullcontext(None)
     )
     with lock, run_ctx as run:
+        resume_gc()  # every rank: training runs with the collector on
         written = run.out_dir if run else out  # a temp folder, renamed to `out` once the run finished
         history = training.train(
             cfg, data, written, scratch, log_metrics=run.log_metrics if run else None, loaded=loaded

@@ -1,8 +1,12 @@
 """Stage start-up: `--help` answers without importing torch, mlflow or matplotlib (speed lives in
-benchmarks/startup.py; here only what is imported), and the PNG grids need no torchvision."""
+benchmarks/startup.py; here only what is imported), the PNG grids need no torchvision, validated params
+are not re-validated (no torch for download/preprocess), and the GC pause of a stage's set-up."""
 
 from __future__ import annotations
 
+import gc
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
+
+from pixelzoo import config
+from pixelzoo.errors import UserError, run_main
+from pixelzoo.startup import pause_gc
 
 ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
 HEAVY = ("torch", "mlflow", "matplotlib", "torchvision", "pixelzoo.report")
 PROBE = """
 import runpy, sys
@@ -47,3 +57,35 @@ def test_png_grid_is_torchvisions_pixel_for_pixel(tmp_path: Path) -> None:
         save_grid(x, levels, tmp_path / "ours.png", nrow)
         theirs, ours = (np.array(Image.open(tmp_path / f)) for f in ("tv.png", "ours.png"))
         assert np.array_equal(theirs, ours)
+
+
+def test_validated_params_are_stamped_and_the_next_stage_needs_no_torch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copy(ROOT / "ci" / "params.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    params = config.load_checked()
+    stamp = config.checked_stamp((tmp_path / "params.yaml").read_text())
+    assert stamp.is_file() and stamp.parent == config.CHECKED_DIR
+    probe = "import sys; from pixelzoo import config; config.load_checked(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, env=ENV)
+    assert out.returncode == 0 and out.stdout.split() == ["False"], out.stderr
+    # Another text is another stamp, and a problem is never remembered: every stage reports it.
+    params["experiments"]["pixelcnn-digits"]["model_args"]["hiden"] = 3
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    for _ in range(2):
+        with pytest.raises(config.ParamsError, match="model_args.hiden: unknown argument"):
+            config.load_checked()
+
+
+def test_set_up_gc_pause_is_frozen_at_the_work_and_undone_by_a_failed_stage() -> None:
+    probe = ("import gc; from pixelzoo.startup import pause_gc, resume_gc; pause_gc(); x = [[]]; "
+             "assert not gc.isenabled(); resume_gc(); print(gc.isenabled(), gc.get_freeze_count() > 0)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=ENV)
+    assert out.stdout.split() == ["True", "True"], out.stderr
+
+    def fails_during_set_up() -> None:
+        pause_gc()
+        raise UserError("inputs missing")
+
+    assert run_main("stage@x", fails_during_set_up) == 1 and gc.isenabled()  # not left paused in a caller

@@ -6,6 +6,7 @@ Anything else (a bug) still raises with its traceback, which is what a developer
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
@@ -39,6 +40,8 @@ def run_main(label: str, main: Callable[[], int | None]) -> int:
     except UserError as err:
         print(f"{label} failed: {err}", file=sys.stderr, flush=True)
         return 1
+    finally:
+        gc.enable()  # a stage that stopped during set-up left the collector paused (pixelzoo.startup)
 
 
 def kill_point(name: str) -> None:

@@ -131,16 +131,15 @@ def evaluate_with_map(
 def save_bits_map_figures(bits: BitsMap, levels: int, out_dir: Path, title: str) -> dict[str, Path]:
     """PNGs of a :class:`BitsMap`: ``bits_map.png`` (mean, one panel per channel) and ``bits_examples.png``
     (each example image beside its map). Pixels are drawn as blocks (nearest), colour bars in bits."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # matplotlib's object-oriented API, not pyplot: no GUI backend machinery to import (stage start-up)
+    from matplotlib.figure import Figure
 
     out_dir.mkdir(parents=True, exist_ok=True)
     c = bits.mean_bits.shape[0]
     names = ["R", "G", "B"] if c == 3 else [""] * c
     panel = 2.0
-    fig, axes = plt.subplots(1, c, figsize=(max(panel * c + 0.9, 3.4), panel + 0.7), squeeze=False)
+    fig = Figure(figsize=(max(panel * c + 0.9, 3.4), panel + 0.7))
+    axes = fig.subplots(1, c, squeeze=False)
     vmax = float(bits.mean_bits.max())
     for ch, ax in enumerate(axes[0]):
         im = ax.imshow(bits.mean_bits[ch], cmap="magma", vmin=0, vmax=vmax, interpolation="nearest")
@@ -150,11 +149,11 @@ def save_bits_map_figures(bits: BitsMap, levels: int, out_dir: Path, title: str)
     fig.suptitle(title, fontsize=7, wrap=True)
     paths = {"bits_map": out_dir / "bits_map.png"}
     fig.savefig(paths["bits_map"], dpi=110)
-    plt.close(fig)
 
     n = len(bits.example_images)
     if n:
-        fig, axes = plt.subplots(n, 1 + c, figsize=(panel * (1 + c) + 0.9, panel * n + 0.4), squeeze=False)
+        fig = Figure(figsize=(panel * (1 + c) + 0.9, panel * n + 0.4))
+        axes = fig.subplots(n, 1 + c, squeeze=False)
         vmax = float(bits.example_bits.max())
         for r in range(n):
             img = bits.example_images[r].transpose(1, 2, 0) / (levels - 1)
@@ -171,5 +170,4 @@ def save_bits_map_figures(bits: BitsMap, levels: int, out_dir: Path, title: str)
         fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="bits")
         paths["bits_examples"] = out_dir / "bits_examples.png"
         fig.savefig(paths["bits_examples"], dpi=110)
-        plt.close(fig)
     return paths
