@@ -1,17 +1,42 @@
 """The recurrent scan (nn/recurrent.py ``lstm_scan``): forward against a cell-by-cell reference, and the
-hand-written backward (``_Scan``) against finite differences.
+hand-written backward (``_Scan``) against finite differences, each on both step loops: the fused C
+kernels (nn/native.py) and the torch ops they replace.
 
 Every input of the scan (pre-activations, state-conv weight, initial h and c) gets its gradient checked
 in float64, for the Row LSTM's padding (1, 1), the Diagonal BiLSTM's (1, 0) with its skewed spans
 (positions outside a step's span hold the initial state), two groups, and spans that grow, shrink and move.
+The two loops are also compared in float32 at the training sizes, where the C kernels use their own exp.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+
 import pytest
 import torch
 
+from pixelzoo.models.diagonal_bilstm import diagonal_layout
+from pixelzoo.models.row_lstm import row_layout
+from pixelzoo.nn import native
+from pixelzoo.nn import recurrent as rec
 from pixelzoo.nn.recurrent import GATES, ScanLayout, lstm_scan
+
+
+@pytest.fixture(params=["native", "torch"])
+def step_loop(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Run the test on the C kernels (checked to build and to be called) or on the torch ops."""
+    if request.param == "torch":
+        monkeypatch.setattr(native, "kernels", lambda: None)
+        yield "torch"
+        return
+    assert native.kernels() is not None, "the C kernels did not build: is a C compiler (cc) installed?"
+    calls = []
+    for name in ("_forward_native", "_backward_native"):
+        real = getattr(rec, name)
+        monkeypatch.setattr(rec, name, lambda *a, _real=real, _name=name: (calls.append(_name), _real(*a)))
+    yield "native"
+    assert "_forward_native" in calls, "the scan did not use the C kernels"
 
 SKEW_3x2 = [(0, 1), (0, 2), (0, 3), (1, 3)]  # the Diagonal BiLSTM's spans for a 3-row, 2-column image
 MOVING = [(1, 2), (0, 3), (2, 3), (0, 1)]
@@ -53,7 +78,7 @@ def packed(grid: torch.Tensor, spans: list[tuple[int, int]]) -> torch.Tensor:
     [(3, (1, 1), None), (2, (1, 0), SKEW_3x2 + [(2, 3)]), (3, (1, 1), MOVING + [(0, 3)])],
 )
 def test_scan_forward_matches_a_cell_by_cell_reference(
-    kernel: int, padding: tuple[int, int], spans: list[tuple[int, int]] | None
+    kernel: int, padding: tuple[int, int], spans: list[tuple[int, int]] | None, step_loop: str
 ) -> None:
     torch.manual_seed(1)
     hidden, batch, steps, n = 3, 2, 5, 3
@@ -72,7 +97,7 @@ def test_scan_forward_matches_a_cell_by_cell_reference(
      (3, (1, 1), 1, MOVING)],
 )
 def test_scan_gradients_match_finite_differences(
-    kernel: int, padding: tuple[int, int], groups: int, spans: list[tuple[int, int]] | None
+    kernel: int, padding: tuple[int, int], groups: int, spans: list[tuple[int, int]] | None, step_loop: str
 ) -> None:
     torch.manual_seed(0)
     hidden, batch, steps, n = 2, 2, 4, 3
@@ -97,3 +122,71 @@ def test_scan_rejects_what_does_not_fit() -> None:
         lstm_scan(torch.zeros(5, 1, GATES), weight, h0, h0, layout)
     with pytest.raises(ValueError, match="kernel"):
         lstm_scan(torch.zeros(6, 1, GATES), torch.zeros(GATES, 1, 2), h0, h0, layout)
+
+
+def scan_with_grads(layout: ScanLayout, groups: int, seed: int = 0) -> list[torch.Tensor]:
+    """Output and the gradients of every input for a random float32 scan (hidden 16, batch 16)."""
+    torch.manual_seed(seed)
+    hidden, batch, k = 16, 16, layout.width - layout.n + 1
+    inputs = [
+        torch.randn(layout.cells, batch, groups * GATES * hidden),
+        torch.randn(groups * GATES * hidden, hidden, k) * 0.3,
+        torch.randn(groups * hidden) * 0.5,
+        torch.randn(groups * hidden) * 0.5,
+    ]
+    for t in inputs:
+        t.requires_grad_()
+    out = lstm_scan(*inputs, layout, groups)
+    out.backward(torch.randn_like(out))
+    return [out.detach()] + [t.grad for t in inputs]
+
+
+@pytest.mark.parametrize("kind", ["row_lstm", "diagonal_bilstm"])
+def test_c_kernels_agree_with_the_torch_ops_in_float32(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At the training size (28×28, batch 16, h=16) in float32, where the kernels use their own exp."""
+    if kind == "row_lstm":
+        layout, groups = row_layout(28, 28, (1, 1), torch.device("cpu")), 1
+    else:
+        layout, groups = diagonal_layout(28, 28, torch.device("cpu"))[0], 2
+    assert native.kernels() is not None
+    fast = scan_with_grads(layout, groups)
+    monkeypatch.setattr(native, "kernels", lambda: None)
+    slow = scan_with_grads(layout, groups)
+    for name, a, b in zip(["output", "d pre", "d weight", "d h0", "d c0"], fast, slow, strict=True):
+        assert not torch.equal(a, torch.zeros_like(a)), name
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item(), msg=name)
+
+
+def test_c_kernels_propagate_nan(step_loop: str) -> None:
+    """A diverged run must stay visible (training stops on a non-finite loss): NaN in, NaN out."""
+    layout = row_layout(3, 4, (1, 1), torch.device("cpu"))
+    pre = torch.zeros(layout.cells, 2, GATES * 4)
+    pre[5, 1, 0] = float("nan")  # an o gate of pixel (1, 1): its h is NaN, and row 2 reads it
+    out = lstm_scan(pre, torch.full((GATES * 4, 4, 3), 0.1), torch.zeros(4), torch.zeros(4), layout)
+    nan_pixels = out[:, 1].isnan().any(dim=1).nonzero().flatten().tolist()
+    assert nan_pixels == [5, 8, 9, 10] and not out[:, 0].isnan().any()
+
+
+def test_kernels_build_once_and_fall_back_without_a_compiler(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture  # noqa: ANN001
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    native.kernels.cache_clear()
+    try:
+        assert native.kernels() is not None
+        (built,) = (tmp_path / "pixelzoo" / "native").glob("lstm_cells-*.so")
+        stamp = built.stat().st_mtime_ns
+        native.kernels.cache_clear()
+        assert native.kernels() is not None and built.stat().st_mtime_ns == stamp  # reused, not rebuilt
+
+        monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+        native.kernels.cache_clear()
+        with caplog.at_level(logging.WARNING, logger="pixelzoo.nn.native"):
+            assert native.kernels() is None
+        assert "no C compiler" in caplog.text
+        layout = row_layout(2, 3, (1, 1), torch.device("cpu"))
+        out = lstm_scan(torch.zeros(layout.cells, 1, GATES), torch.zeros(GATES, 1, 3), torch.zeros(1),
+                        torch.zeros(1), layout)  # fmt: skip
+        assert out.shape == (6, 1, 1)
+    finally:
+        native.kernels.cache_clear()

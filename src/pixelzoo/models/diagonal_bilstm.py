@@ -43,6 +43,7 @@ from pixelzoo.nn.recurrent import (
     conv_at,
     lstm_cell,
     lstm_scan,
+    state_conv_at,
 )
 
 
@@ -149,7 +150,7 @@ def _state_map(scan: ConvLSTMScan, n: int, height: int, width: int) -> tuple[tor
 def _diagonal_step(scan: ConvLSTMScan, pre: torch.Tensor, above: torch.Tensor, side: torch.Tensor,
                    c_side: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One Diagonal LSTM cell: state conv taps (0: the pixel above, 1: the previous pixel in the row)."""
-    rec = F.conv1d(torch.stack([above, side], dim=-1), scan.state_conv.weight)[:, :, 0]
+    rec = state_conv_at(scan, torch.stack([above, side], dim=-1))
     return lstm_cell(pre + rec, c_side)
 
 

@@ -28,6 +28,7 @@ from pixelzoo.nn.recurrent import (
     channels_last_map,
     conv_at,
     lstm_cell,
+    state_conv_at,
 )
 
 
@@ -87,7 +88,7 @@ class RowLSTMSession(LayerSession):
         scan = self.layer.scan
         pre = conv_at(self.layer.input_to_state, self.inputs, i, j)[:, :, 0, 0] + bias_at(self.bias, i, j)
         above = self.h[:, :, i, j : j + scan.state_conv.kernel_size[0]]  # previous row, j-before..j+after
-        h, c = lstm_cell(pre + F.conv1d(above, scan.state_conv.weight)[:, :, 0], self.c[:, :, i, j])
+        h, c = lstm_cell(pre + state_conv_at(scan, above), self.c[:, :, i, j])
         self.h[:, :, i + 1, j + self.before], self.c[:, :, i + 1, j] = h, c
         return h[:, :, None, None]
 

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pixelzoo.nn import native
 from pixelzoo.nn.conditioning import ClassBias
 from pixelzoo.nn.heads import OutputHead, input_conv
 from pixelzoo.nn.masks import MaskedConv2d, causal_mask, scale_input
@@ -59,9 +60,7 @@ def gates(z: torch.Tensor, groups: int = 1) -> torch.Tensor:
     return torch.cat([torch.sigmoid(zg[:, :, :3]), torch.tanh(zg[:, :, 3:])], dim=2)
 
 
-def lstm_cell(
-    z: torch.Tensor, c_prev: torch.Tensor, groups: int = 1
-) -> tuple[torch.Tensor, torch.Tensor]:
+def lstm_cell(z: torch.Tensor, c_prev: torch.Tensor, groups: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """PixelRNN eq. (3): [o,f,i] = σ, g = tanh; c = f⊙c_prev + i⊙g; h = o⊙tanh(c).
 
     ``z`` is B×(groups·4h)×…, gates [o f i g] per group (independent LSTMs run side by side, e.g.
@@ -124,41 +123,123 @@ class ScanLayout:
         self.c_init[((t + 1) * self.n + pos).to(device)] = False
 
 
+def _forward_torch(pre, taps, hs, cs, gs, tcs, layout) -> None:  # noqa: ANN001
+    """The forward step loop on torch ops (the fallback of the C kernels, same maths)."""
+    g4h, gh, before = pre.shape[2], hs.shape[3], layout.before
+    q = 0
+    for t, (lo, hi) in enumerate(layout.spans):
+        p, q = q, q + hi - lo
+        z = torch.addmm(pre[p:q].view(-1, g4h), hs[t, lo:hi].view(-1, gh), taps[0])
+        for tap in range(1, taps.shape[0]):
+            z.addmm_(hs[t, lo + tap : hi + tap].view(-1, gh), taps[tap])
+        g_t = gs[p:q]
+        z = z.view_as(g_t)
+        torch.sigmoid(z[..., :3, :], out=g_t[..., :3, :])
+        torch.tanh(z[..., 3, :], out=g_t[..., 3, :])
+        o, f, i, g = g_t.unbind(3)
+        c = torch.mul(f, cs[t, lo:hi].view_as(o), out=cs[t + 1, lo:hi].view_as(o)).addcmul_(i, g)
+        tc = torch.tanh(c, out=tcs[p:q].view_as(o))
+        torch.mul(o, tc, out=hs[t + 1, lo + before : hi + before].view_as(o))
+
+
+def _backward_torch(dout, taps, cs, gs, tcs, dhs, dcs, dz_all, layout) -> None:  # noqa: ANN001
+    """The backward step loop on torch ops (the fallback of the C kernels, same maths)."""
+    k, gh, g4h, before = taps.shape[0], taps.shape[1], taps.shape[2], layout.before
+    b = dout.shape[1]
+    taps_t = taps.permute(2, 0, 1).reshape(g4h, k * gh)  # every tap's share at once
+    p = layout.cells
+    for t in reversed(range(len(layout.spans))):
+        lo, hi = layout.spans[t]
+        p, q = p - (hi - lo), p
+        sig = gs[p:q, :, :, :3]
+        o, f, i, g = gs[p:q].unbind(3)
+        tc = tcs[p:q].view_as(o)
+        dh = (dout[p:q] + dhs[t + 1, lo + before : hi + before]).view_as(o)
+        dc = torch.addcmul(dcs[t + 1, lo:hi].view_as(o), dh * o, 1 - tc * tc)
+        # σ' = σ(1-σ) for o, f, i at once; tanh' = 1 - g² for g
+        d_ofi = torch.stack([dh * tc, dc * cs[t, lo:hi].view_as(o), dc * g], dim=3) * (sig - sig * sig)
+        dz = torch.cat([d_ofi, (dc * i * (1 - g * g)).unsqueeze(3)], dim=3).view(-1, g4h)
+        dz_all[p:q] = dz.view(hi - lo, b, g4h)
+        dcs[t, lo:hi] = (dc * f).view(hi - lo, b, gh)
+        r = (dz @ taps_t).view(hi - lo, b, k, gh)
+        for tap in range(k):
+            dhs[t, lo + tap : hi + tap] += r[:, :, tap]
+
+
+def _forward_native(lib, pre, taps, hs, cs, gs, tcs, layout, groups) -> None:  # noqa: ANN001
+    """The forward step loop with one matrix product and one C call per step (``lstm_forward``).
+
+    Raw pointers into the contiguous buffers replace the ~20 tensor views a step would take:
+    at PixelRNN sizes their dispatch costs more than the arithmetic.
+    """
+    _, b, g4h = pre.shape
+    k, gh, e = taps.shape[0], taps.shape[1], pre.element_size()
+    taps_cat = taps.permute(1, 0, 2).reshape(gh, k * g4h)  # a state row -> every tap's share
+    y = pre.new_empty((layout.n + k - 1) * b, k * g4h)
+    states = hs.view(-1, gh)
+    cell, n, width, before = lib.fn("lstm_forward", pre.dtype), layout.n, layout.width, layout.before
+    pre_p, y_p, hs_p, cs_p = pre.data_ptr(), y.data_ptr(), hs.data_ptr(), cs.data_ptr()
+    gs_p, tcs_p = gs.data_ptr(), tcs.data_ptr()
+    p = 0
+    for t, (lo, hi) in enumerate(layout.spans):
+        rows, first = (hi - lo) * b, (t * width + lo) * b
+        torch.mm(states[first : first + rows + (k - 1) * b], taps_cat, out=y[: rows + (k - 1) * b])
+        cell(rows, groups, gh // groups, k, b, pre_p + p * g4h * e, y_p,
+             cs_p + (t * n + lo) * b * gh * e, gs_p + p * g4h * e, cs_p + ((t + 1) * n + lo) * b * gh * e,
+             tcs_p + p * gh * e, hs_p + ((t + 1) * width + lo + before) * b * gh * e)  # fmt: skip
+        p += rows
+
+
+def _backward_native(lib, dout, taps, cs, gs, tcs, dhs, dcs, dz_all, layout, groups) -> None:  # noqa: ANN001
+    """The backward step loop: a C call for the cells, one matrix product and a C call for the taps."""
+    b, k, gh, g4h, e = dout.shape[1], taps.shape[0], taps.shape[1], taps.shape[2], dout.element_size()
+    taps_t = taps.permute(2, 0, 1).reshape(g4h, k * gh)  # every tap's share at once
+    r = dout.new_empty(layout.n * b, k * gh)
+    dz_rows = dz_all.view(-1, g4h)
+    cell, add_taps = lib.fn("lstm_backward", dout.dtype), lib.fn("add_taps", dout.dtype)
+    n, width, before = layout.n, layout.width, layout.before
+    gs_p, tcs_p, cs_p, dout_p = gs.data_ptr(), tcs.data_ptr(), cs.data_ptr(), dout.data_ptr()
+    dhs_p, dcs_p, dz_p, r_p = dhs.data_ptr(), dcs.data_ptr(), dz_all.data_ptr(), r.data_ptr()
+    p = layout.cells * b
+    for t in reversed(range(len(layout.spans))):
+        lo, hi = layout.spans[t]
+        rows = (hi - lo) * b
+        p -= rows
+        cell(rows, groups, gh // groups, gs_p + p * g4h * e, tcs_p + p * gh * e,
+             cs_p + (t * n + lo) * b * gh * e, dout_p + p * gh * e,
+             dhs_p + ((t + 1) * width + lo + before) * b * gh * e, dcs_p + ((t + 1) * n + lo) * b * gh * e,
+             dz_p + p * g4h * e, dcs_p + (t * n + lo) * b * gh * e)  # fmt: skip
+        torch.mm(dz_rows[p : p + rows], taps_t, out=r[:rows])
+        add_taps(rows, gh, k, b, r_p, dhs_p + (t * width + lo) * b * gh * e)
+
+
 class _Scan(torch.autograd.Function):
     """The step loop of :func:`lstm_scan` with a hand-written backward (backpropagation through time).
 
     Autograd over the loop records ~20 small nodes per step; here the forward runs without a graph
     and keeps only the states, gate values and tanh(c), and the backward walks the steps in reverse.
     The cells are packed (see :class:`ScanLayout`): a step's cells are one contiguous block of
-    B×channels rows, so each state-conv tap is one matrix product added straight into the gate
+    B×channels rows, so the state-conv taps are matrix products added straight into the gate
     pre-activations, and positions outside a step's span (half the Diagonal BiLSTM's skewed map)
     cost nothing. The state buffers hold the initial state wherever no cell writes, which is what
-    the taps must read there.
+    the taps must read there. On CPU each step's cell math is one call of the fused C kernels
+    (:mod:`pixelzoo.nn.native`) where they build; elsewhere the same maths runs on torch ops.
     """
 
     @staticmethod
     def forward(ctx, pre, weight, h0, c0, layout, groups):  # noqa: ANN001, ANN205
-        _, b, g4h = pre.shape
-        gh, steps, before = h0.numel(), len(layout.spans), layout.before
+        _, b, _ = pre.shape
+        gh = h0.numel()
         taps = _tap_weights(weight, groups)
-        hs = h0.expand(steps + 1, layout.width, b, gh).contiguous()
-        cs = c0.expand(steps + 1, layout.n, b, gh).contiguous()
+        hs = h0.expand(len(layout.spans) + 1, layout.width, b, gh).contiguous()
+        cs = c0.expand(len(layout.spans) + 1, layout.n, b, gh).contiguous()
         gs = pre.new_empty(layout.cells, b, groups, GATES, gh // groups)  # σ(o, f, i), tanh(g)
         tcs = pre.new_empty(layout.cells, b, gh)  # tanh(c)
-        q = 0
-        for t, (lo, hi) in enumerate(layout.spans):
-            p, q = q, q + hi - lo
-            z = torch.addmm(pre[p:q].view(-1, g4h), hs[t, lo:hi].view(-1, gh), taps[0])
-            for tap in range(1, taps.shape[0]):
-                z.addmm_(hs[t, lo + tap : hi + tap].view(-1, gh), taps[tap])
-            z = z.view(hi - lo, b, groups, GATES, -1)
-            g_t = gs[p:q]
-            torch.sigmoid(z[..., :3, :], out=g_t[..., :3, :])
-            torch.tanh(z[..., 3, :], out=g_t[..., 3, :])
-            o, f, i, g = g_t.unbind(3)
-            c = torch.mul(f, cs[t, lo:hi].view_as(o), out=cs[t + 1, lo:hi].view_as(o)).addcmul_(i, g)
-            tc = torch.tanh(c, out=tcs[p:q].view_as(o))
-            torch.mul(o, tc, out=hs[t + 1, lo + before : hi + before].view_as(o))
+        lib = native.kernels() if native.supports(pre, taps) else None
+        if lib is None:
+            _forward_torch(pre, taps, hs, cs, gs, tcs, layout)
+        else:
+            _forward_native(lib, pre, taps, hs, cs, gs, tcs, layout, groups)
         ctx.save_for_backward(taps, hs, cs, gs, tcs)
         ctx.layout, ctx.groups, ctx.weight_dtype = layout, groups, weight.dtype
         return hs.view(-1, b, gh).index_select(0, layout.write)  # P×B×gh
@@ -166,36 +247,21 @@ class _Scan(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout):  # noqa: ANN001, ANN205
         taps, hs, cs, gs, tcs = ctx.saved_tensors
-        layout, groups = ctx.layout, ctx.groups
-        before, k = layout.before, taps.shape[0]
+        layout, groups, dout = ctx.layout, ctx.groups, dout.contiguous()
         cells, b, gh = tcs.shape
-        g4h = taps.shape[2]
-        taps_t = taps.permute(2, 0, 1).reshape(g4h, k * gh)  # every tap's share at once
+        k, g4h = taps.shape[0], taps.shape[2]
         # dhs/dcs: gradients reaching the state buffers (filled by the step that reads them); the
         # cells' rows go back through the cells, the rest are copies of the initial state. Buffers
         # come from dout.new_* so that the causality audit's vmap (batched grads) batches them too.
         dhs, dcs = dout.new_zeros(hs.shape), dout.new_zeros(cs.shape)
-        dzs: list[torch.Tensor] = []
-        p = cells
-        for t in reversed(range(len(layout.spans))):
-            lo, hi = layout.spans[t]
-            p, q = p - (hi - lo), p
-            sig = gs[p:q, :, :, :3]
-            o, f, i, g = gs[p:q].unbind(3)
-            tc = tcs[p:q].view_as(o)
-            dh = (dout[p:q] + dhs[t + 1, lo + before : hi + before]).view_as(o)
-            dc = torch.addcmul(dcs[t + 1, lo:hi].view_as(o), dh * o, 1 - tc * tc)
-            # σ' = σ(1-σ) for o, f, i at once; tanh' = 1 - g² for g
-            d_ofi = torch.stack([dh * tc, dc * cs[t, lo:hi].view_as(o), dc * g], dim=3) * (sig - sig * sig)
-            dz = torch.cat([d_ofi, (dc * i * (1 - g * g)).unsqueeze(3)], dim=3).view(-1, g4h)
-            dzs.append(dz)
-            dcs[t, lo:hi] = (dc * f).view(hi - lo, b, gh)
-            r = (dz @ taps_t).view(hi - lo, b, k, gh)
-            for tap in range(k):
-                dhs[t, lo + tap : hi + tap] += r[:, :, tap]
+        dz_all = dout.new_empty(cells, b, g4h)
+        lib = native.kernels() if native.supports(dout, gs) else None
+        if lib is None:
+            _backward_torch(dout, taps, cs, gs, tcs, dhs, dcs, dz_all, layout)
+        else:
+            _backward_native(lib, dout, taps, cs, gs, tcs, dhs, dcs, dz_all, layout, groups)
         dh0 = dhs.view(-1, b, gh)[layout.h_init].sum((0, 1))
         dc0 = dcs.view(-1, b, gh)[layout.c_init].sum((0, 1))
-        dz_all = torch.cat(dzs[::-1]).view(cells, b, g4h)
         states, dz_rows = hs.view(-1, b, gh), dz_all.view(-1, g4h)
         dm = torch.stack(
             [states.index_select(0, layout.read[tap]).view(-1, gh).t() @ dz_rows for tap in range(k)]
@@ -430,7 +496,14 @@ def conv_at(
         window = transform(window)
     window = F.pad(window, (max(0, -c0), max(0, c1 - width), max(0, -r0), max(0, r1 - height)))
     mask = getattr(conv, "mask", None)
-    return F.conv2d(window, conv.weight if mask is None else conv.weight * mask, conv.bias)
+    weight = conv.weight if mask is None else conv.weight * mask
+    # one output position: a matrix product (conv2d costs ~20× more on CPU at this size)
+    return F.linear(window.flatten(1), weight.flatten(1), conv.bias)[:, :, None, None]
+
+
+def state_conv_at(scan: ConvLSTMScan, window: torch.Tensor) -> torch.Tensor:
+    """The state-to-state convolution of ``scan`` at one position: B×h×k window -> B×4h."""
+    return F.linear(window.flatten(1), scan.state_conv.weight.flatten(1))
 
 
 def bias_at(bias: torch.Tensor | None, i: int, j: int | slice) -> torch.Tensor | float:
