@@ -39,7 +39,6 @@ from pixelzoo.nn.recurrent import (
     PixelRNN,
     ScanLayout,
     bias_at,
-    channels_last_map,
     conv_at,
     lstm_cell,
     lstm_scan,
@@ -72,16 +71,55 @@ def diagonal_layout(
     return ScanLayout(spans, (1, 0), device), to_cells, torch.argsort(to_cells)
 
 
+@functools.lru_cache(maxsize=32)
+def bidirectional_gathers(
+    height: int, width: int, batch: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Row permutations between both directions' image-coordinate maps and the packed two-group cells.
+
+    Rows are 4h (or h) channel blocks. ``into`` (and its inverse) gathers the pre-activations
+    B×H×W×2×4h (image coordinates, [left | right]) into the cells P×B×2×4h, the right-to-left
+    direction's width flip included; ``out_of`` (and its inverse) gathers the scan's P×B×2×h back into
+    B×H×W×2×h. One gather replaces the flip, the concatenation and the cell ``index_select`` (each a
+    pass over the whole map), and its gradient is the inverse gather (no zero-filled scatter).
+    """
+    _, to_cells, to_raster = diagonal_layout(height, width, device)
+    flip = to_cells - to_cells % width + (width - 1 - to_cells % width)  # the pixel mirrored in its row
+    b, d = torch.arange(batch, device=device), torch.arange(2, device=device)
+    pixels = torch.stack([to_cells, flip], dim=1)  # per cell, the image pixel of each direction
+    into = ((b[None, :, None] * height * width + pixels[:, None, :]) * 2 + d).flatten()
+    cells = torch.stack([to_raster, to_raster[flip[to_raster]]], dim=1)  # per pixel, each direction's cell
+    out_of = ((cells[None, :, :] * batch + b[:, None, None]) * 2 + d).flatten()
+    return into, torch.argsort(into), out_of, torch.argsort(out_of)
+
+
+class _PermuteRows(torch.autograd.Function):
+    """``x.index_select(0, index)`` for a permutation ``index``; the gradient is the inverse gather."""
+
+    @staticmethod
+    def forward(ctx, x, index, inverse):  # noqa: ANN001, ANN205
+        ctx.inverse = inverse
+        return x.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: ANN001, ANN205
+        return grad.index_select(0, ctx.inverse), None, None
+
+
 def diagonal_scan(pre: torch.Tensor, dirs: Sequence[DiagonalLSTM]) -> torch.Tensor:
-    """Pre-activations H×W×B×(d·4h) of ``d`` directions (each already in its own left-to-right frame)
-    -> hidden states H×W×B×(d·h), all directions in one scan over the skewed columns."""
-    height, width, batch, channels = pre.shape
-    layout, to_cells, to_raster = diagonal_layout(height, width, pre.device)
+    """Pre-activations B×H×W×2×4h of both directions in image coordinates -> hidden states
+    B×H×W×2×h, one two-group scan over the skewed columns (the right-to-left direction on the
+    width-flipped map, flipped back)."""
+    batch, height, width, _, g4 = pre.shape
+    layout, _, _ = diagonal_layout(height, width, pre.device)
+    into, into_inv, out_of, out_of_inv = bidirectional_gathers(height, width, batch, pre.device)
     weight = torch.cat([d.scan.state_conv.weight for d in dirs])
     h0, c0 = torch.cat([d.scan.h0 for d in dirs]), torch.cat([d.scan.c0 for d in dirs])
-    cells = pre.reshape(height * width, batch, channels).index_select(0, to_cells)
-    out = lstm_scan(cells, weight, h0, c0, layout, groups=len(dirs))
-    return out.index_select(0, to_raster).view(height, width, batch, -1)
+    cells = _PermuteRows.apply(pre.reshape(-1, g4), into, into_inv).view(layout.cells, batch, 2 * g4)
+    out = lstm_scan(cells, weight, h0, c0, layout, groups=2)
+    return _PermuteRows.apply(out.reshape(-1, g4 // GATES), out_of, out_of_inv).view(
+        batch, height, width, 2, -1
+    )
 
 
 class DiagonalBiLSTMLayer(nn.Module):
@@ -127,13 +165,12 @@ class DiagonalBiLSTMLayer(nn.Module):
     def forward(
         self, x: torch.Tensor, bias: torch.Tensor | None = None, image: torch.Tensor | None = None
     ) -> torch.Tensor:
-        pre_l, pre_r = self.pre_activations(x, bias, image).chunk(2, dim=-1)
-        both = diagonal_scan(torch.cat([pre_l, pre_r.flip(1)], dim=-1), (self.forward_dir, self.backward_dir))
-        left, right = both.chunk(2, dim=-1)
-        right = right.flip(1)  # flip the WIDTH axis back
+        pre = self.pre_activations(x, bias, image).permute(2, 0, 1, 3)  # B×H×W×(2·4h), channels-last storage
+        both = diagonal_scan(pre.unflatten(-1, (2, -1)), (self.forward_dir, self.backward_dir))
+        left, right = both.unbind(3)
         # Down shift: row i receives row i-1; row 0 receives the learned initial state.
-        top = self.backward_dir.scan.h0.expand(1, x.shape[-1], x.shape[0], -1)
-        return channels_last_map(left + torch.cat([top, right[:-1]], dim=0), *x.shape[-2:])
+        top = self.backward_dir.scan.h0.expand(x.shape[0], 1, x.shape[-1], -1)
+        return (left + torch.cat([top, right[:, :-1]], dim=1)).permute(0, 3, 1, 2)  # channels-last
 
     def session(
         self, inputs: torch.Tensor, bias: torch.Tensor | None, image_rows: Callable[[int], torch.Tensor]
