@@ -27,8 +27,7 @@ from pixelzoo.nn.recurrent import (
     bias_at,
     channels_last_map,
     conv_at,
-    lstm_cell,
-    state_conv_at,
+    lstm_cell_into,
 )
 
 
@@ -72,25 +71,34 @@ class RowLSTMLayer(nn.Module):
 
 
 class RowLSTMSession(LayerSession):
-    """Cached Row LSTM state: the previous row's (h, c), padded with the initial state."""
+    """Cached Row LSTM state: the previous row's (h, c), padded with the initial state, pixel-major
+    (each pixel's B×h block contiguous, as the cell kernel takes it), and the state-to-state term of
+    the current row, computed once per row when the previous row is final."""
 
     def __init__(self, layer: RowLSTMLayer, inputs: torch.Tensor, bias: torch.Tensor | None) -> None:
         self.layer, self.inputs, self.bias = layer, inputs, bias
         n, _, height, width = inputs.shape
         scan = layer.scan
         self.before, after = scan.padding
-        # h[:, :, i, before + j] = h(i-1, j): row 0 and the side columns hold the initial state
-        shape = (n, layer.hidden, height + 1, width + self.before + after)
-        self.h = scan.h0.view(1, -1, 1, 1).expand(shape).clone()
-        self.c = scan.c0.view(1, -1, 1, 1).expand(n, -1, height + 1, width).clone()
+        # h[i, before + j] = h(i-1, j): row 0 and the side columns hold the initial state
+        self.h = scan.h0.expand(height + 1, width + self.before + after, n, layer.hidden).clone()
+        self.c = scan.c0.expand(height + 1, width, n, layer.hidden).clone()
+        self.rec = self._state_term(0)
+
+    def _state_term(self, i: int) -> torch.Tensor:
+        """The state-to-state convolution over row i-1 for every pixel of row i: W×B×4h."""
+        above = self.h[i].permute(1, 2, 0)  # B×h×(W + padding)
+        return F.conv1d(above, self.layer.scan.state_conv.weight).permute(2, 0, 1).contiguous()
 
     def step(self, i: int, j: int) -> torch.Tensor:
-        scan = self.layer.scan
         pre = conv_at(self.layer.input_to_state, self.inputs, i, j)[:, :, 0, 0] + bias_at(self.bias, i, j)
-        above = self.h[:, :, i, j : j + scan.state_conv.kernel_size[0]]  # previous row, j-before..j+after
-        h, c = lstm_cell(pre + state_conv_at(scan, above), self.c[:, :, i, j])
-        self.h[:, :, i + 1, j + self.before], self.c[:, :, i + 1, j] = h, c
-        return h[:, :, None, None]
+        h_out = self.h[i + 1, j + self.before]
+        lstm_cell_into(pre + self.rec[j], self.c[i, j], h_out, self.c[i + 1, j])
+        return h_out[:, :, None, None]
+
+    def row_complete(self, i: int) -> None:
+        if i + 1 < self.c.shape[0] - 1:
+            self.rec = self._state_term(i + 1)
 
 
 def row_lstm(

@@ -70,8 +70,18 @@ class MaskedConv2d(nn.Conv2d):
         if self.kernel_size == (1, 1) and x.shape[-2:] == (1, 1):
             # One pixel (cached sampling): a matrix product. On CPU, conv2d on a 1×1 map costs
             # ~100 µs a call, ~20× the product.
-            return F.linear(x.flatten(1), (self.weight * self.mask).flatten(1), self.bias)[:, :, None, None]
+            return F.linear(x.flatten(1), self.masked_matrix(), self.bias)[:, :, None, None]
         return F.conv2d(x, self.weight * self.mask, self.bias, self.stride, self.padding)
+
+    def masked_matrix(self) -> torch.Tensor:
+        """``weight * mask`` as an out × (in·kh·kw) matrix. Without autograd (sampling calls this per
+        pixel and layer) it is kept until the weight or the mask changes."""
+        if torch.is_grad_enabled():
+            return (self.weight * self.mask).flatten(1)
+        key = (self.weight._version, self.weight.data_ptr(), self.mask._version, self.mask.data_ptr())
+        if getattr(self, "_matrix_key", None) != key:
+            self._matrix, self._matrix_key = (self.weight * self.mask).flatten(1), key
+        return self._matrix
 
     def extra_repr(self) -> str:
         return f"mask={self.mask_type}, " + super().extra_repr()

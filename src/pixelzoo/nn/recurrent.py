@@ -71,6 +71,22 @@ def lstm_cell(z: torch.Tensor, c_prev: torch.Tensor, groups: int = 1) -> tuple[t
     return (o * torch.tanh(c)).flatten(1, 2), c.flatten(1, 2)
 
 
+def lstm_cell_into(z: torch.Tensor, c_prev: torch.Tensor, h_out: torch.Tensor, c_out: torch.Tensor) -> None:
+    """:func:`lstm_cell` of B×4h ``z`` and B×h ``c_prev``, written into ``h_out`` and ``c_out`` (B×h).
+
+    The cached samplers' cell: one call of the C kernel (``lstm_forward`` without taps) where it
+    applies, instead of ~10 small torch ops per pixel and layer.
+    """
+    lib = native.kernels() if native.supports(z, c_prev, h_out, c_out) else None
+    if lib is None:
+        h, c = lstm_cell(z, c_prev)
+        h_out.copy_(h), c_out.copy_(c)
+        return
+    gates, tc = torch.empty_like(z), torch.empty_like(c_out)
+    lib.fn("lstm_forward", z.dtype)(z.shape[0], 1, c_out.shape[1], 0, 0, z.data_ptr(), None,
+        c_prev.data_ptr(), gates.data_ptr(), c_out.data_ptr(), tc.data_ptr(), h_out.data_ptr())  # fmt: skip
+
+
 Spans = Sequence[tuple[int, int]]
 
 
@@ -495,10 +511,9 @@ def conv_at(
     if transform is not None:
         window = transform(window)
     window = F.pad(window, (max(0, -c0), max(0, c1 - width), max(0, -r0), max(0, r1 - height)))
-    mask = getattr(conv, "mask", None)
-    weight = conv.weight if mask is None else conv.weight * mask
+    weight = conv.masked_matrix() if isinstance(conv, MaskedConv2d) else conv.weight.flatten(1)
     # one output position: a matrix product (conv2d costs ~20× more on CPU at this size)
-    return F.linear(window.flatten(1), weight.flatten(1), conv.bias)[:, :, None, None]
+    return F.linear(window.flatten(1), weight, conv.bias)[:, :, None, None]
 
 
 def state_conv_at(scan: ConvLSTMScan, window: torch.Tensor) -> torch.Tensor:
