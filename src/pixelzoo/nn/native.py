@@ -114,11 +114,11 @@ def kernels() -> Kernels | None:
         return None
     compiler = os.environ.get("CC") or "cc"
     if shutil.which(compiler) is None:
-        log.warning("no C compiler (%s): the recurrent scan runs on torch ops, ~2-4x slower", compiler)
+        log.warning("no C compiler (%s): the recurrent scan runs on torch ops (~1.5x slower)", compiler)
         return None
     try:
         return Kernels(ctypes.CDLL(str(_build(compiler))))
-    except (OSError, subprocess.CalledProcessError) as err:
+    except (OSError, RuntimeError, subprocess.CalledProcessError) as err:  # RuntimeError: no home directory
         detail = getattr(err, "stderr", "") or err
         log.warning("building %s failed, the recurrent scan runs on torch ops: %s", SOURCE.name, detail)
         return None
