@@ -147,3 +147,19 @@ def test_sessions_refuse_train_mode_and_out_of_order_calls() -> None:
 @pytest.mark.parametrize("params_file", ["params.yaml", "ci/params.yaml"])
 def test_profiles_sample_with_a_known_method(params_file: str) -> None:
     assert load_params(ROOT / params_file)["sample"]["method"] in sampling.METHODS
+
+
+@pytest.mark.parametrize("name", ["row_lstm", "pixelcnn"])
+def test_inference_mode_models_sample_and_weights_are_fixed_only_inside(name: str) -> None:
+    """A model built under inference_mode (weights without a version counter) samples as one built
+    normally, and the masked weights computed once for the sampler are dropped afterwards."""
+    from pixelzoo.nn.masks import MaskedConv2d
+
+    shape = {"channels": 1, "height": HEIGHT, "width": WIDTH, "levels": 2}
+    draws = []
+    for inference in (False, True):
+        with torch.inference_mode(inference):
+            model = _model(name, {}, 1, 2, conditional=False)
+            draws.append(sampling.sample(model, N, **shape, generator=torch.Generator().manual_seed(3)))
+        assert all(m._fixed_matrix is None for m in model.modules() if isinstance(m, MaskedConv2d))
+    assert torch.equal(draws[0], draws[1])

@@ -37,6 +37,8 @@ def step_loop(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
         monkeypatch.setattr(rec, name, lambda *a, _real=real, _name=name: (calls.append(_name), _real(*a)))
     yield "native"
     assert "_forward_native" in calls, "the scan did not use the C kernels"
+    if request.node.name.startswith("test_scan_gradients"):
+        assert "_backward_native" in calls, "the backward did not use the C kernels"
 
 SKEW_3x2 = [(0, 1), (0, 2), (0, 3), (1, 3)]  # the Diagonal BiLSTM's spans for a 3-row, 2-column image
 MOVING = [(1, 2), (0, 3), (2, 3), (0, 1)]
@@ -190,3 +192,22 @@ def test_kernels_build_once_and_fall_back_without_a_compiler(
         assert out.shape == (6, 1, 1)
     finally:
         native.kernels.cache_clear()
+
+
+def test_initial_state_of_another_dtype_takes_the_torch_loop() -> None:
+    """The kernels take one dtype: a float64 c0 beside float32 pre-activations must not reach them."""
+    layout = row_layout(3, 4, (1, 1), torch.device("cpu"))
+    torch.manual_seed(0)
+    pre, weight = torch.randn(layout.cells, 2, GATES * 4), torch.randn(GATES * 4, 4, 3) * 0.3
+    h0, c0 = torch.randn(4), torch.randn(4)
+    expected = lstm_scan(pre, weight, h0, c0, layout)
+    torch.testing.assert_close(lstm_scan(pre, weight, h0, c0.double(), layout), expected)
+
+
+def test_double_backward_fails_loudly() -> None:
+    layout = row_layout(2, 3, (1, 1), torch.device("cpu"))
+    pre = torch.randn(layout.cells, 1, GATES, requires_grad=True)
+    out = lstm_scan(pre, torch.randn(GATES, 1, 3), torch.zeros(1), torch.zeros(1), layout)
+    (grad,) = torch.autograd.grad(out.sum(), pre, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|does not require grad"):
+        torch.autograd.grad(grad.sum(), pre)

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from pixelzoo.models import generation_order
+from pixelzoo.nn.masks import fixed_weights
 
 METHODS = ("cached", "naive")
 LogitsFn = Callable[[int, int, int], torch.Tensor]
@@ -83,15 +84,16 @@ def sample(
     y = None if y is None else y.to(device)
     known_flat = known.reshape(-1).cpu()
     try:
-        logits_of = logits_source(model, x, y, method)
-        for flat in generation_order(model, channels, height, width).tolist():
-            if known_flat[flat]:
-                continue
-            c, rem = divmod(flat, height * width)
-            i, j = divmod(rem, width)
-            logits = logits_of(c, i, j)  # n × K: the distribution of this sub-pixel given the past
-            probs = torch.softmax(logits.float(), dim=1).cpu()
-            x[:, c, i, j] = torch.multinomial(probs, 1, generator=generator)[:, 0].to(device)
+        with fixed_weights(model):
+            logits_of = logits_source(model, x, y, method)
+            for flat in generation_order(model, channels, height, width).tolist():
+                if known_flat[flat]:
+                    continue
+                c, rem = divmod(flat, height * width)
+                i, j = divmod(rem, width)
+                logits = logits_of(c, i, j)  # n × K: the distribution of this sub-pixel given the past
+                probs = torch.softmax(logits.float(), dim=1).cpu()
+                x[:, c, i, j] = torch.multinomial(probs, 1, generator=generator)[:, 0].to(device)
     finally:
         model.train(was_training)
     return x

@@ -94,7 +94,7 @@ class RowLSTMSession(LayerSession):
         pre = conv_at(self.layer.input_to_state, self.inputs, i, j)[:, :, 0, 0] + bias_at(self.bias, i, j)
         h_out = self.h[i + 1, j + self.before]
         lstm_cell_into(pre + self.rec[j], self.c[i, j], h_out, self.c[i + 1, j])
-        return h_out[:, :, None, None]
+        return h_out[:, :, None, None]  # a view of the state: valid until the pixel is recomputed
 
     def row_complete(self, i: int) -> None:
         if i + 1 < self.c.shape[0] - 1:

@@ -10,6 +10,9 @@ are hidden. With one image channel this reduces to the familiar A/B masks.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -74,14 +77,9 @@ class MaskedConv2d(nn.Conv2d):
         return F.conv2d(x, self.weight * self.mask, self.bias, self.stride, self.padding)
 
     def masked_matrix(self) -> torch.Tensor:
-        """``weight * mask`` as an out × (in·kh·kw) matrix. Without autograd (sampling calls this per
-        pixel and layer) it is kept until the weight or the mask changes."""
-        if torch.is_grad_enabled():
-            return (self.weight * self.mask).flatten(1)
-        key = (self.weight._version, self.weight.data_ptr(), self.mask._version, self.mask.data_ptr())
-        if getattr(self, "_matrix_key", None) != key:
-            self._matrix, self._matrix_key = (self.weight * self.mask).flatten(1), key
-        return self._matrix
+        """``weight * mask`` as an out × (in·kh·kw) matrix (computed once inside :func:`fixed_weights`)."""
+        fixed = getattr(self, "_fixed_matrix", None)
+        return fixed if fixed is not None else (self.weight * self.mask).flatten(1)
 
     def extra_repr(self) -> str:
         return f"mask={self.mask_type}, " + super().extra_repr()
@@ -95,3 +93,21 @@ def scale_input(x: torch.Tensor, levels: int) -> torch.Tensor:
     """
     xf = x if x.is_floating_point() else x.float()
     return xf * (2.0 / (levels - 1)) - 1.0
+
+
+@contextmanager
+def fixed_weights(model: nn.Module) -> Iterator[None]:
+    """Inside, every :class:`MaskedConv2d` of ``model`` computes ``weight * mask`` once, not per call.
+
+    For cached sampling, which calls each masked layer once per pixel on one pixel, while the weights
+    cannot change (no optimiser step runs inside ``sampling.sample``).
+    """
+    convs = [m for m in model.modules() if isinstance(m, MaskedConv2d)]
+    with torch.no_grad():
+        for conv in convs:
+            conv._fixed_matrix = (conv.weight * conv.mask).flatten(1)
+    try:
+        yield
+    finally:
+        for conv in convs:
+            conv._fixed_matrix = None

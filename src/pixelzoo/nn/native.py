@@ -21,6 +21,7 @@ import hashlib
 import logging
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -32,9 +33,11 @@ log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("lstm_cells.c")
 # -march=native: the cache key holds the CPU's flags, so a library never runs on a CPU it was not
-# built for. No -ffast-math: NaN must propagate (training's divergence check); without FP traps and
-# errno, gcc turns the clamps into blends and vectorises the loops.
-FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-shared", "-fPIC"]
+# built for (a compiler that rejects it gets the portable build). No -ffast-math: NaN must propagate
+# (training's divergence check); without FP traps and errno, gcc turns the clamps into blends and
+# vectorises the loops.
+PORTABLE = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-shared", "-fPIC"]
+FLAGS = ["-march=native", *PORTABLE]
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 
 
@@ -50,10 +53,10 @@ def _cache_dir() -> Path:
     return Path(base) / "pixelzoo" / "native"
 
 
-def _build(compiler: str) -> Path:
+def _build(compiler: list[str], flags: list[str]) -> Path:
     """Compile ``SOURCE`` into the cache (once per source, flags and CPU) and return the library."""
     key = hashlib.sha256(
-        SOURCE.read_bytes() + " ".join([compiler, *FLAGS]).encode() + _cpu_key().encode()
+        SOURCE.read_bytes() + " ".join([*compiler, *flags]).encode() + _cpu_key().encode()
     ).hexdigest()[:16]
     target = _cache_dir() / f"lstm_cells-{key}.so"
     if target.exists():
@@ -63,7 +66,7 @@ def _build(compiler: str) -> Path:
     os.close(fd)
     try:
         subprocess.run(
-            [compiler, *FLAGS, str(SOURCE), "-o", tmp, "-lm"], check=True, capture_output=True, text=True
+            [*compiler, *flags, str(SOURCE), "-o", tmp, "-lm"], check=True, capture_output=True, text=True
         )
         os.replace(tmp, target)
     finally:
@@ -100,11 +103,12 @@ def supports(*tensors: torch.Tensor) -> bool:
 
 
 def _has_storage(t: torch.Tensor) -> bool:
-    try:
-        t.data_ptr()
-    except RuntimeError:  # vmap's batched tensors (both kinds), autograd's zero tensors
+    if t._is_zerotensor():  # autograd's zero tensors: data_ptr() is 0
         return False
-    return True
+    try:
+        return t.data_ptr() != 0 or t.numel() == 0
+    except RuntimeError:  # vmap's batched tensors (both kinds)
+        return False
 
 
 @functools.cache
@@ -112,12 +116,16 @@ def kernels() -> Kernels | None:
     """The loaded kernels, or ``None`` (disabled, no compiler, or the build failed: logged once)."""
     if os.environ.get("PIXELZOO_NATIVE", "1") == "0":
         return None
-    compiler = os.environ.get("CC") or "cc"
-    if shutil.which(compiler) is None:
+    compiler = shlex.split(os.environ.get("CC") or "cc")  # e.g. CC="ccache gcc"
+    if not compiler or shutil.which(compiler[0]) is None:
         log.warning("no C compiler (%s): the recurrent scan runs on torch ops (~1.5x slower)", compiler)
         return None
     try:
-        return Kernels(ctypes.CDLL(str(_build(compiler))))
+        try:
+            path = _build(compiler, FLAGS)
+        except subprocess.CalledProcessError:
+            path = _build(compiler, PORTABLE)
+        return Kernels(ctypes.CDLL(str(path)))
     except (OSError, RuntimeError, subprocess.CalledProcessError) as err:  # RuntimeError: no home directory
         detail = getattr(err, "stderr", "") or err
         log.warning("building %s failed, the recurrent scan runs on torch ops: %s", SOURCE.name, detail)

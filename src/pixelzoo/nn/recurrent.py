@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from pixelzoo.nn import native
 from pixelzoo.nn.conditioning import ClassBias
@@ -77,6 +78,10 @@ def lstm_cell_into(z: torch.Tensor, c_prev: torch.Tensor, h_out: torch.Tensor, c
     The cached samplers' cell: one call of the C kernel (``lstm_forward`` without taps) where it
     applies, instead of ~10 small torch ops per pixel and layer.
     """
+    batch, hidden = c_out.shape
+    if z.shape != (batch, GATES * hidden) or not c_prev.shape == h_out.shape == c_out.shape:
+        raise ValueError(f"cell shapes do not fit: z {tuple(z.shape)}, c_prev {tuple(c_prev.shape)}, "
+                         f"h_out {tuple(h_out.shape)}, c_out {tuple(c_out.shape)}")  # fmt: skip
     lib = native.kernels() if native.supports(z, c_prev, h_out, c_out) else None
     if lib is None:
         h, c = lstm_cell(z, c_prev)
@@ -251,7 +256,7 @@ class _Scan(torch.autograd.Function):
         cs = c0.expand(len(layout.spans) + 1, layout.n, b, gh).contiguous()
         gs = pre.new_empty(layout.cells, b, groups, GATES, gh // groups)  # σ(o, f, i), tanh(g)
         tcs = pre.new_empty(layout.cells, b, gh)  # tanh(c)
-        lib = native.kernels() if native.supports(pre, taps) else None
+        lib = native.kernels() if native.supports(pre, taps, hs, cs) else None  # h0/c0 may differ in dtype
         if lib is None:
             _forward_torch(pre, taps, hs, cs, gs, tcs, layout)
         else:
@@ -261,6 +266,7 @@ class _Scan(torch.autograd.Function):
         return hs.view(-1, b, gh).index_select(0, layout.write)  # P×B×gh
 
     @staticmethod
+    @once_differentiable  # the C kernels build no graph: a double backward must fail, not be wrong
     def backward(ctx, dout):  # noqa: ANN001, ANN205
         taps, hs, cs, gs, tcs = ctx.saved_tensors
         layout, groups, dout = ctx.layout, ctx.groups, dout.contiguous()
@@ -271,7 +277,7 @@ class _Scan(torch.autograd.Function):
         # come from dout.new_* so that the causality audit's vmap (batched grads) batches them too.
         dhs, dcs = dout.new_zeros(hs.shape), dout.new_zeros(cs.shape)
         dz_all = dout.new_empty(cells, b, g4h)
-        lib = native.kernels() if native.supports(dout, gs) else None
+        lib = native.kernels() if native.supports(dout, taps, cs, gs, tcs) else None
         if lib is None:
             _backward_torch(dout, taps, cs, gs, tcs, dhs, dcs, dz_all, layout)
         else:
