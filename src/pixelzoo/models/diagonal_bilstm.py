@@ -128,8 +128,8 @@ class DiagonalBiLSTMLayer(nn.Module):
     The right-to-left direction is the left-to-right computation on the width-flipped map; the two
     run as one two-group scan (the 1×1 input-to-state conv commutes with the flip, so both
     directions' pre-activations come from one conv of the unflipped input). The layer works
-    pixel-major (H×W×B×channels): the 1×1 convs are matrix products there, and a skewed column's
-    cells are whole B×channels blocks.
+    channels-last (B×H×W×channels), where CPU 1×1 convs are fastest; one row permutation gathers
+    each skewed column's cells as whole B×channels blocks (:func:`bidirectional_gathers`).
 
     ``reads_image`` (the first layer): the right-to-left direction also gets the image through an
     unmasked 1×1 conv, which closes the blind spot described in the module docstring.
@@ -145,12 +145,11 @@ class DiagonalBiLSTMLayer(nn.Module):
     def pre_activations(
         self, x: torch.Tensor, bias: torch.Tensor | None, image: torch.Tensor | None
     ) -> torch.Tensor:
-        """Gate pre-activations of both directions for x (B×in×H×W): H×W×B×(2·4h), image coordinates
+        """Gate pre-activations of both directions for x (B×in×H×W): B×H×W×(2·4h), image coordinates
         (not flipped)."""
         convs = (self.forward_dir.input_to_state, self.backward_dir.input_to_state)
         weight = torch.cat([c.weight * c.mask for c in convs])
-        # channels-last: a 1×1 conv is several times faster there on CPU, and H×W×B×C is one cheap
-        # block copy away
+        # channels-last: a 1×1 conv is several times faster there on CPU
         x = x.contiguous(memory_format=torch.channels_last)
         pre = F.conv2d(x, weight, torch.cat([c.bias for c in convs]))
         if bias is not None:
@@ -160,13 +159,13 @@ class DiagonalBiLSTMLayer(nn.Module):
                 raise ValueError("this Diagonal BiLSTM layer reads the image: pass image=")
             from_image = self.image_to_state(image.contiguous(memory_format=torch.channels_last))
             pre = pre + F.pad(from_image, (0, 0, 0, 0, GATES * self.hidden, 0))
-        return pre.permute(2, 3, 0, 1)
+        return pre.permute(0, 2, 3, 1)
 
     def forward(
         self, x: torch.Tensor, bias: torch.Tensor | None = None, image: torch.Tensor | None = None
     ) -> torch.Tensor:
-        pre = self.pre_activations(x, bias, image).permute(2, 0, 1, 3)  # B×H×W×(2·4h), channels-last storage
-        both = diagonal_scan(pre.unflatten(-1, (2, -1)), (self.forward_dir, self.backward_dir))
+        pre = self.pre_activations(x, bias, image).unflatten(-1, (2, -1))
+        both = diagonal_scan(pre, (self.forward_dir, self.backward_dir))
         left, right = both.unbind(3)
         # Down shift: row i receives row i-1; row 0 receives the learned initial state.
         top = self.backward_dir.scan.h0.expand(x.shape[0], 1, x.shape[-1], -1)
@@ -223,7 +222,7 @@ class DiagonalBiLSTMSession(LayerSession):
         image = self.image_rows(i) if self.layer.image_to_state is not None else None
         pre = self.layer.pre_activations(self.inputs[:, :, i : i + 1], bias, image).chunk(2, dim=-1)[1]
         for j in reversed(range(self.inputs.shape[-1])):
-            h, c = _diagonal_step(self.layer.backward_dir.scan, pre[0, j], self.hr[:, :, i, j],
+            h, c = _diagonal_step(self.layer.backward_dir.scan, pre[:, 0, j], self.hr[:, :, i, j],
                                   self.hr[:, :, i + 1, j + 1], self.cr[:, :, i + 1, j + 1])
             self.hr[:, :, i + 1, j], self.cr[:, :, i + 1, j] = h, c
 

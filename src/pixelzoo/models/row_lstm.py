@@ -80,6 +80,7 @@ class RowLSTMSession(LayerSession):
         n, _, height, width = inputs.shape
         scan = layer.scan
         self.before, after = scan.padding
+        self.height = height
         # h[i, before + j] = h(i-1, j): row 0 and the side columns hold the initial state
         self.h = scan.h0.expand(height + 1, width + self.before + after, n, layer.hidden).clone()
         self.c = scan.c0.expand(height + 1, width, n, layer.hidden).clone()
@@ -97,7 +98,7 @@ class RowLSTMSession(LayerSession):
         return h_out[:, :, None, None]  # a view of the state: valid until the pixel is recomputed
 
     def row_complete(self, i: int) -> None:
-        if i + 1 < self.c.shape[0] - 1:
+        if i + 1 < self.height:
             self.rec = self._state_term(i + 1)
 
 

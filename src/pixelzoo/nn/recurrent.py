@@ -163,11 +163,10 @@ def _forward_torch(pre, taps, hs, cs, gs, tcs, layout) -> None:  # noqa: ANN001
         torch.mul(o, tc, out=hs[t + 1, lo + before : hi + before].view_as(o))
 
 
-def _backward_torch(dout, taps, cs, gs, tcs, dhs, dcs, dz_all, layout) -> None:  # noqa: ANN001
+def _backward_torch(dout, taps_t, cs, gs, tcs, dhs, dcs, dz_all, layout) -> None:  # noqa: ANN001
     """The backward step loop on torch ops (the fallback of the C kernels, same maths)."""
-    k, gh, g4h, before = taps.shape[0], taps.shape[1], taps.shape[2], layout.before
-    b = dout.shape[1]
-    taps_t = taps.permute(2, 0, 1).reshape(g4h, k * gh)  # every tap's share at once
+    b, gh, before = dout.shape[1], dout.shape[2], layout.before
+    g4h, k = taps_t.shape[0], taps_t.shape[1] // gh
     p = layout.cells
     for t in reversed(range(len(layout.spans))):
         lo, hi = layout.spans[t]
@@ -211,10 +210,10 @@ def _forward_native(lib, pre, taps, hs, cs, gs, tcs, layout, groups) -> None:  #
         p += rows
 
 
-def _backward_native(lib, dout, taps, cs, gs, tcs, dhs, dcs, dz_all, layout, groups) -> None:  # noqa: ANN001
+def _backward_native(lib, dout, taps_t, cs, gs, tcs, dhs, dcs, dz_all, layout, groups) -> None:  # noqa: ANN001
     """The backward step loop: a C call for the cells, one matrix product and a C call for the taps."""
-    b, k, gh, g4h, e = dout.shape[1], taps.shape[0], taps.shape[1], taps.shape[2], dout.element_size()
-    taps_t = taps.permute(2, 0, 1).reshape(g4h, k * gh)  # every tap's share at once
+    b, gh, e = dout.shape[1], dout.shape[2], dout.element_size()
+    g4h, k = taps_t.shape[0], taps_t.shape[1] // gh
     r = dout.new_empty(layout.n * b, k * gh)
     dz_rows = dz_all.view(-1, g4h)
     cell, add_taps = lib.fn("lstm_backward", dout.dtype), lib.fn("add_taps", dout.dtype)
@@ -277,11 +276,12 @@ class _Scan(torch.autograd.Function):
         # come from dout.new_* so that the causality audit's vmap (batched grads) batches them too.
         dhs, dcs = dout.new_zeros(hs.shape), dout.new_zeros(cs.shape)
         dz_all = dout.new_empty(cells, b, g4h)
+        taps_t = taps.permute(2, 0, 1).reshape(g4h, k * gh)  # a step's dz -> every tap's share of dh
         lib = native.kernels() if native.supports(dout, taps, cs, gs, tcs) else None
         if lib is None:
-            _backward_torch(dout, taps, cs, gs, tcs, dhs, dcs, dz_all, layout)
+            _backward_torch(dout, taps_t, cs, gs, tcs, dhs, dcs, dz_all, layout)
         else:
-            _backward_native(lib, dout, taps, cs, gs, tcs, dhs, dcs, dz_all, layout, groups)
+            _backward_native(lib, dout, taps_t, cs, gs, tcs, dhs, dcs, dz_all, layout, groups)
         dh0 = dhs.view(-1, b, gh)[layout.h_init].sum((0, 1))
         dc0 = dcs.view(-1, b, gh)[layout.c_init].sum((0, 1))
         states, dz_rows = hs.view(-1, b, gh), dz_all.view(-1, g4h)
