@@ -5,9 +5,16 @@ system of the stage process and its children: on a shared machine wall time also
 
 - ``--help``: ``python stages/<stage>.py --help`` (argument parsing only; target <= 1.5 s for evaluate);
 - fixed overhead: the whole ``evaluate`` stage of the smallest rehearsal experiment inside a finished
-  rehearsal copy (imports, params, MLflow run, checkpoint load, exact NLL of 8 tiny images, metrics):
-  the work itself takes milliseconds, so this is what each of the rehearsal's ~60 model stages pays
-  (target <= 2.5 s).
+  rehearsal copy (imports, params, MLflow run, checkpoint load, exact NLL of 8 tiny images, metrics, the
+  two bits-map figures): the NLL takes milliseconds, so this is what each of the rehearsal's ~60 model
+  stages pays (target <= 2.5 s);
+- the whole ``train`` (3 steps and a validation pass) and ``sample`` stages of that experiment, which
+  pay the same start-up around a little more work. Both rewrite their outputs in the copy (CPU training
+  is deterministic: the same model.pt).
+
+The model stages are timed twice: as ``dvc repro`` runs them on their own (each starts its own tracking
+process, pixelzoo.recorder) and as a profile run does (``in a profile run``: one tracking process shared
+by all stages, started here as pixelzoo.profile starts it; its CPU is not in the stages' CPU figures).
 
     python -m pixelzoo.profile rehearsal                          # once, for the copy in .work/rehearsal
     python benchmarks/startup.py                                  # this tree
@@ -30,13 +37,16 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+from pixelzoo import recorder  # noqa: E402
+
 STAGES = ("download", "preprocess", "train", "evaluate", "sample", "report")
 EXPERIMENT = "pixelcnn-binarized_mnist"
+MODEL_STAGES = (("evaluate", "fixed overhead"), ("train", "whole stage"), ("sample", "whole stage"))
 
 
-def timed(cmd: list[str], cwd: Path) -> tuple[float, float]:
-    """(wall, CPU) seconds of one run of ``cmd`` with one intra-op thread."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "DVC_NO_ANALYTICS": "1"}
+def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
+    """(wall, CPU) seconds of one run of ``cmd``."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run(cmd, cwd=cwd, env=env, check=True, capture_output=True)
@@ -47,6 +57,26 @@ def timed(cmd: list[str], cwd: Path) -> tuple[float, float]:
 
 def _spread(t: list[float]) -> str:
     return f"{statistics.median(t):5.2f} s (min {min(t):.2f}, max {max(t):.2f})"
+
+
+def _run_all(trees: list[Path], workdir: Path | None, env: dict[str, str], profile_env: dict[str, str],
+             repeat: int) -> dict[tuple[Path, str], list[tuple[float, float]]]:
+    """{(tree, label): [(wall, CPU)] * repeat}; each round runs every job once, so drift in the machine's
+    load hits all alike."""
+    jobs: dict[tuple[Path, str], tuple[list[str], Path, dict[str, str]]] = {}  # -> (command, cwd, env)
+    for tree in trees:
+        for stage in STAGES:
+            script = str(tree / "stages" / f"{stage}.py")
+            jobs[tree, f"{stage:<10} --help"] = ([sys.executable, script, "--help"], tree, env)
+        for stage, label in MODEL_STAGES if workdir else ():
+            cmd = [sys.executable, str(tree / "stages" / f"{stage}.py"), EXPERIMENT]
+            jobs[tree, f"{stage:<10} {label}"] = (cmd, workdir, env)
+            jobs[tree, f"{stage:<10} {label}, in a profile run"] = (cmd, workdir, profile_env)
+    runs: dict[tuple[Path, str], list[tuple[float, float]]] = {key: [] for key in jobs}
+    for _ in range(repeat):
+        for key, (cmd, cwd, job_env) in jobs.items():
+            runs[key].append(timed(cmd, cwd, job_env))
+    return runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,23 +91,15 @@ def main(argv: list[str] | None = None) -> int:
     finished = (workdir / "outputs" / EXPERIMENT / "train" / "model.pt").exists()
     print(f"python {sys.executable}, {os.cpu_count()} CPUs, median of {args.repeat}, "
           f"load average {os.getloadavg()[0]:.1f}")
-    jobs: dict[tuple[Path, str], tuple[list[str], Path]] = {}  # (tree, label) -> (command, cwd)
-    for tree in trees:
-        for stage in STAGES:
-            script = str(tree / "stages" / f"{stage}.py")
-            jobs[tree, f"{stage:<10} --help        "] = ([sys.executable, script, "--help"], tree)
-        if finished:
-            jobs[tree, "evaluate   fixed overhead"] = (
-                [sys.executable, str(tree / "stages" / "evaluate.py"), EXPERIMENT], workdir)
-    runs: dict[tuple[Path, str], list[tuple[float, float]]] = {key: [] for key in jobs}
-    for _ in range(args.repeat):  # every job once per round: drift in the machine's load hits all alike
-        for key, (cmd, cwd) in jobs.items():
-            runs[key].append(timed(cmd, cwd))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DVC_NO_ANALYTICS": "1"}
+    env.pop(recorder.ENV_SOCKET, None)
+    with recorder.shared(f"sqlite:///{workdir / 'mlflow.db'}", env) as profile_env:
+        runs = _run_all(trees, workdir if finished else None, env, profile_env, args.repeat)
     for tree in trees:
         print(f"tree {tree}")
         for (t, label), r in runs.items():
             if t == tree:
-                print(f"  {label}  wall {_spread([w for w, _ in r])}  CPU {_spread([c for _, c in r])}")
+                print(f"  {label:<42} wall {_spread([w for w, _ in r])}  CPU {_spread([c for _, c in r])}")
     if finished:
         print(f"fixed overhead: the whole evaluate stage of {EXPERIMENT} in {workdir}")
     else:

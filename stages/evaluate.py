@@ -15,7 +15,6 @@ from pathlib import Path
 # Import the pixelzoo of this tree (also in `dvc exp run` and profile copies), not the installed one.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from pixelzoo.config import load_checked, stage_config  # noqa: E402
 from pixelzoo.errors import kill_point, run_main  # noqa: E402
 from pixelzoo.startup import pause_gc, resume_gc  # noqa: E402
 
@@ -26,7 +25,13 @@ def main() -> None:
     args = parser.parse_args()
     # Heavy imports (torch, the models) only now: `--help` and argument errors answer at once.
     pause_gc()  # until the run has started (pixelzoo.startup)
-    from pixelzoo import tracking, training
+    from pixelzoo import tracking
+
+    tracking.connect()  # MLflow loads in the tracking process while this one imports torch ...
+    import matplotlib.figure  # noqa: F401 - ... and matplotlib for the bits-map figures (0.4 s)
+
+    from pixelzoo import training
+    from pixelzoo.config import load_checked, stage_config
     from pixelzoo.evaluation import evaluate_with_map, save_bits_map_figures
 
     params = load_checked()

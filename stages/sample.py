@@ -17,7 +17,6 @@ from pathlib import Path
 # Import the pixelzoo of this tree (also in `dvc exp run` and profile copies), not the installed one.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from pixelzoo.config import load_checked, stage_config  # noqa: E402
 from pixelzoo.errors import kill_point, run_main  # noqa: E402
 from pixelzoo.startup import pause_gc, resume_gc  # noqa: E402
 
@@ -28,10 +27,14 @@ def main() -> None:
     args = parser.parse_args()
     # Heavy imports (torch, the models) only now: `--help` and argument errors answer at once.
     pause_gc()  # until the run has started (pixelzoo.startup)
+    from pixelzoo import tracking
+
+    tracking.connect()  # MLflow loads in the tracking process while this one imports torch
     import numpy as np
     import torch
 
-    from pixelzoo import sampling, tracking, training
+    from pixelzoo import sampling, training
+    from pixelzoo.config import load_checked, stage_config
 
     params = load_checked()
     cfg = stage_config(params, args.experiment, "sample")

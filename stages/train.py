@@ -17,7 +17,6 @@ from pathlib import Path
 # Import the pixelzoo of this tree (also in `dvc exp run` and profile copies), not the installed one.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from pixelzoo.config import load_checked, stage_config  # noqa: E402
 from pixelzoo.errors import run_main  # noqa: E402
 from pixelzoo.integrity import PidLock, file_sha256  # noqa: E402
 from pixelzoo.startup import pause_gc, resume_gc  # noqa: E402
@@ -29,7 +28,15 @@ def main() -> None:
     args = parser.parse_args()
     # Heavy imports (torch, the models) only now: `--help` and argument errors answer at once.
     pause_gc()  # until the run has started (pixelzoo.startup)
-    from pixelzoo import launch, tracking, training
+    from pixelzoo import tracking
+
+    if int(os.environ.get("RANK", "0")) == 0:  # [DDP] only rank 0 tracks
+        tracking.connect()  # MLflow loads in the tracking process while this one imports torch ...
+    # ... and torch._dynamo, which the optimizer's first step imports (1.1 s), before the run starts
+    import torch._dynamo  # noqa: F401
+
+    from pixelzoo import launch, training
+    from pixelzoo.config import load_checked, stage_config
 
     params = load_checked()
     cfg = stage_config(params, args.experiment, "train")

@@ -1,17 +1,22 @@
-"""MLflow tracking: store location, one run per stage with its tags, the pointer file, unreachable stores."""
+"""MLflow tracking: store location, one run per stage with its tags, the pointer file, unreachable stores,
+and the stage's tracking process (pixelzoo.recorder)."""
 
 from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
+import signal
 import socket
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pixelzoo import tracking
+from pixelzoo import recorder, tracking
 
 META = {"name": "toy", "sha256": {"train": "a" * 64, "test": "b" * 64}, "raw_sha256": {"f": "c" * 64}}
 DATA = {"train": "a" * 64, "test": "b" * 64}  # as a stage measures them on the arrays it read
@@ -152,3 +157,144 @@ def test_profile_copy_records_the_source_commit(repo: Path, monkeypatch: pytest.
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     assert (tags["git.commit"], tags["git.dirty"]) == (source, "true")
     assert tags["pixelzoo.profile_copy_commit"] == head
+
+
+# ----------------------------------------------------------------------------- the tracking process
+STAGE = """
+import sys, time
+from pathlib import Path
+from pixelzoo import tracking
+with tracking.stage_run("toy", "train", {cfg!r}, {meta!r}, Path("data"), {{}}, Path("out"), "pz") as run:
+    run.log_metrics({{"loss": 0.5}})
+    store = tracking.connect()
+    print(run.run_id, store.proc.pid if store.proc else "shared", "mlflow" in sys.modules, flush=True)
+    if sys.argv[1:] == ["wait"]:
+        time.sleep(120)
+"""
+
+
+def _stage(repo: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """A stage-like process in its own process group (as DVC's shell gives one), printing its run id, its
+    own tracking process's pid (or "shared") and whether it imported mlflow itself."""
+    env = {**(env or os.environ), "PYTHONPATH": str(Path(tracking.__file__).parents[1])}
+    cmd = [sys.executable, "-c", STAGE.format(cfg=CFG, meta=META), *args]
+    return subprocess.Popen(cmd, cwd=repo, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+
+
+def _gone(pid: int, within: float = 20.0) -> bool:
+    """Whether process ``pid`` has exited (a zombie nobody reaps counts as exited) within ``within`` s."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_the_stage_process_never_imports_mlflow(repo: Path) -> None:
+    proc = _stage(repo)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    run_id, pid, imported = out.split()
+    assert imported == "False"  # MLflow loaded in the tracking process only
+    assert _gone(int(pid))  # and that process ended with the stage
+    client = MlflowClient(tracking.tracking_uri())
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert client.get_metric_history(run_id, "loss")[0].value == 0.5
+
+
+def test_sigterm_to_the_process_group_still_closes_the_run_killed(repo: Path) -> None:
+    """The tracking process ignores the signal (a Ctrl-C or `kill -- -PGID` reaches both processes) and
+    records the stage's own reaction to it: the run KILLED, with the reason."""
+    proc = _stage(repo, "wait")
+    run_id, pid, _ = proc.stdout.readline().split()
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM and "marked KILLED" in out, err
+    run = MlflowClient(tracking.tracking_uri()).get_run(run_id)
+    assert run.info.status == "KILLED" and "SIGTERM" in run.data.tags[tracking.TAG_FAILURE]
+    assert _gone(int(pid))
+
+
+def test_a_sigkilled_stage_takes_its_tracking_process_along_and_leaves_the_run_to_the_next_one(
+    repo: Path,
+) -> None:
+    proc = _stage(repo, "wait")
+    run_id, pid, _ = proc.stdout.readline().split()
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert _gone(int(pid))  # it saw the pipe close: no process is left behind
+    # The run stays RUNNING (nobody could close it) until the next run of the stage marks it KILLED.
+    assert MlflowClient(tracking.tracking_uri()).get_run(run_id).info.status == "RUNNING"
+    with tracking.stage_run("toy", "train", CFG, META, repo / "data", {}, repo / "out", "pz") as run:
+        pass
+    client = MlflowClient(tracking.tracking_uri())
+    assert client.get_run(run_id).info.status == "KILLED"
+    assert client.get_run(run.run_id).data.tags[tracking.TAG_ORPHANS] == run_id
+
+
+def test_errors_come_back_with_their_type_and_a_dead_tracking_process_is_replaced(repo: Path) -> None:
+    store = tracking.connect()
+    with pytest.raises(recorder.StoreError, match=r"^MlflowException: .*nope"):
+        store.call("run_tags", tracking.tracking_uri(), "nope")
+    with pytest.raises(recorder.StoreError, match=r"^KeyError: 'no_such_op'"):
+        store.call("no_such_op")
+    store.proc.kill()
+    store.proc.wait()
+    with pytest.raises(recorder.StoreError, match=r"the tracking process exited \(code -9\)"):
+        store.call("experiment_id", tracking.tracking_uri(), "pz")
+    assert tracking.connect() is not store and tracking.connect().alive()
+    assert tracking.init_store("pz") == tracking.init_store("pz")
+
+
+def test_a_profile_run_shares_one_tracking_process_between_its_stages(repo: Path) -> None:
+    uri = tracking.tracking_uri()
+    with recorder.shared(uri, dict(os.environ)) as env:
+        sock = env[recorder.ENV_SOCKET]
+        server = [p for p in Path("/proc").glob("[0-9]*") if sock in _cmdline(p)]
+        assert len(server) == 1
+        killed = _stage(repo, "wait", env=env)
+        first_run = killed.stdout.readline().split()[0]
+        killed.kill()  # a stage dying mid-run leaves the shared process serving the next ones
+        killed.communicate(timeout=60)
+        runs = []
+        for _ in range(2):
+            proc = _stage(repo, env=env)
+            out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+            run_id, which, imported = out.splitlines()[-1].split()
+            assert (which, imported) == ("shared", "False")
+            runs.append(run_id)
+    assert _gone(int(server[0].name))  # it ends with the block
+    client = MlflowClient(uri)
+    assert [client.get_run(r).info.status for r in runs] == ["FINISHED", "FINISHED"]
+    assert client.get_run(first_run).info.status == "KILLED"  # marked by the next run, as always
+    assert client.get_run(runs[0]).data.tags[tracking.TAG_ORPHANS] == first_run
+
+
+def _cmdline(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def test_a_stage_whose_shared_tracking_process_is_gone_starts_its_own(repo: Path, tmp_path: Path) -> None:
+    proc = _stage(repo, env={**os.environ, recorder.ENV_SOCKET: str(tmp_path / "gone.sock")})
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "does not answer" in err and "starts its own" in err, err
+    run_id, which, _ = out.split()
+    assert which.isdigit()
+    assert MlflowClient(tracking.tracking_uri()).get_run(run_id).info.status == "FINISHED"
+
+
+def test_a_stage_stopped_by_a_params_error_does_not_wait_for_mlflow_to_load(repo: Path) -> None:
+    """At exit the stage kills its own tracking process: one still loading MLflow (~2 s) would otherwise
+    hold the stage's exit (and its stderr) until it has loaded."""
+    own = recorder.Recorder.own(tracking.tracking_uri())
+    own.close()  # at once: it is still importing mlflow
+    assert own.proc.returncode == -signal.SIGKILL

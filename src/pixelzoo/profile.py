@@ -143,10 +143,16 @@ def profile_env(root: Path | None = None) -> dict[str, str]:
 
 
 def dvc_repro(workdir: Path, *targets: str, env: dict[str, str] | None = None) -> None:
-    """Run ``dvc repro`` in the profile copy with this interpreter's dvc; raise on failure."""
+    """Run ``dvc repro`` in the profile copy with this interpreter's dvc; raise on failure. Its stages
+    share one tracking process (pixelzoo.recorder.shared): MLflow is loaded once, not once per stage."""
+    from pixelzoo import recorder
+
     dvc = Path(sys.executable).parent / "dvc"
     cmd = [str(dvc) if dvc.exists() else "dvc", "repro", *targets]
-    subprocess.run(cmd, cwd=workdir, check=True, env=env or profile_env())
+    env = env or profile_env()
+    uri = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(workdir).resolve() / 'mlflow.db'}"
+    with recorder.shared(uri, env) as stage_env:
+        subprocess.run(cmd, cwd=workdir, check=True, env=stage_env)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,10 @@ otherwise get a throw-away database). ``MLFLOW_TRACKING_URI`` switches to a team
 Every stage calls :func:`init_store` first: it fails fast, before any training, when the store is
 unreachable, and creates the schema and the MLflow experiment once under a file lock (several
 processes creating the sqlite schema at the same time fail; afterwards concurrent writers are fine).
+
+A stage talks to the store through its tracking process (:mod:`pixelzoo.recorder`), started by
+:func:`connect` before the stage imports torch so that MLflow loads meanwhile; the read-side tools
+(lineage, the report) use MLflow in their own process.
 """
 
 from __future__ import annotations
@@ -27,8 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pixelzoo import integrity
-from pixelzoo.config import config_digest
+from pixelzoo import integrity, recorder
 from pixelzoo.errors import MissingInput, UserError
 
 POINTER_NAME = "mlflow_run.json"
@@ -84,10 +87,16 @@ def _init_lock() -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _short_retries() -> dict[str, str]:
+    """Probe a server with few retries and a short timeout unless the user chose their own."""
+    short = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+    return {k: v for k, v in short.items() if k not in os.environ}
+
+
 @contextmanager
 def _short_http_retries() -> Iterator[None]:
-    """Probe a server with few retries and a short timeout unless the user chose their own."""
-    with _scoped_env({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}, False):
+    """:func:`_short_retries` for MLflow calls in this process (the read-side tools)."""
+    with _scoped_env(_short_retries()):
         yield
 
 
@@ -106,32 +115,31 @@ def _scoped_env(values: Mapping[str, str], override: bool = True) -> Iterator[No
                 os.environ[k] = v
 
 
+def connect() -> recorder.Recorder:
+    """This process's tracking process: a stage calls this first, so MLflow loads while it imports torch."""
+    return recorder.start(tracking_uri())
+
+
+def _why(err: BaseException) -> str:
+    return str(err) if isinstance(err, recorder.StoreError) else f"{type(err).__name__}: {err}"
+
+
 def init_store(experiment_name: str) -> str:
     """Check the store is reachable, create its schema and the MLflow experiment once; return its id.
 
     Idempotent and safe to call from several stages at once.
     """
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
     uri = tracking_uri()
     try:
-        with _init_lock(), _short_http_retries():
-            client = MlflowClient(tracking_uri=uri)
-            exp = client.get_experiment_by_name(experiment_name)
-            if exp is not None:
-                return exp.experiment_id
+        with _init_lock():
+            found = connect().call("experiment_id", uri, experiment_name, env=_short_retries())
+            if found is not None:
+                return found
             location = (repo_root() / "mlruns").as_uri() if _is_local(uri) else None
-            try:
-                return client.create_experiment(experiment_name, artifact_location=location)
-            except MlflowException:  # created meanwhile by a process on another machine
-                exp = client.get_experiment_by_name(experiment_name)
-                if exp is None:
-                    raise
-                return exp.experiment_id
+            return connect().call("create_experiment", uri, experiment_name, location, env=_short_retries())
     except Exception as err:  # noqa: BLE001 - any failure here means "cannot track": say so clearly
         raise TrackingUnavailable(
-            f"MLflow tracking store {uri} is unreachable or not writable ({type(err).__name__}: {err}). "
+            f"MLflow tracking store {uri} is unreachable or not writable ({_why(err)}). "
             "Nothing has been trained or evaluated. Start the tracking server (or fix MLFLOW_TRACKING_URI), "
             "or unset MLFLOW_TRACKING_URI to use the local store "
             f"sqlite:///{repo_root() / 'mlflow.db'}, then rerun the stage."
@@ -230,6 +238,8 @@ def provenance_tags(
     experiment: str, stage: str, config: Mapping[str, Any], meta: Mapping[str, Any], data: Mapping[str, str]
 ) -> dict:
     """Tags of a stage run. ``data``: {split: sha256 measured on the arrays the stage read}."""
+    from pixelzoo.config import config_digest  # pydantic: not before a stage has called connect()
+
     commit, dirty = git_state()
     me = integrity.process_id()
     tags = {
@@ -291,12 +301,8 @@ def _signals_raise() -> Iterator[None]:
             signal.signal(sig, old)
 
 
-@contextmanager
-def _http_limits(retries: int, timeout: float) -> Iterator[None]:
-    """MLflow HTTP calls inside this block: at most ``retries`` retries of ``timeout`` seconds each."""
-    with _scoped_env({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries),
-                      "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(timeout))}):
-        yield
+# MLflow HTTP calls while the stage works: no retries, CALL_TIMEOUT_S each (the stage retries itself).
+_NO_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(CALL_TIMEOUT_S)}
 
 
 @dataclass
@@ -317,10 +323,8 @@ class StageRun:
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """Record metrics now (timestamped now); sent at once, or later if the store is unreachable."""
-        from mlflow.entities import Metric
-
         ts = int(time.time() * 1000)
-        self._pending += [Metric(k, float(v), ts, int(step or 0)) for k, v in metrics.items()]
+        self._pending += [[k, float(v), ts, int(step or 0)] for k, v in metrics.items()]
         self.flush()
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
@@ -359,81 +363,65 @@ class StageRun:
         return True
 
     def _send(self) -> None:
-        from mlflow.entities import RunTag
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(self.uri)
-        with _http_limits(0, CALL_TIMEOUT_S):
-            while self._pending or self._tags:
-                batch = self._pending[:1000]  # MLflow's limit per log_batch
-                tags = [RunTag(k, v) for k, v in self._tags.items()]
-                client.log_batch(self.run_id, metrics=batch, tags=tags)
-                del self._pending[: len(batch)]
-                self._tags.clear()
+        while self._pending or self._tags:
+            batch = self._pending[:1000]  # MLflow's limit per log_batch
+            connect().call("log_batch", self.uri, self.run_id, batch, self._tags, env=_NO_RETRIES)
+            del self._pending[: len(batch)]
+            self._tags.clear()
 
     def finish(self, wait_s: float = FINISH_WAIT_S) -> None:
         """Send everything that is pending and the artifacts, waiting up to ``wait_s`` for the store."""
-        from mlflow.tracking import MlflowClient
-
         deadline = time.monotonic() + wait_s
         while True:
             try:
                 if not self.flush(force=True):
                     raise ConnectionError("metrics not accepted")
-                client = MlflowClient(self.uri)
-                with _http_limits(0, CALL_TIMEOUT_S):
-                    while self._artifacts:
-                        path, where = self._artifacts[0]
-                        client.log_artifact(self.run_id, str(path), artifact_path=where)
-                        self._artifacts.pop(0)
+                while self._artifacts:
+                    path, where = self._artifacts[0]
+                    connect().call("log_artifact", self.uri, self.run_id, str(path.resolve()), where,
+                                   env=_NO_RETRIES)
+                    self._artifacts.pop(0)
                 return
             except Exception as err:  # noqa: BLE001
                 if time.monotonic() >= deadline:
                     raise TrackingUnavailable(
                         f"tracking store {self.uri} has not answered for {wait_s:.0f} s at the end of "
-                        f"{self.run_name} ({type(err).__name__}: {str(err)[:160]}); {len(self._pending)} "
+                        f"{self.run_name} ({_why(err)[:200]}); {len(self._pending)} "
                         "metric(s) not recorded, outputs not published. Bring the store back and rerun the "
                         "stage (train resumes from its scratch checkpoint)"
                     ) from err
                 time.sleep(2.0)
 
 
-def mark_orphans(client: Any, experiment_id: str, experiment: str, stage: str, new_run: str) -> list[str]:
+def mark_orphans(uri: str, experiment_id: str, experiment: str, stage: str, new_run: str) -> list[str]:
     """Runs of this (experiment, stage) left RUNNING by a process on this host that is gone: mark them
     KILLED with the reason and a link to ``new_run``; return their ids."""
     query = (f"tags.`{TAG_EXPERIMENT}` = '{experiment}' and tags.`{TAG_STAGE}` = '{stage}' "
              "and attributes.status = 'RUNNING'")
     me = integrity.process_id()
     orphans = []
-    for run in client.search_runs([experiment_id], filter_string=query, max_results=1000):
-        t = run.data.tags
-        if run.info.run_id == new_run or t.get(TAG_HOST) != me["host"] or not t.get(TAG_PID, "").isdigit():
+    store, env = connect(), _short_retries()
+    for run_id, t in store.call("running_runs", uri, experiment_id, query, env=env):
+        if run_id == new_run or t.get(TAG_HOST) != me["host"] or not t.get(TAG_PID, "").isdigit():
             continue  # another machine's process cannot be checked from here
         if integrity.process_alive(int(t[TAG_PID]), t.get(TAG_PID_START)):
             continue
         reason = (f"process {t[TAG_PID]} on {t[TAG_HOST]} ended without closing this run (killed); found "
                   f"by run {new_run} at {time.strftime('%Y-%m-%d %H:%M:%S')}")
-        client.set_tag(run.info.run_id, TAG_KILLED, reason)
-        client.set_tag(run.info.run_id, TAG_SUPERSEDED_BY, new_run)
-        client.set_terminated(run.info.run_id, "KILLED")
-        orphans.append(run.info.run_id)
+        store.call("log_batch", uri, run_id, [], {TAG_KILLED: reason, TAG_SUPERSEDED_BY: new_run}, env=env)
+        store.call("set_terminated", uri, run_id, "KILLED", env=env)
+        orphans.append(run_id)
     return orphans
 
 
-def _start_run(client: Any, experiment_id: str, run_name: str, tags: Mapping[str, str],
-               config: Mapping[str, Any], inputs: list[tuple[str, Any]]) -> str:
-    from mlflow.entities import DatasetInput, InputTag, Param
-
-    run = client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
-    rid = run.info.run_id
-    params = [Param(k, v) for k, v in flatten(config).items()]
-    for i in range(0, len(params), 100):  # MLflow's limit per log_batch
-        client.log_batch(rid, params=params[i : i + 100])
-    _log_inputs(client, rid, [DatasetInput(ds._to_mlflow_entity(), [InputTag("mlflow.data.context", split)])
-                              for split, ds in inputs])
+def _start_run(uri: str, experiment_id: str, run_name: str, tags: Mapping[str, Any],
+               config: Mapping[str, Any], inputs: list[list[str]]) -> str:
+    """A run with its tags, the resolved config as params and ``config.json``, and the dataset inputs
+    (``[split, npz path, name, digest]``)."""
     with _temp_json(config) as cfg_path:
-        client.log_artifact(rid, str(cfg_path))
-    return rid
+        return connect().call("start_run", uri, experiment_id, run_name, {k: str(v) for k, v in tags.items()},
+                              [[k, v] for k, v in flatten(config).items()], inputs, str(cfg_path),
+                              env=_short_retries())
 
 
 @contextmanager
@@ -457,30 +445,25 @@ def stage_run(
     an output that looks complete. On an error the run ends FAILED (reason in ``pixelzoo.failure``), on
     SIGTERM/SIGHUP/SIGINT KILLED. Runs of the same stage left RUNNING by a dead process are marked KILLED.
     """
-    from mlflow.data.meta_dataset import MetaDataset
-    from mlflow.data.sources import LocalArtifactDatasetSource
-    from mlflow.tracking import MlflowClient
-
     experiment_id = init_store(experiment_name)
     uri = tracking_uri()
-    client = MlflowClient(uri)
     run_name = f"{experiment}:{stage}"
     pointer_dir = Path(pointer_dir)
     integrity.clean_stale_temps(pointer_dir)
+    dataset = meta.get("name", config.get("dataset"))
     inputs = [
         # The digest column holds 36 characters: the sha256 prefix goes there, the full one is a tag.
-        (split, MetaDataset(LocalArtifactDatasetSource(str(Path(data_dir).resolve() / f"{split}.npz")),
-                            name=f"{meta.get('name', config.get('dataset'))}/{split}", digest=h[:32]))
+        [split, str(Path(data_dir).resolve() / f"{split}.npz"), f"{dataset}/{split}", h[:32]]
         for split, h in data.items()
     ]
     all_tags = {**provenance_tags(experiment, stage, config, meta, data), **(tags or {})}
-    with _short_http_retries():
-        run_id = _start_run(client, experiment_id, run_name, all_tags, config, inputs)
-        orphans = mark_orphans(client, experiment_id, experiment, stage, run_id)
-        if orphans:
-            client.set_tag(run_id, TAG_ORPHANS, ",".join(orphans))
-            print(f"{run_name}: marked {len(orphans)} run(s) left RUNNING by a dead process KILLED: "
-                  + ", ".join(orphans), flush=True)
+    store = connect()
+    run_id = _start_run(uri, experiment_id, run_name, all_tags, config, inputs)
+    orphans = mark_orphans(uri, experiment_id, experiment, stage, run_id)
+    if orphans:
+        store.call("set_tag", uri, run_id, TAG_ORPHANS, ",".join(orphans), env=_short_retries())
+        print(f"{run_name}: marked {len(orphans)} run(s) left RUNNING by a dead process KILLED: "
+              + ", ".join(orphans), flush=True)
     handle = StageRun(run_id, run_name, uri, integrity.temp_sibling(pointer_dir))
     shutil.rmtree(handle.out_dir, ignore_errors=True)
     handle.out_dir.mkdir(parents=True)
@@ -489,8 +472,7 @@ def stage_run(
             yield handle
             handle.finish()
             write_pointer(handle.out_dir, handle, uri, experiment_name)  # pointer last, inside the temp
-            with _short_http_retries():
-                client.set_terminated(run_id, "FINISHED")
+            store.call("set_terminated", uri, run_id, "FINISHED", env=_short_retries())
             for tmp, final in handle._moves:
                 final.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(tmp, final)
@@ -499,9 +481,9 @@ def stage_run(
         shutil.rmtree(handle.out_dir, ignore_errors=True)
         killed = isinstance(err, (StageKilled, KeyboardInterrupt))
         try:
-            with _http_limits(0, CALL_TIMEOUT_S):
-                client.set_tag(run_id, TAG_FAILURE, f"{type(err).__name__}: {err}"[:4000])
-                client.set_terminated(run_id, "KILLED" if killed else "FAILED")
+            why = f"{type(err).__name__}: {err}"[:4000]
+            store.call("set_tag", uri, run_id, TAG_FAILURE, why, env=_NO_RETRIES)
+            store.call("set_terminated", uri, run_id, "KILLED" if killed else "FAILED", env=_NO_RETRIES)
         except Exception as end_err:  # noqa: BLE001 - keep the original error, which is the informative one
             print(f"warning: could not close MLflow run {run_id} ({end_err}); the next {run_name} run "
                   "marks it KILLED")
@@ -513,38 +495,19 @@ def stage_run(
 
 def train_record(experiment: str) -> tuple[str, str | None]:
     """(run id, checkpoint sha256) recorded by the train run whose pointer sits beside ``model.pt``."""
-    from mlflow.tracking import MlflowClient
-
     where = stage_dir(experiment, "train")
     pointer = read_pointer(where)
     if pointer is None:
         raise MissingInput(f"{where / POINTER_NAME} not found: train@{experiment} has not finished; "
                            f"run `dvc repro train@{experiment}`")
     try:
-        with _short_http_retries():
-            run = MlflowClient(pointer["tracking_uri"]).get_run(pointer["run_id"])
+        tags = connect().call("run_tags", pointer["tracking_uri"], pointer["run_id"], env=_short_retries())
     except Exception as err:  # noqa: BLE001
         raise TrackingUnavailable(
             f"cannot read train run {pointer['run_id']} of {where} from {pointer['tracking_uri']} "
-            f"({type(err).__name__}: {str(err)[:160]})"
+            f"({_why(err)[:200]})"
         ) from err
-    return pointer["run_id"], run.data.tags.get(TAG_CHECKPOINT)
-
-
-def _log_inputs(client: Any, run_id: str, inputs: list[Any], attempts: int = 4) -> None:
-    """``client.log_inputs``, retried: stages logging the same dataset at the same moment race in the
-    server's get-or-create (PostgreSQL: UniqueViolation on ``dataset_pk``, seen in tests/test_team.py);
-    once one has created it, the next try finds it."""
-    from mlflow.exceptions import MlflowException
-
-    for attempt in range(attempts):
-        try:
-            client.log_inputs(run_id, inputs)
-            return
-        except MlflowException:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.2 * (attempt + 1))
+    return pointer["run_id"], tags.get(TAG_CHECKPOINT)
 
 
 @contextmanager

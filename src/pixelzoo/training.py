@@ -136,11 +136,14 @@ def build_from_config(cfg: Mapping[str, Any], meta: Mapping[str, Any]) -> nn.Mod
 
 
 def check_model(cfg: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-    """Build the model on the meta device (no memory, no init cost) so a builder's own checks (e.g.
-    ``hidden >= channels``) fail before any work, as a ParamsError naming the experiment."""
+    """Build the model once on the CPU so a builder's own checks (e.g. ``hidden >= channels``) fail before
+    any work, as a ParamsError naming the experiment.
+
+    Not on the meta device: there every op runs through Python decompositions and the first one imports
+    torch._dynamo, 1.3 s for the smallest model against <= 0.15 s on the CPU for the largest paper model
+    (multiscale, 19 M parameters)."""
     try:
-        with torch.device("meta"):
-            build_from_config(cfg, meta)
+        build_from_config(cfg, meta)
     except (ValueError, TypeError) as err:
         raise ParamsError(f"experiments.{cfg['name']}.model_args: {err}") from err
 
