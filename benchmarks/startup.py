@@ -28,6 +28,7 @@ several trees each repeat runs every tree in turn, so load drift on a shared mac
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import statistics
@@ -85,12 +86,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="checkout whose stages/ to time (default: this one); repeat to compare trees")
     ap.add_argument("--workdir", type=Path, default=ROOT / ".work" / "rehearsal", help="a finished rehearsal")
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "startup.json")
     args = ap.parse_args(argv)
     trees = [t.resolve() for t in args.tree or [ROOT]]
     workdir = args.workdir.resolve()
     finished = (workdir / "outputs" / EXPERIMENT / "train" / "model.pt").exists()
-    print(f"python {sys.executable}, {os.cpu_count()} CPUs, median of {args.repeat}, "
-          f"load average {os.getloadavg()[0]:.1f}")
+    load = os.getloadavg()[0]
+    print(f"python {sys.executable}, {os.cpu_count()} CPUs, median of {args.repeat}, load average {load:.1f}")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DVC_NO_ANALYTICS": "1"}
     env.pop(recorder.ENV_SOCKET, None)
     with recorder.shared(f"sqlite:///{workdir / 'mlflow.db'}", env) as profile_env:
@@ -100,6 +102,16 @@ def main(argv: list[str] | None = None) -> int:
         for (t, label), r in runs.items():
             if t == tree:
                 print(f"  {label:<42} wall {_spread([w for w, _ in r])}  CPU {_spread([c for _, c in r])}")
+    results = {"python": sys.executable, "cpus": os.cpu_count(), "repeat": args.repeat,
+               "load_average_at_start": load, "experiment": EXPERIMENT,
+               "trees": {str(tree): {label.strip(): {"wall_median_s": statistics.median(w for w, _ in r),
+                                                     "cpu_median_s": statistics.median(c for _, c in r),
+                                                     "wall_s": [w for w, _ in r], "cpu_s": [c for _, c in r]}
+                                     for (t, label), r in runs.items() if t == tree}
+                         for tree in trees}}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"results: {args.json}")
     if finished:
         print(f"fixed overhead: the whole evaluate stage of {EXPERIMENT} in {workdir}")
     else:

@@ -49,13 +49,13 @@ class StoreError(RuntimeError):
     original exception type."""
 
 
-def _spawn(uri: str, *args: str, **popen: Any) -> subprocess.Popen:
+def _spawn(uri: str, *args: str, env: Mapping[str, str] | None = None) -> subprocess.Popen:
     """``python -m pixelzoo.recorder uri *args`` with this tree's pixelzoo (the one the stage imports)."""
     src = str(Path(__file__).resolve().parents[1])
-    env = {**popen.pop("env", os.environ)}
+    env = dict(os.environ if env is None else env)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
     return subprocess.Popen([sys.executable, "-m", "pixelzoo.recorder", uri, *args], env=env, text=True,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, **popen)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
 
 class Recorder:

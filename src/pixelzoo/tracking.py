@@ -101,10 +101,10 @@ def _short_http_retries() -> Iterator[None]:
 
 
 @contextmanager
-def _scoped_env(values: Mapping[str, str], override: bool = True) -> Iterator[None]:
-    """Environment variables set inside the block only (``override=False``: unless the user set them)."""
+def _scoped_env(values: Mapping[str, str]) -> Iterator[None]:
+    """Environment variables set inside the block only."""
     saved = {k: os.environ.get(k) for k in values}
-    os.environ.update({k: v for k, v in values.items() if override or k not in os.environ})
+    os.environ.update(values)
     try:
         yield
     finally:
@@ -457,11 +457,10 @@ def stage_run(
         for split, h in data.items()
     ]
     all_tags = {**provenance_tags(experiment, stage, config, meta, data), **(tags or {})}
-    store = connect()
     run_id = _start_run(uri, experiment_id, run_name, all_tags, config, inputs)
     orphans = mark_orphans(uri, experiment_id, experiment, stage, run_id)
     if orphans:
-        store.call("set_tag", uri, run_id, TAG_ORPHANS, ",".join(orphans), env=_short_retries())
+        connect().call("set_tag", uri, run_id, TAG_ORPHANS, ",".join(orphans), env=_short_retries())
         print(f"{run_name}: marked {len(orphans)} run(s) left RUNNING by a dead process KILLED: "
               + ", ".join(orphans), flush=True)
     handle = StageRun(run_id, run_name, uri, integrity.temp_sibling(pointer_dir))
@@ -472,7 +471,7 @@ def stage_run(
             yield handle
             handle.finish()
             write_pointer(handle.out_dir, handle, uri, experiment_name)  # pointer last, inside the temp
-            store.call("set_terminated", uri, run_id, "FINISHED", env=_short_retries())
+            connect().call("set_terminated", uri, run_id, "FINISHED", env=_short_retries())
             for tmp, final in handle._moves:
                 final.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(tmp, final)
@@ -482,8 +481,8 @@ def stage_run(
         killed = isinstance(err, (StageKilled, KeyboardInterrupt))
         try:
             why = f"{type(err).__name__}: {err}"[:4000]
-            store.call("set_tag", uri, run_id, TAG_FAILURE, why, env=_NO_RETRIES)
-            store.call("set_terminated", uri, run_id, "KILLED" if killed else "FAILED", env=_NO_RETRIES)
+            connect().call("set_tag", uri, run_id, TAG_FAILURE, why, env=_NO_RETRIES)
+            connect().call("set_terminated", uri, run_id, "KILLED" if killed else "FAILED", env=_NO_RETRIES)
         except Exception as end_err:  # noqa: BLE001 - keep the original error, which is the informative one
             print(f"warning: could not close MLflow run {run_id} ({end_err}); the next {run_name} run "
                   "marks it KILLED")
