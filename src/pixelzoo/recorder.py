@@ -129,6 +129,8 @@ def start(uri: str) -> Recorder:
     if _RECORDER is None or _RECORDER.owner != os.getpid() or not _RECORDER.alive():
         if _RECORDER is None:
             atexit.register(lambda: _RECORDER and _RECORDER.close())
+        else:
+            _RECORDER.close()  # a dead one's pipes (a forked child's parent keeps its own)
         _RECORDER = None
         if os.environ.get(ENV_SOCKET):
             try:
