@@ -253,10 +253,6 @@ def log_artifact(uri: str, run_id: str, path: str, artifact_path: str | None) ->
     _client(uri).log_artifact(run_id, path, artifact_path=artifact_path)
 
 
-def set_tag(uri: str, run_id: str, key: str, value: str) -> None:
-    _client(uri).set_tag(run_id, key, value)
-
-
 def set_terminated(uri: str, run_id: str, status: str) -> None:
     _client(uri).set_terminated(run_id, status)
 
@@ -266,8 +262,8 @@ def run_tags(uri: str, run_id: str) -> dict[str, str]:
 
 
 OPS: dict[str, Callable[..., Any]] = {f.__name__: f for f in (
-    experiment_id, create_experiment, start_run, running_runs, log_batch, log_artifact, set_tag,
-    set_terminated, run_tags,
+    experiment_id, create_experiment, start_run, running_runs, log_batch, log_artifact, set_terminated,
+    run_tags,
 )}
 
 
@@ -289,15 +285,14 @@ def _apply(request: Mapping[str, Any]) -> dict[str, Any]:
 
 def _load(uri: str) -> None:
     """Import MLflow and the store module ``uri`` needs (what the first request would wait for)."""
-    import gc
+    from pixelzoo.startup import pause_gc, resume_gc
 
-    gc.disable()  # set-up only (pixelzoo.startup): MLflow's ~300,000 objects are created once
+    pause_gc()  # MLflow's ~300,000 objects are created once: never traverse them
     from mlflow.tracking import MlflowClient  # noqa: F401
 
     if uri.split(":", 1)[0].split("+", 1)[0] in _DB_SCHEMES:
         import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
-    gc.freeze()
-    gc.enable()
+    resume_gc()
 
 
 def serve(requests: IO[str], replies: IO[str]) -> None:

@@ -460,7 +460,7 @@ def stage_run(
     run_id = _start_run(uri, experiment_id, run_name, all_tags, config, inputs)
     orphans = mark_orphans(uri, experiment_id, experiment, stage, run_id)
     if orphans:
-        connect().call("set_tag", uri, run_id, TAG_ORPHANS, ",".join(orphans), env=_short_retries())
+        connect().call("log_batch", uri, run_id, [], {TAG_ORPHANS: ",".join(orphans)}, env=_short_retries())
         print(f"{run_name}: marked {len(orphans)} run(s) left RUNNING by a dead process KILLED: "
               + ", ".join(orphans), flush=True)
     handle = StageRun(run_id, run_name, uri, integrity.temp_sibling(pointer_dir))
@@ -481,7 +481,7 @@ def stage_run(
         killed = isinstance(err, (StageKilled, KeyboardInterrupt))
         try:
             why = f"{type(err).__name__}: {err}"[:4000]
-            connect().call("set_tag", uri, run_id, TAG_FAILURE, why, env=_NO_RETRIES)
+            connect().call("log_batch", uri, run_id, [], {TAG_FAILURE: why}, env=_NO_RETRIES)
             connect().call("set_terminated", uri, run_id, "KILLED" if killed else "FAILED", env=_NO_RETRIES)
         except Exception as end_err:  # noqa: BLE001 - keep the original error, which is the informative one
             print(f"warning: could not close MLflow run {run_id} ({end_err}); the next {run_name} run "
