@@ -16,8 +16,8 @@ import argparse
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pixelzoo.config import load_params, resolve_experiment
 from pixelzoo.models import build_model
+from pixelzoo.pipeline.settings import load_params, resolve_experiment
 
 # Image shape, classes and train-split size per source (train minus the carved validation split).
 SOURCES = {

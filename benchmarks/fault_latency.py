@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from test_config import BAD, EXP  # noqa: E402
 
-from pixelzoo.profile import prepare_workdir, profile_env  # noqa: E402
+from pixelzoo.pipeline.profiles.profile import prepare_workdir, profile_env  # noqa: E402
 
 
 def n_runs(root: Path) -> int:

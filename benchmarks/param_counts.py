@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pixelzoo.config import load_params
 from pixelzoo.models import build_model
+from pixelzoo.pipeline.settings import load_params
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 RNN_MODELS = ("row_lstm", "diagonal_bilstm", "multiscale_pixelrnn")

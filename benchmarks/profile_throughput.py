@@ -23,9 +23,9 @@ from typing import Any
 import torch
 
 from pixelzoo import training
-from pixelzoo.config import load_params, resolve_experiment
 from pixelzoo.data.sources import KINDS
 from pixelzoo.likelihood import nll_per_image
+from pixelzoo.pipeline.settings import load_params, resolve_experiment
 
 TRAIN_IMAGES = 60_000  # Fashion-MNIST / MNIST training split (validation is carved from it)
 TEST_IMAGES = 10_000

@@ -34,8 +34,8 @@ from typing import Any
 import torch
 
 from pixelzoo import sampling
-from pixelzoo.config import load_params
 from pixelzoo.models import build_model, generation_order, registered
+from pixelzoo.pipeline.settings import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 # Same depth and width as the binarized-MNIST entries, for models params.yaml does not size there.

@@ -13,8 +13,9 @@ system of the stage process and its children: on a shared machine wall time also
   is deterministic: the same model.pt).
 
 The model stages are timed twice: as ``dvc repro`` runs them on their own (each starts its own tracking
-process, pixelzoo.recorder) and as a profile run does (``in a profile run``: one tracking process shared
-by all stages, started here as pixelzoo.profile starts it; its CPU is not in the stages' CPU figures).
+process, pixelzoo.pipeline.tracking.server) and as a profile run does (``in a profile run``: one
+tracking process shared by all stages, started here as pixelzoo.pipeline.profiles.profile starts it;
+its CPU is not in the stages' CPU figures).
 
     python -m pixelzoo.profile rehearsal                          # once, for the copy in .work/rehearsal
     python benchmarks/startup.py                                  # this tree
@@ -39,7 +40,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-from pixelzoo import recorder  # noqa: E402
+from pixelzoo.pipeline.tracking import server as recorder  # noqa: E402
 
 STAGES = ("download", "preprocess", "train", "evaluate", "sample", "report")
 EXPERIMENT = "pixelcnn-binarized_mnist"

@@ -39,12 +39,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from pixelzoo.config import load_params
 from pixelzoo.models import build_model, registered
+from pixelzoo.pipeline.settings import load_params
 from pixelzoo.training import make_optimizer
 
 try:  # older checkouts (the "before" runs) kept it in pixelzoo.training
-    from pixelzoo.config import resolve_experiment
+    from pixelzoo.pipeline.settings import resolve_experiment
 except ImportError:
     from pixelzoo.training import resolve_experiment
 

@@ -3,7 +3,7 @@
 #   chromium               headless browser for the report's rendering test (tests/test_report_browser.py)
 #   dataset-fashion-mnist  the real Fashion-MNIST IDX files, read offline by the `fashion_mnist` source tests
 #   postgresql             the team tracking server's database (scripts/tracking-server.sh, tests/test_team.py)
-#   gcc                    builds the recurrent scan's C kernels (src/pixelzoo/nn/native.py, tests/test_recurrent_scan.py)
+#   gcc                    builds the recurrent scan's C kernels (src/pixelzoo/nn/native.py, tests/test_scan.py)
 # Installs what is missing with apt-get (as root, or through sudo); when that is impossible it says what to
 # install by hand and exits 1, before any test runs.
 set -euo pipefail

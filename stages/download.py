@@ -7,9 +7,9 @@ from pathlib import Path
 # Import the pixelzoo of this tree (also inside `dvc exp run` copies), not whichever one is installed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from pixelzoo.config import load_checked, section_entry  # noqa: E402
 from pixelzoo.data.sources import download_source  # noqa: E402
 from pixelzoo.errors import run_main  # noqa: E402
+from pixelzoo.pipeline.settings import load_checked, section_entry  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from pixelzoo.errors import kill_point, run_main  # noqa: E402
-from pixelzoo.startup import pause_gc, resume_gc  # noqa: E402
+from pixelzoo.pipeline.startup import pause_gc, resume_gc  # noqa: E402
 
 
 def main() -> None:
@@ -24,15 +24,15 @@ def main() -> None:
     parser.add_argument("experiment", help="key of params.yaml `experiments`")
     args = parser.parse_args()
     # Heavy imports (torch, the models) only now: `--help` and argument errors answer at once.
-    pause_gc()  # until the run has started (pixelzoo.startup)
-    from pixelzoo import tracking
+    pause_gc()  # until the run has started (pixelzoo.pipeline.startup)
+    from pixelzoo.pipeline.tracking import client as tracking
 
     tracking.connect()  # MLflow loads in the tracking process while this one imports torch ...
     import matplotlib.figure  # noqa: F401 - ... and matplotlib for the bits-map figures (0.4 s)
 
     from pixelzoo import training
-    from pixelzoo.config import load_checked, stage_config
     from pixelzoo.evaluation import evaluate_with_map, save_bits_map_figures
+    from pixelzoo.pipeline.settings import load_checked, stage_config
 
     params = load_checked()
     cfg = stage_config(params, args.experiment, "evaluate")

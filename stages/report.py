@@ -16,9 +16,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from pixelzoo import integrity  # noqa: E402
-from pixelzoo.config import load_checked  # noqa: E402
 from pixelzoo.errors import run_main  # noqa: E402
-from pixelzoo.startup import pause_gc, resume_gc  # noqa: E402
+from pixelzoo.pipeline.settings import load_checked  # noqa: E402
+from pixelzoo.pipeline.startup import pause_gc, resume_gc  # noqa: E402
 
 PAGES = ("figures", "curves", "index.html", "README.md")  # the report's outputs in dvc.yaml
 
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--root", type=Path, default=Path("."), help="tree holding metrics/, outputs/, data/")
     ap.add_argument("--out", type=Path, default=None, help="default: report.out_dir")
     args = ap.parse_args(argv)
-    pause_gc()  # for the imports and params (pixelzoo.startup)
+    pause_gc()  # for the imports and params (pixelzoo.pipeline.startup)
     from pixelzoo.report import build_report  # matplotlib, torch: only past `--help`
 
     params = load_checked(args.params)

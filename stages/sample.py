@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from pixelzoo.errors import kill_point, run_main  # noqa: E402
-from pixelzoo.startup import pause_gc, resume_gc  # noqa: E402
+from pixelzoo.pipeline.startup import pause_gc, resume_gc  # noqa: E402
 
 
 def main() -> None:
@@ -26,15 +26,15 @@ def main() -> None:
     parser.add_argument("experiment", help="key of params.yaml `experiments`")
     args = parser.parse_args()
     # Heavy imports (torch, the models) only now: `--help` and argument errors answer at once.
-    pause_gc()  # until the run has started (pixelzoo.startup)
-    from pixelzoo import tracking
+    pause_gc()  # until the run has started (pixelzoo.pipeline.startup)
+    from pixelzoo.pipeline.tracking import client as tracking
 
     tracking.connect()  # MLflow loads in the tracking process while this one imports torch
     import numpy as np
     import torch
 
     from pixelzoo import sampling, training
-    from pixelzoo.config import load_checked, stage_config
+    from pixelzoo.pipeline.settings import load_checked, stage_config
 
     params = load_checked()
     cfg = stage_config(params, args.experiment, "sample")
@@ -50,7 +50,7 @@ def main() -> None:
     read = {tracking.TAG_CHECKPOINT: ckpt["sha256"], tracking.TAG_TRAIN_RUN: train_run}
     shape = training.data_shape(meta)
     levels, per_row, seed = shape["levels"], int(opts["per_row"]), int(opts["seed"])
-    method = opts.get("method", "cached")  # checked by the params schema (pixelzoo.config.Sample)
+    method = opts.get("method", "cached")  # checked by the params schema (pixelzoo.pipeline.settings.Sample)
     conditional = bool(cfg.get("conditional"))
 
     def draw(figure: int, n: int, **kw: object) -> torch.Tensor:

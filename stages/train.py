@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from pixelzoo.errors import run_main  # noqa: E402
 from pixelzoo.integrity import PidLock, file_sha256  # noqa: E402
-from pixelzoo.startup import pause_gc, resume_gc  # noqa: E402
+from pixelzoo.pipeline.startup import pause_gc, resume_gc  # noqa: E402
 
 
 def main() -> None:
@@ -27,16 +27,17 @@ def main() -> None:
     parser.add_argument("experiment", help="key of params.yaml `experiments`")
     args = parser.parse_args()
     # Heavy imports (torch, the models) only now: `--help` and argument errors answer at once.
-    pause_gc()  # until the run has started (pixelzoo.startup)
-    from pixelzoo import tracking
+    pause_gc()  # until the run has started (pixelzoo.pipeline.startup)
+    from pixelzoo.pipeline.tracking import client as tracking
 
     if int(os.environ.get("RANK", "0")) == 0:  # [DDP] only rank 0 tracks
         tracking.connect()  # MLflow loads in the tracking process while this one imports torch ...
     # ... and torch._dynamo, which the optimizer's first step imports (1.1 s), before the run starts
     import torch._dynamo  # noqa: F401
 
-    from pixelzoo import launch, training
-    from pixelzoo.config import load_checked, stage_config
+    from pixelzoo import training
+    from pixelzoo.pipeline import launch
+    from pixelzoo.pipeline.settings import load_checked, stage_config
 
     params = load_checked()
     cfg = stage_config(params, args.experiment, "train")

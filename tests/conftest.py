@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pixelzoo.config import load_params
 from pixelzoo.data.sources import missing_mirrors
-from pixelzoo.profile import (
+from pixelzoo.pipeline.profiles.profile import (
     commit_results,
     dvc_repro,
     prepare_workdir,
@@ -21,6 +20,7 @@ from pixelzoo.profile import (
     profile_params,
     project_files,
 )
+from pixelzoo.pipeline.settings import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -133,9 +133,9 @@ def ci_run(tmp_path_factory: pytest.TempPathFactory) -> ProfileRun:
 
 @pytest.fixture(scope="session")
 def rehearsal_run(tmp_path_factory: pytest.TempPathFactory) -> ProfileRun:
-    """The rehearsal (params.yaml derived small and offline, pixelzoo.rehearsal): every default experiment
-    through every stage, report included, results committed in the copy as `python -m pixelzoo.profile
-    rehearsal` does; run once per session."""
+    """The rehearsal (params.yaml derived small and offline, pipeline.profiles.rehearsal): every default
+    experiment through every stage, report included, results committed in the copy as
+    `python -m pixelzoo.profile rehearsal` does; run once per session."""
     workdir = tmp_path_factory.mktemp("rehearsal") / "repo"
     prepare_workdir(profile_params("rehearsal", ROOT), workdir, ROOT)
     run = ProfileRun(workdir, {**profile_env(ROOT), **_GIT_ENV})

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from pixelzoo import sampling
-from pixelzoo.config import load_params
 from pixelzoo.models import build_model, generation_order, registered, tiny_args
+from pixelzoo.pipeline.settings import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 HEIGHT, WIDTH, N, N_CLASSES = 5, 6, 4, 3  # non-square, so a swapped i/j shows

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pixelzoo import regression
+from pixelzoo.pipeline.profiles import regression
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]

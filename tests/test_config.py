@@ -1,5 +1,5 @@
-"""The params schema (pixelzoo.config): every shipped params file is valid, and each typo a user makes is
-one short message naming its exact place, printed by the stage before any work (no MLflow run)."""
+"""The params schema (pixelzoo.pipeline.settings): every shipped params file is valid, and each typo a user
+makes is one short message naming its exact place, printed by the stage before any work (no MLflow run)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pixelzoo import config
-from pixelzoo.config import ParamsError
+from pixelzoo.pipeline import settings as config
+from pixelzoo.pipeline.settings import ParamsError
 
 ROOT = Path(__file__).resolve().parents[1]
 CI = yaml.safe_load((ROOT / "ci" / "params.yaml").read_text())
@@ -25,7 +25,7 @@ COND = next(k for k, e in CI["experiments"].items() if e.get("conditional"))
 
 def shipped_params() -> dict[str, dict]:
     """params.yaml and the params of every profile (a file or derived by code): each must be valid."""
-    from pixelzoo.profile import PROFILES, profile_params
+    from pixelzoo.pipeline.profiles.profile import PROFILES, profile_params
 
     out = {"params.yaml": config.load_params(ROOT / "params.yaml")}
     for name in PROFILES:

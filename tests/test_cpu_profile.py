@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pixelzoo.config import load_params, resolve_experiment
 from pixelzoo.data.preprocess import resolve_dataset
 from pixelzoo.data.sources import FASHION_DEBIAN_DIR, missing_mirrors
 from pixelzoo.models import registered
-from pixelzoo.profile import PROFILES
+from pixelzoo.pipeline.profiles.profile import PROFILES
+from pixelzoo.pipeline.settings import load_params, resolve_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = load_params(ROOT / PROFILES["cpu"])
@@ -60,8 +60,8 @@ def test_samples_use_the_cached_sampler() -> None:
 
 
 def test_profile_without_its_real_data_stops_before_any_work(tmp_path: Path, monkeypatch, capsys) -> None:
-    from pixelzoo import profile
     from pixelzoo.data.sources import FASHION_INSTALL
+    from pixelzoo.pipeline.profiles import profile
 
     params = tmp_path / "cpu.yaml"
     params.write_text((ROOT / PROFILES["cpu"]).read_text().replace(FASHION_DEBIAN_DIR, str(tmp_path / "no")))

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pixelzoo.config import ParamsError
 from pixelzoo.data import load_meta, load_split, preprocess, split_digest
 from pixelzoo.data.sources import RawSource
+from pixelzoo.pipeline.settings import ParamsError
 
 SOURCES = {"bm": {"kind": "amat"}, "mn": {"kind": "torchvision_mnist"}, "dg": {"kind": "sklearn_digits"}}
 

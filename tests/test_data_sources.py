@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pixelzoo.config import ParamsError
 from pixelzoo.data import formats, sources
 from pixelzoo.errors import run_main
+from pixelzoo.pipeline.settings import ParamsError
 
 
 def _offline(url: str, dest: Path) -> None:

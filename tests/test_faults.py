@@ -23,7 +23,7 @@ from test_training import make_dataset
 from pixelzoo import config, tracking, training
 from pixelzoo.data.datasets import load_split
 from pixelzoo.errors import CorruptFile, TrainingDiverged
-from pixelzoo.profile import project_files
+from pixelzoo.pipeline.profiles.profile import project_files
 
 EXP = "pixelcnn-digits"
 

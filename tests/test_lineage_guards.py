@@ -25,7 +25,7 @@ import yaml
 from conftest import _GIT_ENV, ROOT
 from mlflow.tracking import MlflowClient
 
-from pixelzoo.profile import prepare_workdir, profile_env
+from pixelzoo.pipeline.profiles.profile import prepare_workdir, profile_env
 from pixelzoo.report.render import Section, to_markdown
 
 pytestmark = pytest.mark.slow
@@ -63,7 +63,7 @@ class Tree:
         return self.run(str(Path(sys.executable).parent / "dvc"), *args, check=check, **env)
 
     def lineage(self) -> subprocess.CompletedProcess:
-        return self.run(sys.executable, "-m", "pixelzoo.lineage", EXP, "--check", check=False)
+        return self.run(sys.executable, "-m", "pixelzoo.pipeline.lineage", EXP, "--check", check=False)
 
     def params(self, p: dict) -> None:
         (self.root / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))

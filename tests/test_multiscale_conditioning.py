@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pixelzoo.config import load_params
 from pixelzoo.models import build_model
+from pixelzoo.pipeline.settings import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_WIDTH = {"hidden": 3, "layers": 1, "head_hidden": 6, "cond_channels": 4}  # 3 colour groups each

@@ -14,7 +14,7 @@ import yaml
 from conftest import ROOT, RepoCopy
 from mlflow.tracking import MlflowClient
 
-from pixelzoo.profile import source_revision
+from pixelzoo.pipeline.profiles.profile import source_revision
 
 pytestmark = pytest.mark.slow
 EXP = "pixelcnn-digits"
@@ -62,7 +62,7 @@ def test_dvc_repro_ci_profile_end_to_end(ci_run, tmp_path) -> None:
         assert run.data.params["model"] == "pixelcnn" and run.data.params["model_args.layers"] == "2"
     assert client.get_metric_history(pointers["train"]["run_id"], "valid_bits_per_dim")
 
-    lineage = repo_copy.run("python", "-m", "pixelzoo.lineage", EXP, "--check").stdout
+    lineage = repo_copy.run("python", "-m", "pixelzoo.pipeline.lineage", EXP, "--check").stdout
     assert f"{metrics['test_bits_per_dim']:.4f} bits/dim" in lineage
     assert all(p["run_id"] in lineage for p in pointers.values())
     assert meta["raw_sha256"]["digits.npz"] in lineage and head[:12] in lineage
@@ -76,7 +76,7 @@ def test_dvc_repro_ci_profile_end_to_end(ci_run, tmp_path) -> None:
     repo_copy = RepoCopy(root)
     params = (root / "params.yaml").read_text().replace("n_grid: 16", "n_grid: 9")
     (root / "params.yaml").write_text(params)
-    stale = repo_copy.run("python", "-m", "pixelzoo.lineage", EXP, "--check", check=False)
+    stale = repo_copy.run("python", "-m", "pixelzoo.pipeline.lineage", EXP, "--check", check=False)
     assert stale.returncode == 1
     assert "STALE  sample: params changed since it ran (sample.n_grid)" in stale.stdout
     assert "ok     train: params, data and code match" in stale.stdout

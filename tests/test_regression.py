@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pixelzoo import regression
+from pixelzoo.pipeline.profiles import regression
 
 
 def _project(tmp_path: Path, baseline: dict[str, float] | None, tol: float = 0.05) -> Path:

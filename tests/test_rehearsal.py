@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import yaml
 
-from pixelzoo import rehearsal
 from pixelzoo.data import formats, sources
+from pixelzoo.pipeline.profiles import rehearsal
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -140,11 +140,12 @@ def test_rehearsal_catches_the_unlabelled_sampling_crash(rehearsal_run, tmp_path
 
 @pytest.mark.slow
 def test_lineage_of_a_profile_copy_names_the_source_commit(rehearsal_run) -> None:
-    from pixelzoo.profile import source_revision
+    from pixelzoo.pipeline.profiles.profile import source_revision
 
     commit, dirty = source_revision(ROOT)
-    proc = subprocess.run([sys.executable, "-m", "pixelzoo.lineage", "--workdir", str(rehearsal_run.root),
-                           UNLABELLED, "--check"], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "pixelzoo.pipeline.lineage", "--workdir",
+                           str(rehearsal_run.root), UNLABELLED, "--check"],
+                          cwd=ROOT, capture_output=True, text=True)
     assert commit[:12] in proc.stdout, proc.stdout + proc.stderr
     assert proc.returncode == 0 and "STALE" not in proc.stdout, proc.stdout
     if not dirty:  # a clean source: the code was compared against the source checkout, not the copy

@@ -21,9 +21,9 @@ from torchvision.utils import save_image
 
 from pixelzoo import config, integrity, tracking
 from pixelzoo.evaluation import BitsMap, save_bits_map_figures
+from pixelzoo.pipeline.provenance import changed_keys
 from pixelzoo.report import build_report, reference
 from pixelzoo.report.collect import RunPointer
-from pixelzoo.report.lineage import changed_keys
 
 REPO = Path(__file__).resolve().parents[1]
 LN2 = math.log(2.0)
@@ -75,7 +75,7 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def _record_run(uri: str, key: str, stage: str, cfg: dict[str, Any], ckpt: str | None = None) -> str:
-    """An MLflow run with the tags and params pixelzoo.tracking.stage_run records."""
+    """An MLflow run with the tags and params pixelzoo.pipeline.tracking.client.stage_run records."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)

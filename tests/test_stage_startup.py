@@ -16,9 +16,9 @@ import pytest
 import torch
 import yaml
 
-from pixelzoo import config
 from pixelzoo.errors import UserError, run_main
-from pixelzoo.startup import pause_gc
+from pixelzoo.pipeline import settings as config
+from pixelzoo.pipeline.startup import pause_gc
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
@@ -79,7 +79,7 @@ def test_validated_params_are_stamped_and_the_next_stage_needs_no_torch(
 
 
 def test_set_up_gc_pause_is_frozen_at_the_work_and_undone_by_a_failed_stage() -> None:
-    probe = ("import gc; from pixelzoo.startup import pause_gc, resume_gc; pause_gc(); x = [[]]; "
+    probe = ("import gc; from pixelzoo.pipeline.startup import pause_gc, resume_gc; pause_gc(); x = [[]]; "
              "assert not gc.isenabled(); resume_gc(); print(gc.isenabled(), gc.get_freeze_count() > 0)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=ENV)
     assert out.stdout.split() == ["True", "True"], out.stderr

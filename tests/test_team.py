@@ -26,7 +26,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from pixelzoo.profile import prepare_workdir, profile_env
+from pixelzoo.pipeline.profiles.profile import prepare_workdir, profile_env
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ("pixelcnn-digits", "gated_pixelcnn-digits")
@@ -187,7 +187,7 @@ def test_fresh_clone_pulls_everything_and_has_nothing_to_redo(team: Team) -> Non
 
 
 def test_lineage_answers_from_the_server_in_the_fresh_clone(team: Team) -> None:
-    proc = subprocess.run([sys.executable, "-m", "pixelzoo.lineage", "pixelcnn-digits", "--check"],
+    proc = subprocess.run([sys.executable, "-m", "pixelzoo.pipeline.lineage", "pixelcnn-digits", "--check"],
                           cwd=team.b, env=team.env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr  # nothing STALE
     assert f"[{team.uri}]" in proc.stdout and "FINISHED" in proc.stdout

@@ -1,5 +1,5 @@
 """MLflow tracking: store location, one run per stage with its tags, the pointer file, unreachable stores,
-and the stage's tracking process (pixelzoo.recorder)."""
+and the stage's tracking process (pixelzoo.pipeline.tracking.server)."""
 
 from __future__ import annotations
 
@@ -163,7 +163,7 @@ def test_profile_copy_records_the_source_commit(repo: Path, monkeypatch: pytest.
 STAGE = """
 import sys, time
 from pathlib import Path
-from pixelzoo import tracking
+from pixelzoo.pipeline.tracking import client as tracking
 with tracking.stage_run("toy", "train", {cfg!r}, {meta!r}, Path("data"), {{}}, Path("out"), "pz") as run:
     run.log_metrics({{"loss": 0.5}})
     store = tracking.connect()

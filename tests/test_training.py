@@ -12,11 +12,11 @@ import torch
 from torch import nn
 
 from pixelzoo import training
-from pixelzoo.config import ParamsError, resolve_experiment
 from pixelzoo.data.datasets import split_digest
 from pixelzoo.data.preprocess import write_processed
 from pixelzoo.evaluation import evaluate_nll
 from pixelzoo.likelihood import nll_per_subpixel
+from pixelzoo.pipeline.settings import ParamsError, resolve_experiment
 
 LEVELS, C, H, W = 4, 1, 6, 6
 
@@ -252,7 +252,7 @@ def test_uniform_model_scores_log2_levels_bits_per_dim() -> None:
 
 
 def test_every_paper_experiment_resolves_with_a_known_dataset_and_reference() -> None:
-    from pixelzoo.config import load_params
+    from pixelzoo.pipeline.settings import load_params
 
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
     tables = {"pixelrnn_t4_bmnist", "cifar10_test", "pixelrnn_t2_residual_skip", "pixelrnn_t3_depth"}

@@ -41,7 +41,7 @@ def run_main(label: str, main: Callable[[], int | None]) -> int:
         print(f"{label} failed: {err}", file=sys.stderr, flush=True)
         return 1
     finally:
-        gc.enable()  # a stage that stopped during set-up left the collector paused (pixelzoo.startup)
+        gc.enable()  # a stage that stopped during set-up left the collector paused (pipeline.startup)
 
 
 def kill_point(name: str) -> None:

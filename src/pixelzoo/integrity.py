@@ -178,10 +178,11 @@ _MODEL_CODE = ("src/pixelzoo/models", "src/pixelzoo/nn", "src/pixelzoo/likelihoo
 # What a resumable checkpoint depends on: the code that computes the weights (not tracking, not stages).
 RESUME_CODE = _MODEL_CODE
 # What each stage runs (dvc.yaml deps without data): the digest is tagged on its run, re-measured by lineage.
+_SETTINGS, _TRACKING = "src/pixelzoo/pipeline/settings.py", "src/pixelzoo/pipeline/tracking/client.py"
 STAGE_CODE = {
-    "train": (*_MODEL_CODE, "src/pixelzoo/config.py", "src/pixelzoo/tracking.py", "stages/train.py"),
-    "evaluate": (*_MODEL_CODE, "src/pixelzoo/config.py", "src/pixelzoo/tracking.py", "stages/evaluate.py"),
-    "sample": (*_MODEL_CODE, "src/pixelzoo/config.py", "src/pixelzoo/tracking.py", "src/pixelzoo/sampling.py",
+    "train": (*_MODEL_CODE, _SETTINGS, _TRACKING, "stages/train.py"),
+    "evaluate": (*_MODEL_CODE, _SETTINGS, _TRACKING, "stages/evaluate.py"),
+    "sample": (*_MODEL_CODE, _SETTINGS, _TRACKING, "src/pixelzoo/sampling.py",
                "stages/sample.py"),
 }
 

@@ -2,8 +2,8 @@
 
 The same code runs on CPU, on one GPU and under ``torchrun`` (DDP); the few places where these differ
 are marked ``# [DDP]`` / ``# [CUDA]``. Configuration is plain data: the experiment entry of
-``params.yaml`` merged over ``train_defaults`` (:func:`pixelzoo.config.resolve_experiment`), validated
-before it gets here.
+``params.yaml`` merged over ``train_defaults`` (:func:`pixelzoo.pipeline.settings.resolve_experiment`),
+validated before it gets here.
 
 What the loop guarantees:
 - CPU runs are deterministic (seeds + ``torch.use_deterministic_algorithms``), and a run that was
@@ -41,13 +41,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from pixelzoo.config import OPTIMIZERS, ParamsError, config_digest
 from pixelzoo.data.datasets import load_meta, load_split_measured
 from pixelzoo.errors import CorruptFile, MissingInput, TrainingDiverged, kill_point
 from pixelzoo.evaluation import evaluate_nll
 from pixelzoo.integrity import RESUME_CODE, bytes_sha256, code_digest
 from pixelzoo.likelihood import bits_per_dim, nll_per_image
 from pixelzoo.models import build_model
+from pixelzoo.pipeline.settings import OPTIMIZERS, ParamsError, config_digest
 
 MetricLogger = Callable[[dict[str, float], int], None]
 

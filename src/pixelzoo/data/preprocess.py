@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from pixelzoo.config import Dataset, ParamsError, dataset_problems, section_entry
+from pixelzoo.pipeline.settings import Dataset, ParamsError, dataset_problems, section_entry
 from pixelzoo.errors import kill_point
 from pixelzoo.integrity import clean_stale_temps, publish_dir, temp_sibling
 from pixelzoo.data.datasets import SPLITS, split_digest
@@ -29,7 +29,7 @@ from pixelzoo.data.sources import RawSource, load_source, source_kind
 def resolve_dataset(name: str, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Check dataset ``name`` against its source before any work; return (resolved entry, source spec).
 
-    The resolved entry holds every field of :class:`pixelzoo.config.Dataset` (unset optional ones None).
+    The resolved entry holds every field of :class:`pixelzoo.pipeline.settings.Dataset` (unset optional ones None).
     """
     entry = section_entry(params, "datasets", name)
     sources = params.get("sources") if isinstance(params.get("sources"), dict) else {}

@@ -18,7 +18,7 @@ A source entry in ``params.yaml`` names a ``kind``:
 - ``amat_fixture`` / ``idx_fixture``: the same idea for binarized MNIST (three ``.amat`` files, 28×28, no
   labels) and for torchvision's gzipped IDX layout (``<folder>/raw/{train,t10k}-*-ubyte.gz``, 28×28 gray,
   labels), made from upscaled digits: the offline rehearsal of the paper profile reads them with the real
-  readers (:mod:`pixelzoo.rehearsal`).
+  readers (:mod:`pixelzoo.pipeline.profiles.rehearsal`).
 
 Every file is written to a temporary name and renamed into place; ``SOURCE.json`` (file -> sha256) is
 written last and marks the source complete (it also holds the content sha256 of
@@ -140,7 +140,7 @@ def _folder_name(name: str) -> str:
     return name
 
 
-# Types with checks, for the params of a kind (pydantic annotations; see pixelzoo.config)
+# Types with checks, for the params of a kind (pydantic annotations; see pixelzoo.pipeline.settings)
 PosInt = Annotated[int, Field(ge=1)]
 AbsolutePath = Annotated[str, AfterValidator(_absolute)]
 FolderName = Annotated[str, AfterValidator(_folder_name)]
@@ -151,7 +151,7 @@ class Kind:
     """What a source kind provides: native gray levels, channels, classes, and its params.
 
     ``params`` / ``optional``: the entry's keys besides ``kind``, name -> type (pydantic annotations, so
-    constraints such as ``Annotated[int, Field(ge=5)]`` work); the params schema (pixelzoo.config) is
+    constraints such as ``Annotated[int, Field(ge=5)]`` work); the params schema (pixelzoo.pipeline.settings) is
     built from them, so a new kind is this one entry plus its reader.
     """
 
@@ -185,7 +185,7 @@ MNIST_SIDE = 28  # binarized MNIST and the IDX sources are 28×28; the .amat rea
 
 def source_kind(name: str, spec: dict[str, Any]) -> Kind:
     """Validate a source entry against its kind's schema (raises ParamsError) and return its Kind."""
-    from pixelzoo.config import check_source
+    from pixelzoo.pipeline.settings import check_source
 
     check_source(name, spec)
     return KINDS[spec["kind"]]

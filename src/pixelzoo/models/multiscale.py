@@ -44,7 +44,7 @@ from pixelzoo.models.diagonal_bilstm import diagonal_bilstm
 from pixelzoo.models.registry import register
 from pixelzoo.models.row_lstm import row_lstm
 from pixelzoo.nn.masks import scale_input
-from pixelzoo.nn.recurrent import PixelRNN, PixelRNNSession, check_image
+from pixelzoo.nn.scan import PixelRNN, PixelRNNSession, check_image
 
 BASES = {"row_lstm": row_lstm, "diagonal_bilstm": diagonal_bilstm}
 DEFAULT_BASE = "diagonal_bilstm"

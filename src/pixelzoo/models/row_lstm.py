@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pixelzoo.models.registry import register
-from pixelzoo.nn.recurrent import (
+from pixelzoo.nn.scan import (
     GATES,
     ConvLSTMScan,
     GateConv,

@@ -1,4 +1,4 @@
-/* Fused LSTM cell math for pixelzoo.nn.recurrent's scan (CPU), built and loaded by pixelzoo.nn.native.
+/* Fused LSTM cell math for pixelzoo.nn.scan's scan (CPU), built and loaded by pixelzoo.nn.native.
  *
  * One call runs one step of the scan over `rows` cell rows (one batch element at one position),
  * each holding `groups` independent LSTMs of `hidden` units, laid out as in the Python scan:

@@ -1,6 +1,6 @@
 """The fused LSTM cell kernels of ``lstm_cells.c``, compiled on first use and loaded with ctypes.
 
-The recurrent scan (:mod:`pixelzoo.nn.recurrent`) runs a Python loop over the steps; with torch
+The recurrent scan (:mod:`pixelzoo.nn.scan`) runs a Python loop over the steps; with torch
 ops, each step's cell math is ~20 small ops, and their dispatch and memory passes cost more than
 the arithmetic at PixelRNN sizes. One C call per step does it in one pass. The source is plain C
 (no torch headers), so the build takes a fraction of a second with the system compiler (``$CC``,
@@ -9,7 +9,7 @@ else ``cc``); the library is cached per source, compiler flags and CPU under
 can race for it.
 
 Where there is no compiler (or ``PIXELZOO_NATIVE=0``), :func:`kernels` returns ``None`` and the
-scan keeps its torch ops, which compute the same thing (``tests/test_recurrent_scan.py`` compares
+scan keeps its torch ops, which compute the same thing (``tests/test_scan.py`` compares
 the two). The torch path also serves other devices, other dtypes and batched (vmap) tensors.
 """
 

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pixelzoo import tracking
 from pixelzoo.errors import kill_point
-from pixelzoo.report import figures, gallery, lineage, reference
+from pixelzoo.pipeline import provenance
+from pixelzoo.pipeline.tracking import client as tracking
+from pixelzoo.report import figures, gallery, reference
 from pixelzoo.report.collect import Experiment, collect
 from pixelzoo.report.context import gate_section, profile_banner
 from pixelzoo.report.render import Cell, Details, Section, Table, to_html, to_markdown
@@ -292,7 +293,7 @@ def build_report(root: Path, params: dict[str, Any], out_dir: Path) -> Written:
     never shows an image of an experiment that is gone.
     """
     opts = params.get("report") or {}
-    exps = collect(root, params, lineage.RunStore() if opts.get("mlflow", True) else None)
+    exps = collect(root, params, provenance.RunStore() if opts.get("mlflow", True) else None)
     for e in exps:  # fail early, with the valid labels, on a misspelt reference
         if e.reference is not None:
             reference.table(e.reference[0]).row(e.reference[1])
@@ -444,7 +445,7 @@ def sources_section(exps: list[Experiment]) -> Section:
         "stages than the one recorded with that stage's MLflow run (pixelzoo.config_sha256 tag), or the "
         "processed data's digest differs from the run's dataset.sha256 tag, or the code (src/, stages/, "
         "dvc.yaml) changed since the run's clean commit; `dvc repro` refreshes it. "
-        "`pixelzoo-lineage --check` applies the same rule (pixelzoo.report.lineage).",
+        "`pixelzoo-lineage --check` applies the same rule (pixelzoo.pipeline.provenance).",
     ]
     if any(not math.isfinite(float(e.metrics["test_bits_per_dim"])) for e in exps if e.metrics):
         blocks.append("Some metrics are not finite: training diverged for those rows.")

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pixelzoo import integrity, tracking
-from pixelzoo.config import resolve_experiment
-from pixelzoo.report import lineage
+from pixelzoo import integrity
+from pixelzoo.pipeline import provenance
+from pixelzoo.pipeline.settings import resolve_experiment
+from pixelzoo.pipeline.tracking import client as tracking
 
 METRIC_KEYS = ("test_nats_per_image", "test_bits_per_dim", "n_images")
 POINTER_KEYS = ("run_id", "tracking_uri", "experiment_name", "run_name")
@@ -65,7 +66,7 @@ class Experiment:
 
     key: str
     entry: dict[str, Any]
-    resolved: dict[str, Any]  # the entry with train_defaults merged under it (pixelzoo.config)
+    resolved: dict[str, Any]  # the entry with train_defaults merged under it (pixelzoo.pipeline.settings)
     metrics: dict[str, Any] | None = None
     history: dict[str, Any] | None = None
     pointers: dict[str, RunPointer] = field(default_factory=dict)
@@ -73,7 +74,7 @@ class Experiment:
     samples_npz: Path | None = None  # the sampled arrays and their labels (stages/sample.py)
     bits_figures: dict[str, Path] = field(default_factory=dict)  # bits_map / bits_examples PNGs
     checkpoint_sha256: str | None = None  # of outputs/<exp>/train/model.pt as it is now
-    lineage: lineage.Lineage | None = None
+    lineage: provenance.Lineage | None = None
     mlflow_ui: str | None = None  # where run links of a local tracking store point (report.mlflow_ui)
 
     @property
@@ -156,7 +157,7 @@ def read_pointer(path: Path, stage: str) -> RunPointer | None:
     )
 
 
-def collect(root: Path, params: dict[str, Any], store: lineage.RunStore | None = None) -> list[Experiment]:
+def collect(root: Path, params: dict[str, Any], store: provenance.RunStore | None = None) -> list[Experiment]:
     """Every experiment of ``params['experiments']`` with whatever outputs exist under ``root``.
 
     ``store`` reads the MLflow runs for lineage; None skips lineage (rows then say "not checked").
@@ -187,8 +188,9 @@ def collect(root: Path, params: dict[str, Any], store: lineage.RunStore | None =
         ckpt = root / tracking.stage_dir(key, "train") / "model.pt"
         exp.checkpoint_sha256 = integrity.file_sha256(ckpt) if ckpt.exists() else None
         if store is None:
-            exp.lineage = lineage.Lineage(unchecked=["lineage look-up switched off (report.mlflow: false)"])
+            off = "lineage look-up switched off (report.mlflow: false)"
+            exp.lineage = provenance.Lineage(unchecked=[off])
         else:
-            exp.lineage = lineage.resolve(root, params, exp.key, exp.pointers, store)
+            exp.lineage = provenance.resolve(root, params, exp.key, exp.pointers, store)
         out.append(exp)
     return out

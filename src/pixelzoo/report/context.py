@@ -2,7 +2,8 @@
 
 The banner comes from the params file's ``profile: {name, description, paper_numbers}`` section and
 the scale actually configured (datasets, image sizes, epochs). The NLL gate is
-:mod:`pixelzoo.regression`'s check, shown when the committed baseline covers experiments of these params.
+:mod:`pixelzoo.pipeline.profiles.regression`'s check, shown when the committed baseline covers experiments
+of these params.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from pixelzoo import regression
+from pixelzoo.pipeline.profiles import regression
 from pixelzoo.report.collect import Experiment
 from pixelzoo.report.render import Banner, Cell, Section, Table
 
@@ -80,7 +81,8 @@ def _f(v: float | None, sign: bool = False) -> str:
 
 
 def gate_section(root: Path, params: dict[str, Any], exps: list[Experiment]) -> Section | None:
-    """The NLL gate's verdict per experiment, as ``python -m pixelzoo.regression check`` gives it."""
+    """The NLL gate's verdict per experiment, as ``python -m pixelzoo.pipeline.profiles.regression check``
+    gives it."""
     found = _baseline(root, params)
     if found is None:
         return None

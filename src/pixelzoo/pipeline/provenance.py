@@ -1,12 +1,13 @@
 """Lineage of a report row: which runs, commit and data made it, and whether it is stale.
 
-The pipeline records, with every stage's MLflow run (:mod:`pixelzoo.tracking`): the git commit
+The pipeline records, with every stage's MLflow run (:mod:`pixelzoo.pipeline.tracking.client`): the git commit
 (``git.commit``, ``git.dirty``), the dataset digest (``dataset.sha256``), the sha256 of the stage's
 resolved config (``pixelzoo.config_sha256``) and that config itself as flattened run params. A row is
 stale when params.yaml now resolves to another config for any of its stages
-(:func:`pixelzoo.config.stage_config`; how the file is written does not matter, so a ``dvc exp run -S``
-rewrite with the same values is not stale), the processed data's ``meta.json`` now has another digest, or
-the code (src/, stages/, dvc.yaml) differs from the run's clean commit. This one definition serves the
+(:func:`~pixelzoo.pipeline.settings.stage_config`; how the file is written does not matter, so a
+``dvc exp run -S`` rewrite with the same values is not stale), the processed data's ``meta.json`` now
+has another digest, or the code (src/, stages/, dvc.yaml) differs from the run's clean commit.
+This one definition serves the
 report and ``pixelzoo-lineage --check``. The stage's run pointer file (``mlflow_run.json``) names the run;
 nothing else is trusted for lineage.
 """
@@ -19,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pixelzoo import tracking
-from pixelzoo.config import config_digest, stage_config
+from pixelzoo.pipeline.settings import config_digest, stage_config
+from pixelzoo.pipeline.tracking import client as tracking
 
 TAG_COMMIT, TAG_DIRTY, TAG_DATA = "git.commit", "git.dirty", "dataset.sha256"
 
@@ -86,7 +87,7 @@ def changed_keys(recorded: Mapping[str, str], now: Mapping[str, Any]) -> list[st
 
 def code_root(root: Path) -> Path:
     """Where the code of runs made in ``root`` lives in git: the source checkout for a profile copy."""
-    from pixelzoo.profile import source_of
+    from pixelzoo.pipeline.profiles.profile import source_of
 
     source = source_of(root)
     return Path(source["root"]) if source and Path(source["root"]).is_dir() else Path(root)

@@ -4,8 +4,8 @@ A change that makes any model's likelihood worse fails; so does one that makes i
 *better*, which in this field most often means a causality leak (a model peeking at the pixel it
 predicts). An intended improvement is recorded by updating the baseline deliberately:
 
-    python -m pixelzoo.regression check  --workdir .work/ci
-    python -m pixelzoo.regression update --workdir .work/ci --reason "why the numbers moved"
+    python -m pixelzoo.pipeline.profiles.regression check  --workdir .work/ci
+    python -m pixelzoo.pipeline.profiles.regression update --workdir .work/ci --reason "why the numbers moved"
 
 The tolerance lives in ``ci/params.yaml`` (``regression.tolerance_bits_per_dim``) with the measurement
 that justifies it.
@@ -92,10 +92,11 @@ def format_table(rows: list[Row]) -> str:
 HELP = {
     "WORSE": "the test NLL got worse than the baseline allows: a regression.",
     "BETTER?": "the test NLL improved beyond the tolerance: check for a causality leak (tests/test_audit.py) "
-    "or, if the improvement is intended, record it with `python -m pixelzoo.regression update --reason ...`.",
+    "or, if the improvement is intended, record it with "
+    "`python -m pixelzoo.pipeline.profiles.regression update --reason ...`.",
     "MISSING": "the profile ran but produced no metrics for this experiment.",
     "NEW": "missing from ci/baseline.json (no baseline yet): after checking the numbers, record one with "
-    "`python -m pixelzoo.regression update --reason ...`.",
+    "`python -m pixelzoo.pipeline.profiles.regression update --reason ...`.",
 }
 
 
@@ -125,7 +126,7 @@ def environment() -> dict[str, str]:
 
 
 def update(workdir: Path, root: Path, reason: str) -> dict:
-    from pixelzoo.profile import source_revision
+    from pixelzoo.pipeline.profiles.profile import source_revision
 
     experiments, tol = profile_settings(root)
     current = {}
@@ -150,7 +151,7 @@ def update(workdir: Path, root: Path, reason: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pixelzoo.profile import repo_root
+    from pixelzoo.pipeline.profiles.profile import repo_root
 
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=fmt)

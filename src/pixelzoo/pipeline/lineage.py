@@ -1,9 +1,9 @@
-"""Lineage of a reported number: ``python -m pixelzoo.lineage <experiment>`` (or ``pixelzoo-lineage``).
+"""Lineage of a reported number: ``pixelzoo-lineage <experiment>`` (``python -m pixelzoo.pipeline.lineage``).
 
 Prints the experiment's test NLL, the MLflow runs of its train / evaluate / sample stages (from the run
 pointers inside the stage outputs), the git commit and params each ran with, and the data digests
 down to the raw files' checksums. Anything that no longer matches the workspace is flagged STALE by the
-report's rule (:mod:`pixelzoo.report.lineage`: params as resolved, data digest, code since a clean
+report's rule (:mod:`pixelzoo.pipeline.provenance`: params as resolved, data digest, code since a clean
 commit). The data arrays, the checkpoint and the code are also re-hashed on disk and compared with the
 digests each run measured: a file changed after the run that wrote it is TAMPERED, anything else that
 differs STALE, both hashes shown. ``--check`` exits 1 if anything is STALE or TAMPERED. ``--profile quick``
@@ -20,11 +20,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pixelzoo import integrity, tracking
-from pixelzoo.config import load_checked, resolve_experiment
+from pixelzoo import integrity
 from pixelzoo.data.datasets import load_meta, read_split
 from pixelzoo.errors import UserError
-from pixelzoo.report import lineage as rules
+from pixelzoo.pipeline import provenance as rules
+from pixelzoo.pipeline.settings import load_checked, resolve_experiment
+from pixelzoo.pipeline.tracking import client as tracking
 from pixelzoo.report.collect import read_pointer
 
 STAGES = ("train", "evaluate", "sample")
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     where.add_argument("--workdir", type=Path, help="read a profile copy at this path")
     args = parser.parse_args(argv)
     if args.profile or args.workdir:
-        from pixelzoo.profile import repo_root
+        from pixelzoo.pipeline.profiles.profile import repo_root
 
         workdir = args.workdir or repo_root() / ".work" / args.profile
         if not (workdir / "params.yaml").is_file():

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from pixelzoo.config import ParamsError
+from pixelzoo.pipeline.settings import ParamsError
 
 LAUNCHED_ENV = "PIXELZOO_LAUNCHED"
 

@@ -3,11 +3,12 @@
 Importing mlflow and opening its store takes ~1.8 s of one core, torch ~1.4 s of another: a model
 stage starts this process first (:func:`start`), so on a machine with two cores MLflow is ready about
 when torch is, instead of after it (benchmarks/startup.py). The stage keeps every decision (what to log,
-retries, deadlines, what a failure means: :mod:`pixelzoo.tracking`); this process only turns a few plain
-requests into MlflowClient calls, one at a time and in order, so nothing MLflow-specific crosses the pipe.
+retries, deadlines, what a failure means: :mod:`pixelzoo.pipeline.tracking.client`); this process only
+turns a few plain requests into MlflowClient calls, one at a time and in order, so nothing
+MLflow-specific crosses the pipe.
 
-A profile run (dozens of short stages, :mod:`pixelzoo.profile`) shares one tracking process instead
-(:func:`shared`): it listens on a Unix socket named by ``PIXELZOO_TRACKING_SOCKET``, so its stages pay
+A profile run (dozens of short stages, :mod:`pixelzoo.pipeline.profiles.profile`) shares one tracking process
+instead (:func:`shared`): it listens on a Unix socket named by ``PIXELZOO_TRACKING_SOCKET``, so its stages pay
 neither MLflow's import nor its CPU. It lives exactly as long as the profile's ``dvc repro``.
 
 Protocol: one JSON object per line. Request ``{"op", "args", "env"}``; reply ``{"ok": result}`` or
@@ -50,12 +51,13 @@ class StoreError(RuntimeError):
 
 
 def _spawn(uri: str, *args: str, env: Mapping[str, str] | None = None) -> subprocess.Popen:
-    """``python -m pixelzoo.recorder uri *args`` with this tree's pixelzoo (the one the stage imports)."""
-    src = str(Path(__file__).resolve().parents[1])
+    """``python -m pixelzoo.pipeline.tracking.server uri *args`` with this tree's pixelzoo (the one the stage
+    imports)."""
+    src = str(Path(__file__).resolve().parents[3])
     env = dict(os.environ if env is None else env)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
-    return subprocess.Popen([sys.executable, "-m", "pixelzoo.recorder", uri, *args], env=env, text=True,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    return subprocess.Popen([sys.executable, "-m", "pixelzoo.pipeline.tracking.server", uri, *args],
+                            env=env, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
 
 class Recorder:
@@ -285,7 +287,7 @@ def _apply(request: Mapping[str, Any]) -> dict[str, Any]:
 
 def _load(uri: str) -> None:
     """Import MLflow and the store module ``uri`` needs (what the first request would wait for)."""
-    from pixelzoo.startup import pause_gc, resume_gc
+    from pixelzoo.pipeline.startup import pause_gc, resume_gc
 
     pause_gc()  # MLflow's ~300,000 objects are created once: never traverse them
     from mlflow.tracking import MlflowClient  # noqa: F401

@@ -9,7 +9,7 @@ Every stage calls :func:`init_store` first: it fails fast, before any training, 
 unreachable, and creates the schema and the MLflow experiment once under a file lock (several
 processes creating the sqlite schema at the same time fail; afterwards concurrent writers are fine).
 
-A stage talks to the store through its tracking process (:mod:`pixelzoo.recorder`), started by
+A stage talks to the store through its tracking process (:mod:`pixelzoo.pipeline.tracking.server`), started by
 :func:`connect` before the stage imports torch so that MLflow loads meanwhile; the read-side tools
 (lineage, the report) use MLflow in their own process.
 """
@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pixelzoo import integrity, recorder
+from pixelzoo import integrity
 from pixelzoo.errors import MissingInput, UserError
+from pixelzoo.pipeline.tracking import server as recorder
 
 POINTER_NAME = "mlflow_run.json"
 TAG_EXPERIMENT, TAG_STAGE = "pixelzoo.experiment", "pixelzoo.stage"
@@ -47,7 +48,8 @@ TAG_SUPERSEDED_BY, TAG_ORPHANS = "pixelzoo.superseded_by", "pixelzoo.orphans_mar
 # Files the pipeline itself rewrites while it runs, and params.yaml (every run records its params as
 # resolved and lineage compares them by value; `dvc exp run -S` rewrites the file): none makes a run "dirty".
 _NOT_CODE = ("dvc.lock", "metrics/", "reports/", "params.yaml")
-# Set by pixelzoo.profile for runs in a profile copy: the commit of the user's checkout, not the copy's.
+# Set by pipeline.profiles.profile for runs in a profile copy: the commit of the user's checkout, not the
+# copy's.
 ENV_SOURCE_COMMIT, ENV_SOURCE_DIRTY = "PIXELZOO_SOURCE_COMMIT", "PIXELZOO_SOURCE_DIRTY"
 
 
@@ -238,7 +240,7 @@ def provenance_tags(
     experiment: str, stage: str, config: Mapping[str, Any], meta: Mapping[str, Any], data: Mapping[str, str]
 ) -> dict:
     """Tags of a stage run. ``data``: {split: sha256 measured on the arrays the stage read}."""
-    from pixelzoo.config import config_digest  # pydantic: not before a stage has called connect()
+    from pixelzoo.pipeline.settings import config_digest  # pydantic: not before a stage has called connect()
 
     commit, dirty = git_state()
     me = integrity.process_id()

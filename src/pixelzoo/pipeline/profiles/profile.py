@@ -38,7 +38,7 @@ _GIT_ID = {"GIT_AUTHOR_NAME": "pixelzoo", "GIT_AUTHOR_EMAIL": "pixelzoo@localhos
 
 
 def repo_root() -> Path:
-    return Path(__file__).resolve().parents[2]
+    return Path(__file__).resolve().parents[4]
 
 
 def _git(root: Path, *args: str) -> str:
@@ -47,7 +47,7 @@ def _git(root: Path, *args: str) -> str:
 
 def source_revision(root: Path) -> tuple[str, bool]:
     """(commit, dirty) of the source checkout, by the tracker's rule; ('unknown', True) outside git."""
-    from pixelzoo.tracking import repo_state
+    from pixelzoo.pipeline.tracking.client import repo_state
 
     return repo_state(root)
 
@@ -65,9 +65,9 @@ def profile_params(name: str, root: Path | None = None) -> str | dict[str, Any]:
         return spec
     import importlib
 
-    from pixelzoo.config import load_params
+    from pixelzoo.pipeline.settings import load_params
 
-    module = importlib.import_module(f"pixelzoo.{spec.split(':', 1)[1]}")
+    module = importlib.import_module(f"pixelzoo.pipeline.profiles.{spec.split(':', 1)[1]}")
     return module.derive(load_params((root or repo_root()) / "params.yaml"))
 
 
@@ -95,7 +95,7 @@ def prepare_workdir(
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / rel, dst)
     if derived:
-        from pixelzoo.rehearsal import dump
+        from pixelzoo.pipeline.profiles.rehearsal import dump
 
         (workdir / "params.yaml").write_text(dump(params_file))
     else:
@@ -144,8 +144,9 @@ def profile_env(root: Path | None = None) -> dict[str, str]:
 
 def dvc_repro(workdir: Path, *targets: str, env: dict[str, str] | None = None) -> None:
     """Run ``dvc repro`` in the profile copy with this interpreter's dvc; raise on failure. Its stages
-    share one tracking process (pixelzoo.recorder.shared): MLflow is loaded once, not once per stage."""
-    from pixelzoo import recorder
+    share one tracking process (pipeline.tracking.server.shared): MLflow is loaded once, not once per
+    stage."""
+    from pixelzoo.pipeline.tracking import server as recorder
 
     dvc = Path(sys.executable).parent / "dvc"
     cmd = [str(dvc) if dvc.exists() else "dvc", "repro", *targets]
@@ -157,15 +158,15 @@ def dvc_repro(workdir: Path, *targets: str, env: dict[str, str] | None = None) -
 
 def main(argv: list[str] | None = None) -> int:
     fmt = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=fmt)
+    parser = argparse.ArgumentParser(prog="python -m pixelzoo.profile", description=__doc__, formatter_class=fmt)
     parser.add_argument("profile", choices=sorted(PROFILES))
     parser.add_argument("--workdir", type=Path, help="where the copy lives (default .work/<profile>)")
     args = parser.parse_args(argv)
     root = repo_root()
     workdir = (args.workdir or root / ".work" / args.profile).resolve()
-    from pixelzoo.config import format_problems, load_params, validate
     from pixelzoo.data.sources import missing_mirrors
     from pixelzoo.errors import UserError
+    from pixelzoo.pipeline.settings import format_problems, load_params, validate
 
     try:
         params = profile_params(args.profile, root)
@@ -193,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     commit_results(workdir)
     code = 0
     if args.profile in GATED:  # the NLL gate has a baseline for the CI profile only
-        from pixelzoo import regression
+        from pixelzoo.pipeline.profiles import regression
 
         code = regression.main(["check", "--workdir", str(workdir)])
     if args.profile != "ci":

@@ -544,7 +544,7 @@ def checked_stamp(text: str) -> Path:
 
     from pixelzoo.integrity import code_sha256
 
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]  # the whole pixelzoo package
     spec = importlib.util.find_spec("torch")  # located, not imported (that is the point)
     torch_version = Path(spec.origin).with_name("version.py")  # torch.version: version and git commit
     versions = [sys.version, pydantic.VERSION, pydantic_core.__version__, torch_version.read_text()]

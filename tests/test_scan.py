@@ -1,4 +1,4 @@
-"""The recurrent scan (nn/recurrent.py ``lstm_scan``): forward against a cell-by-cell reference, and the
+"""The recurrent scan (nn/scan.py ``lstm_scan``): forward against a cell-by-cell reference, and the
 hand-written backward (``_Scan``) against finite differences, each on both step loops: the fused C
 kernels (nn/native.py) and the torch ops they replace.
 
@@ -19,8 +19,8 @@ import torch
 from pixelzoo.models.diagonal_bilstm import diagonal_layout
 from pixelzoo.models.row_lstm import row_layout
 from pixelzoo.nn import native
-from pixelzoo.nn import recurrent as rec
-from pixelzoo.nn.recurrent import GATES, ScanLayout, lstm_scan
+from pixelzoo.nn import scan as rec
+from pixelzoo.nn.scan import GATES, ScanLayout, lstm_scan
 
 
 @pytest.fixture(params=["native", "torch"])

@@ -1,0 +1,3 @@
+from pixelzoo.pipeline.settings import main
+
+raise SystemExit(main())

@@ -1,0 +1,3 @@
+from pixelzoo.pipeline.profiles.profile import main
+
+raise SystemExit(main())
