@@ -20,10 +20,12 @@ from test_config import run_stage
 from test_training import config as toy_config
 from test_training import make_dataset
 
-from pixelzoo import config, tracking, training
+from pixelzoo import training
 from pixelzoo.data.datasets import load_split
 from pixelzoo.errors import CorruptFile, TrainingDiverged
+from pixelzoo.pipeline import settings as config
 from pixelzoo.pipeline.profiles.profile import project_files
+from pixelzoo.pipeline.tracking import client as tracking
 
 EXP = "pixelcnn-digits"
 

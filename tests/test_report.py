@@ -19,9 +19,11 @@ import yaml
 from mlflow.entities import Param
 from torchvision.utils import save_image
 
-from pixelzoo import config, integrity, tracking
+from pixelzoo import integrity
 from pixelzoo.evaluation import BitsMap, save_bits_map_figures
+from pixelzoo.pipeline import settings as config
 from pixelzoo.pipeline.provenance import changed_keys
+from pixelzoo.pipeline.tracking import client as tracking
 from pixelzoo.report import build_report, reference
 from pixelzoo.report.collect import RunPointer
 

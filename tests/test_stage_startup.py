@@ -67,7 +67,8 @@ def test_validated_params_are_stamped_and_the_next_stage_needs_no_torch(
     params = config.load_checked()
     stamp = config.checked_stamp((tmp_path / "params.yaml").read_text())
     assert stamp.is_file() and stamp.parent == config.CHECKED_DIR
-    probe = "import sys; from pixelzoo import config; config.load_checked(); print('torch' in sys.modules)"
+    probe = ("import sys; from pixelzoo.pipeline import settings; settings.load_checked(); "
+             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, env=ENV)
     assert out.returncode == 0 and out.stdout.split() == ["False"], out.stderr
     # Another text is another stamp, and a problem is never remembered: every stage reports it.

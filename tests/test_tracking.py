@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pixelzoo import recorder, tracking
+from pixelzoo.pipeline.tracking import client as tracking
+from pixelzoo.pipeline.tracking import server as recorder
 
 META = {"name": "toy", "sha256": {"train": "a" * 64, "test": "b" * 64}, "raw_sha256": {"f": "c" * 64}}
 DATA = {"train": "a" * 64, "test": "b" * 64}  # as a stage measures them on the arrays it read

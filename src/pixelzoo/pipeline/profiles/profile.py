@@ -158,7 +158,8 @@ def dvc_repro(workdir: Path, *targets: str, env: dict[str, str] | None = None) -
 
 def main(argv: list[str] | None = None) -> int:
     fmt = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(prog="python -m pixelzoo.profile", description=__doc__, formatter_class=fmt)
+    parser = argparse.ArgumentParser(prog="python -m pixelzoo.profile", description=__doc__,
+                                     formatter_class=fmt)
     parser.add_argument("profile", choices=sorted(PROFILES))
     parser.add_argument("--workdir", type=Path, help="where the copy lives (default .work/<profile>)")
     args = parser.parse_args(argv)
