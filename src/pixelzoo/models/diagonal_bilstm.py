@@ -30,20 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pixelzoo.models.pixelrnn import LayerSession, PixelRNN, bias_at, conv_at, state_conv_at
 from pixelzoo.models.registry import register
-from pixelzoo.nn.scan import (
-    GATES,
-    ConvLSTMScan,
-    GateConv,
-    LayerSession,
-    PixelRNN,
-    ScanLayout,
-    bias_at,
-    conv_at,
-    lstm_cell,
-    lstm_scan,
-    state_conv_at,
-)
+from pixelzoo.nn.scan import GATES, ConvLSTMScan, GateConv, ScanLayout, lstm_cell, lstm_scan
 
 
 class DiagonalLSTM(nn.Module):

@@ -41,10 +41,10 @@ import torch
 from torch import nn
 
 from pixelzoo.models.diagonal_bilstm import diagonal_bilstm
+from pixelzoo.models.pixelrnn import PixelRNN, PixelRNNSession, check_image
 from pixelzoo.models.registry import register
 from pixelzoo.models.row_lstm import row_lstm
 from pixelzoo.nn.masks import scale_input
-from pixelzoo.nn.scan import PixelRNN, PixelRNNSession, check_image
 
 BASES = {"row_lstm": row_lstm, "diagonal_bilstm": diagonal_bilstm}
 DEFAULT_BASE = "diagonal_bilstm"

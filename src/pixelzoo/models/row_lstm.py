@@ -16,19 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pixelzoo.models.pixelrnn import LayerSession, PixelRNN, bias_at, channels_last_map, conv_at
 from pixelzoo.models.registry import register
-from pixelzoo.nn.scan import (
-    GATES,
-    ConvLSTMScan,
-    GateConv,
-    LayerSession,
-    PixelRNN,
-    ScanLayout,
-    bias_at,
-    channels_last_map,
-    conv_at,
-    lstm_cell_into,
-)
+from pixelzoo.nn.scan import GATES, ConvLSTMScan, GateConv, ScanLayout, lstm_cell_into
 
 
 @functools.lru_cache(maxsize=32)
