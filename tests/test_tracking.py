@@ -177,7 +177,7 @@ with tracking.stage_run("toy", "train", {cfg!r}, {meta!r}, Path("data"), {{}}, P
 def _stage(repo: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     """A stage-like process in its own process group (as DVC's shell gives one), printing its run id, its
     own tracking process's pid (or "shared") and whether it imported mlflow itself."""
-    env = {**(env or os.environ), "PYTHONPATH": str(Path(tracking.__file__).parents[1])}
+    env = {**(env or os.environ), "PYTHONPATH": str(Path(tracking.__file__).parents[3])}
     cmd = [sys.executable, "-c", STAGE.format(cfg=CFG, meta=META), *args]
     return subprocess.Popen(cmd, cwd=repo, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)

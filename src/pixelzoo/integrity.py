@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import re
 import shutil
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from pixelzoo.errors import UserError
 
@@ -39,6 +41,11 @@ def file_sha256(path: str | Path) -> str:
                 h.update(chunk)
         _sha_cache[key] = h.hexdigest()
     return _sha_cache[key]
+
+
+def config_digest(cfg: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of a resolved config (identifies a run's settings)."""
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def bytes_sha256(data: bytes) -> str:

@@ -42,12 +42,12 @@ from torch import nn
 from tqdm import tqdm
 
 from pixelzoo.data.datasets import load_meta, load_split_measured
-from pixelzoo.errors import CorruptFile, MissingInput, TrainingDiverged, kill_point
+from pixelzoo.errors import CorruptFile, MissingInput, ParamsError, TrainingDiverged, kill_point
 from pixelzoo.evaluation import evaluate_nll
-from pixelzoo.integrity import RESUME_CODE, bytes_sha256, code_digest
+from pixelzoo.integrity import RESUME_CODE, bytes_sha256, code_digest, config_digest
 from pixelzoo.likelihood import bits_per_dim, nll_per_image
 from pixelzoo.models import build_model
-from pixelzoo.pipeline.settings import OPTIMIZERS, ParamsError, config_digest
+from pixelzoo.optimizers import OPTIMIZERS
 
 MetricLogger = Callable[[dict[str, float], int], None]
 

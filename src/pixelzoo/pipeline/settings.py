@@ -22,7 +22,6 @@ import copy
 import difflib
 import hashlib
 import inspect
-import json
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -34,13 +33,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
 from pixelzoo.errors import ParamsError, UserError
+from pixelzoo.integrity import config_digest
+from pixelzoo.optimizers import OPTIMIZERS
 
 __all__ = ["ParamsError", "UserError", "load_params", "load_checked", "validate", "resolve_experiment",
            "stage_config", "config_digest", "deep_merge", "section_entry", "check_source", "dataset_problems",
            "Dataset", "OPTIMIZERS"]
 
 # Optimizer names in params -> torch.optim classes; their other keyword arguments are allowed in params.
-OPTIMIZERS = {"rmsprop": "RMSprop", "adam": "Adam", "sgd": "SGD"}
 # Keys a resolved experiment (train_defaults merged under the entry) must have.
 REQUIRED_KEYS = ("model", "dataset", "batch_size", "epochs", "seed", "optimizer")
 # The params section (besides the experiment) that each stage reads; logged with the stage's run.
@@ -601,11 +601,6 @@ def stage_config(params: Mapping[str, Any], key: str, stage: str) -> dict[str, A
     if section is not None:
         cfg[section] = copy.deepcopy(params.get(section) or {})
     return cfg
-
-
-def config_digest(cfg: Mapping[str, Any]) -> str:
-    """sha256 of the canonical JSON of a resolved config (identifies a run's settings)."""
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()
 
 
 # ----------------------------------------------------------------------------- CLI

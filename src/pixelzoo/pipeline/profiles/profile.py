@@ -38,7 +38,10 @@ _GIT_ID = {"GIT_AUTHOR_NAME": "pixelzoo", "GIT_AUTHOR_EMAIL": "pixelzoo@localhos
 
 
 def repo_root() -> Path:
-    return Path(__file__).resolve().parents[4]
+    """The tree this pixelzoo was imported from (one definition: integrity.PROJECT_ROOT)."""
+    from pixelzoo.integrity import PROJECT_ROOT
+
+    return PROJECT_ROOT
 
 
 def _git(root: Path, *args: str) -> str:

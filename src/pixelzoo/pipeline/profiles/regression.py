@@ -126,7 +126,7 @@ def environment() -> dict[str, str]:
 
 
 def update(workdir: Path, root: Path, reason: str) -> dict:
-    from pixelzoo.pipeline.profiles.profile import source_revision
+    from pixelzoo.pipeline.tracking.client import repo_state as source_revision
 
     experiments, tol = profile_settings(root)
     current = {}
@@ -151,7 +151,7 @@ def update(workdir: Path, root: Path, reason: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pixelzoo.pipeline.profiles.profile import repo_root
+    from pixelzoo.integrity import PROJECT_ROOT
 
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=fmt)
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         if name == "update":
             p.add_argument("--reason", required=True, help="why the baseline changes (kept in the file)")
     args = parser.parse_args(argv)
-    root = Path(os.environ.get("PIXELZOO_ROOT", repo_root()))
+    root = Path(os.environ.get("PIXELZOO_ROOT", PROJECT_ROOT))
     workdir = args.workdir or root / ".work" / "ci"
     if args.cmd == "update":
         update(workdir, root, args.reason)
