@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pixelzoo.likelihood import sample_from_logits
 from pixelzoo.models import generation_order
 from pixelzoo.nn.masks import fixed_weights
 
@@ -92,8 +93,8 @@ def sample(
                 c, rem = divmod(flat, height * width)
                 i, j = divmod(rem, width)
                 logits = logits_of(c, i, j)  # n × K: the distribution of this sub-pixel given the past
-                probs = torch.softmax(logits.float(), dim=1).cpu()
-                x[:, c, i, j] = torch.multinomial(probs, 1, generator=generator)[:, 0].to(device)
+                # the draw on the CPU, where the generator lives (x / 1.0 is exact: the same stream)
+                x[:, c, i, j] = sample_from_logits(logits.float().cpu(), generator).to(device)
     finally:
         model.train(was_training)
     return x

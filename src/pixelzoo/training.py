@@ -352,7 +352,7 @@ def train(
     batch_size, epochs, seed = int(cfg["batch_size"]), int(cfg["epochs"]), int(cfg["seed"])
     max_steps = cfg.get("max_steps")
     grad_clip = cfg.get("grad_clip")
-    log_every = int(cfg.get("log_every_steps", 50))
+    log_every = int(cfg.get("log_every_steps", 100))  # params.yaml train_defaults: the same 100
     ckpt_seconds = float(cfg.get("checkpoint_minutes", 10)) * 60.0
     if batch_size % dist.world_size:
         raise ValueError(

@@ -303,7 +303,6 @@ def build_report(root: Path, params: dict[str, Any], out_dir: Path) -> Written:
     if fig_dir.exists():
         shutil.rmtree(fig_dir)
     fig_dir.mkdir(parents=True)
-    written: list[Path] = []
 
     table_ids = list(opts.get("tables", DEFAULT_TABLES))
     for e in exps:
@@ -370,7 +369,6 @@ def build_report(root: Path, params: dict[str, Any], out_dir: Path) -> Written:
         if e.history and e.history["epochs"]:
             path = curve_dir / f"{e.key}.json"
             path.write_text(json.dumps(e.history["epochs"], indent=1))
-            written.append(path)
 
     rf = dict(opts.get("receptive_field") or {})
     rf_figs, rf_missing = figures.receptive_fields(rf.get("models"), rf, fig_dir, out_dir)
@@ -418,8 +416,7 @@ def build_report(root: Path, params: dict[str, Any], out_dir: Path) -> Written:
     kill_point("report")
     for path in (html_path, md_path):
         os.replace(path.with_name(path.name + ".tmp"), path)
-    written = sorted(fig_dir.rglob("*.png"))
-    return Written(html_path, md_path, tuple(written), tuple(rf_missing))
+    return Written(html_path, md_path, tuple(sorted(fig_dir.rglob("*.png"))), tuple(rf_missing))
 
 
 def sources_section(exps: list[Experiment]) -> Section:
@@ -439,8 +436,9 @@ def sources_section(exps: list[Experiment]) -> Section:
            + "; ".join(f"mlflow ui --backend-store-uri {t}" for t in local) + " (report.mlflow_ui sets the "
            "address)."] if local else []),
         "Stage chain of each row: train → evaluate → sample runs, and the sha256 of train/model.pt now; the "
-        "evaluate and sample runs record the sha256 of the checkpoint they read (pixelzoo.checkpoint_sha256 "
-        "tag), so a row whose number came from another checkpoint is marked stale.",
+        "evaluate and sample runs record the sha256 of the checkpoint they read ("
+        + tracking.TAG_CHECKPOINT + " tag), so a row whose number came from another checkpoint is marked "
+        "stale.",
         "A row is stale (highlighted) when params.yaml now resolves to another config for one of its "
         "stages than the one recorded with that stage's MLflow run (pixelzoo.config_sha256 tag), or the "
         "processed data's digest differs from the run's dataset.sha256 tag, or the code (src/, stages/, "

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 PIXELRNN = "van den Oord, Kalchbrenner & Kavukcuoglu, Pixel Recurrent Neural Networks, ICML 2016"
-GATED = (
+GATED_PIXELCNN_PAPER = (
     "van den Oord et al., Conditional Image Generation with PixelCNN Decoders, NeurIPS 2016 "
     "(read through DDPM Table 1, PixelCNN++ Table 1, PixelVAE Table 2)"
 )
@@ -25,7 +25,7 @@ PIXELCNNPP = "Salimans et al., PixelCNN++, ICLR 2017 (Table 1)"
 PIXELSNAIL = "Chen et al., PixelSNAIL, ICML 2018"
 # Short names shown beside a row whose figure comes from another paper than its table.
 SHORT = {
-    GATED: "van den Oord et al. 2016b",
+    GATED_PIXELCNN_PAPER: "van den Oord et al. 2016b",
     PIXELVAE: "PixelVAE",
     PIXELCNNPP: "Salimans et al. 2017",
     PIXELSNAIL: "Chen et al. 2018",
@@ -119,7 +119,7 @@ TABLES: tuple[RefTable, ...] = (
             RefRow("PixelCNN", 3.14, train=3.08),
             RefRow("Row LSTM", 3.07, train=3.00),
             RefRow("Diagonal BiLSTM", 3.00, train=2.93),
-            RefRow("Gated PixelCNN", 3.03, train=2.90, citation=GATED),
+            RefRow("Gated PixelCNN", 3.03, train=2.90, citation=GATED_PIXELCNN_PAPER),
             RefRow("PixelCNN++", 2.92, cited=True, citation=PIXELCNNPP),
             RefRow("PixelSNAIL", 2.85, cited=True, citation=PIXELSNAIL),
         ),
@@ -165,7 +165,7 @@ TABLES: tuple[RefTable, ...] = (
         rows=(
             RefRow("Row LSTM, 32x32", 3.86, train=3.83),
             RefRow("Row LSTM, 64x64", 3.63, train=3.57),
-            RefRow("Gated PixelCNN, 64x64", 3.57, train=3.48, citation=GATED),
+            RefRow("Gated PixelCNN, 64x64", 3.57, train=3.48, citation=GATED_PIXELCNN_PAPER),
         ),
     ),
 )

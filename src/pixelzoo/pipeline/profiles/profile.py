@@ -9,7 +9,8 @@ are also exported as ``PIXELZOO_SOURCE_COMMIT`` / ``PIXELZOO_SOURCE_DIRTY`` for 
     python -m pixelzoo.profile ci            # CI-scale profile + NLL regression check
     python -m pixelzoo.profile quick         # the same profile, then the report (`make quick`)
     python -m pixelzoo.profile rehearsal     # the paper profile, derived small and offline (rehearsal.py)
-    python -m pixelzoo.profile cpu           # every architecture on real 28×28 Fashion-MNIST, ~45 min
+    python -m pixelzoo.profile cpu           # every architecture on real 28×28 Fashion-MNIST (the longest;
+                                             # its measured time: benchmarks/README.md)
 
 After a successful run the copy commits its ``dvc.lock``, metrics and report, so ``dvc metrics diff`` and
 ``dvc exp show`` inside it have a baseline; ``pixelzoo-lineage --profile <name> <exp>`` reads it from here.
@@ -30,7 +31,7 @@ from typing import Any
 # A profile's params: a file of the project, or "derived:<module>" whose derive() maps params.yaml to them.
 PROFILES = {"ci": "ci/params.yaml", "quick": "ci/params.yaml", "cpu": "ci/cpu.yaml",
             "rehearsal": "derived:rehearsal"}
-GATED = {"ci", "quick"}  # profiles whose test NLLs are checked against ci/baseline.json
+NLL_GATED = {"ci", "quick"}  # profiles whose test NLLs are checked against ci/baseline.json
 # Written in each copy: where it came from (lineage checks code against the source repository).
 SOURCE_FILE = ".pixelzoo-source.json"
 _GIT_ID = {"GIT_AUTHOR_NAME": "pixelzoo", "GIT_AUTHOR_EMAIL": "pixelzoo@localhost",
@@ -197,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         return err.returncode
     commit_results(workdir)
     code = 0
-    if args.profile in GATED:  # the NLL gate has a baseline for the CI profile only
+    if args.profile in NLL_GATED:  # the NLL gate has a baseline for the CI profile only
         from pixelzoo.pipeline.profiles import regression
 
         code = regression.main(["check", "--workdir", str(workdir)])
