@@ -181,7 +181,8 @@ def publish_dir(tmp: str | Path, target: str | Path) -> None:
 # ----------------------------------------------------------------------------- which code made what
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the tree this pixelzoo was imported from
 _MODEL_CODE = ("src/pixelzoo/models", "src/pixelzoo/nn", "src/pixelzoo/likelihood.py",
-               "src/pixelzoo/training.py", "src/pixelzoo/evaluation.py", "src/pixelzoo/data/datasets.py")
+               "src/pixelzoo/training.py", "src/pixelzoo/evaluation.py", "src/pixelzoo/data/datasets.py",
+               "src/pixelzoo/optimizers.py")
 # What a resumable checkpoint depends on: the code that computes the weights (not tracking, not stages).
 RESUME_CODE = _MODEL_CODE
 # What each stage runs (dvc.yaml deps without data): the digest is tagged on its run, re-measured by lineage.
