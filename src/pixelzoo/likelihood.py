@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 
-def _check(logits: torch.Tensor, x: torch.Tensor) -> None:
+def _check(logits: torch.Tensor, x: torch.Tensor, levels: bool = True) -> None:
     if logits.dim() != 5 or x.dim() != 4:
         raise ValueError(
             f"expected logits B×K×C×H×W and x B×C×H×W, got {tuple(logits.shape)} and {tuple(x.shape)}"
@@ -22,23 +22,26 @@ def _check(logits: torch.Tensor, x: torch.Tensor) -> None:
         raise ValueError(f"logits {tuple(logits.shape)} do not match images {tuple(x.shape)}")
     if x.is_floating_point():
         raise TypeError("x must hold integer levels (LongTensor), not floats")
+    if not levels:  # the caller checked the range once for all its images (reading it is a host sync)
+        return
     lo, hi = int(x.min()), int(x.max())
     if lo < 0 or hi >= k:
         raise ValueError(f"pixel levels must lie in [0, {k}) for a {k}-way head, found [{lo}, {hi}]")
 
 
-def nll_per_subpixel(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Negative log-likelihood of every sub-pixel in nats: shape B×C×H×W, computed in float32."""
-    _check(logits, x)
+def nll_per_subpixel(logits: torch.Tensor, x: torch.Tensor, check_levels: bool = True) -> torch.Tensor:
+    """Negative log-likelihood of every sub-pixel in nats: shape B×C×H×W, computed in float32.
+    ``check_levels=False``: the caller has checked that x lies in [0, K) (the training loop, once)."""
+    _check(logits, x, check_levels)
     return F.cross_entropy(logits.float(), x.long(), reduction="none")  # class dim is K
 
 
-def nll_per_image(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def nll_per_image(logits: torch.Tensor, x: torch.Tensor, check_levels: bool = True) -> torch.Tensor:
     """Negative log-likelihood of each image in nats: shape (B,), computed in float32.
 
     Callers summing over a dataset should accumulate in float64.
     """
-    return nll_per_subpixel(logits, x).flatten(1).sum(1)
+    return nll_per_subpixel(logits, x, check_levels).flatten(1).sum(1)
 
 
 def bits_per_dim(nats: float | torch.Tensor, dims: int) -> float | torch.Tensor:

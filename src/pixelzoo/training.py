@@ -180,12 +180,13 @@ def load_splits(data_dir: Path, splits: tuple[str, ...]) -> tuple[dict[str, Any]
 
 
 def image_nats(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, amp: torch.dtype | None
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, amp: torch.dtype | None,
+    check_levels: bool = True,
 ) -> torch.Tensor:
     """Per-image NLL in nats; the forward may run under autocast, the loss is always fp32."""
     with torch.autocast(x.device.type, dtype=amp, enabled=amp is not None):
         logits = model(x, y)
-    return nll_per_image(logits.float(), x)
+    return nll_per_image(logits.float(), x, check_levels)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -311,6 +312,60 @@ def load_trained(
     return model.to(device).eval(), ckpt
 
 
+# ----------------------------------------------------------------------------- device-side step guard
+class FiniteGuard:
+    """Skips, on the device, every optimizer step from the first non-finite loss on (as AMP's gradient
+    scaler does), so the loop never reads a value back to the host per step. The host asks
+    :meth:`first_bad` only at log points, checkpoint saves and epoch ends, and then raises naming the
+    step. A skipped step leaves parameters and (existing) optimizer state exactly as they were:
+    ``torch.where`` picks the old tensors, and picks the new ones bit for bit when the loss is finite."""
+
+    def __init__(self, device: torch.device, global_step: int = 0) -> None:
+        self.bad = torch.zeros((), dtype=torch.bool, device=device)  # sticky: once bad, skip the rest
+        self.step = torch.full((), global_step, dtype=torch.int64, device=device)  # global step, on device
+        self.first = torch.full((), -1, dtype=torch.int64, device=device)  # first bad global step
+        self.loss = torch.zeros((), dtype=torch.float32, device=device)  # its loss
+
+    def step_unless_bad(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer,
+                        params: list[torch.Tensor], bad_elsewhere: torch.Tensor | None = None) -> None:
+        self.step += 1
+        now_bad = ~torch.isfinite(loss.detach())
+        if bad_elsewhere is not None:  # [DDP] a non-finite loss on any rank skips the step on every rank
+            now_bad = now_bad | bad_elsewhere
+        newly = now_bad & ~self.bad
+        self.first = torch.where(newly, self.step, self.first)
+        self.loss = torch.where(newly, loss.detach().float(), self.loss)
+        self.bad = self.bad | now_bad
+        # [CUDA] state kept on another device (a CPU step count) is not restored: reading the flag there
+        # would be a host sync, and a skipped step stops the run at the next check anyway.
+        saved = [s for s in (*params, *_state_tensors(optimizer)) if s.device == self.bad.device]
+        before = [s.detach().clone() for s in saved]
+        optimizer.step()
+        keep_new = ~self.bad
+        for s, old in zip(saved, before, strict=True):
+            s.data.copy_(torch.where(keep_new, s.data, old))
+
+    def first_bad(self) -> tuple[int, float] | None:
+        """(global step, loss) of the first non-finite loss, or None: one host read."""
+        first, loss = int(self.first), float(self.loss)
+        return None if first < 0 else (first, loss)
+
+
+def _state_tensors(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
+
+
+def resident(split: Split, device: torch.device) -> Split:
+    """[CUDA] The training arrays on the GPU when they fit in a quarter of its free memory, else in pinned
+    host memory (asynchronous copies); on the CPU unchanged."""
+    if device.type != "cuda":
+        return split
+    size = split.x.nbytes + split.y.nbytes
+    if size < torch.cuda.mem_get_info(device)[0] // 4:
+        return Split(split.x.to(device), split.y.to(device), split.sha256)
+    return Split(split.x.pin_memory(), split.y.pin_memory(), split.sha256)
+
+
 # ----------------------------------------------------------------------------- the loop
 def train(
     cfg: Mapping[str, Any],
@@ -336,7 +391,10 @@ def train(
         torch.backends.cudnn.benchmark = True
 
     meta, splits = loaded or load_splits(data_dir, ("train", "valid"))
-    train_set, valid_set = splits["train"], splits["valid"]
+    train_set, valid_set = resident(splits["train"], device), splits["valid"]
+    levels = int(meta["levels"])
+    if len(train_set.x) and not 0 <= int(train_set.x.min()) <= int(train_set.x.max()) < levels:
+        raise ValueError(f"training levels must lie in [0, {levels}): checked once, not per step")
     conditional = bool(cfg.get("conditional", False))
     dims = int(meta["channels"]) * int(meta["height"]) * int(meta["width"])
 
@@ -348,6 +406,8 @@ def train(
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
+    if cfg.get("compile", False):  # compiled forward, same parameters: `model` stays the eager module
+        net = torch.compile(net)
 
     batch_size, epochs, seed = int(cfg["batch_size"]), int(cfg["epochs"]), int(cfg["seed"])
     max_steps = cfg.get("max_steps")
@@ -393,7 +453,20 @@ def train(
         if dist.is_main:
             print(f"resuming {cfg['name']} from {resume_path} at step {state['global_step']}")
 
+    guard = FiniteGuard(device, state["global_step"])
+    params = list(model.parameters())
+    epoch_nats = torch.tensor(float(state["epoch_nats"]), dtype=torch.float64, device=device)
+
+    def check_finite() -> None:
+        """At log points, saves and epoch ends only: the one host read of the step guard."""
+        found = guard.first_bad()
+        if found is not None:
+            step, loss = found
+            raise TrainingDiverged(_diverged_message(cfg, loss, state, step, steps_per_epoch, resume_path))
+
     def save_resume() -> None:
+        check_finite()  # never a checkpoint after a non-finite loss: the last good one stays
+        state["epoch_nats"] = float(epoch_nats)
         if dist.is_main:  # [DDP] rank 0 holds the same weights as every other rank
             _save_atomic(
                 {
@@ -443,35 +516,39 @@ def train(
                 break
             batch = order[b * batch_size : (b + 1) * batch_size]
             idx = batch[dist.rank :: dist.world_size]  # [DDP] this rank's share of the global batch
+            if train_set.x.device != idx.device:  # [CUDA] arrays resident on the GPU: index them there
+                idx = idx.to(train_set.x.device, non_blocking=True)
             x = train_set.x[idx].to(device, non_blocking=True).long()
             y = train_set.y[idx].to(device, non_blocking=True) if conditional else None
-            nats = image_nats(net, x, y, amp)
+            nats = image_nats(net, x, y, amp, check_levels=False)  # range checked once, above
             # [DDP] sum over this rank's images / global batch, times world: DDP's average over ranks
             # then is the mean over the whole global batch, as in one process.
             # (sum / n * world: with one process bit-identical to the mean, so CPU baselines do not move)
             loss = nats.sum() / len(batch) * dist.world_size
-            if not torch.isfinite(loss):  # before the step: the weights and resume.pt stay good
-                raise TrainingDiverged(_diverged_message(cfg, loss, epoch, state, resume_path))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), float(grad_clip))
-            optimizer.step()
+            # No host read here: the running sums stay on the device, a non-finite loss skips the step.
+            step_sum, bad_elsewhere = nats.detach().double().sum(), None
+            if dist.world_size > 1:  # [DDP] global sums (rank 0's resume checkpoint is the whole run's)
+                both = torch.stack([step_sum, (~torch.isfinite(loss.detach())).double()])
+                torch.distributed.all_reduce(both)
+                step_sum, bad_elsewhere = both[0], both[1] > 0
+            guard.step_unless_bad(loss, optimizer, params, bad_elsewhere)
+            epoch_nats += step_sum
 
             state["global_step"] += 1
             state["step_in_epoch"] = b + 1
-            # [DDP] global sums, so every rank's state (and rank 0's resume checkpoint) is the whole run's
-            local = [float(nats.detach().double().sum()), float(len(idx))]
-            step_nats, step_images = all_sum(local, dist, device)
-            state["epoch_nats"] += step_nats
-            state["epoch_images"] += int(step_images)
-            step_loss = step_nats / step_images
-            bpd = float(bits_per_dim(step_loss, dims))
-            bar.set_postfix(loss=f"{step_loss:.3f}", bpd=f"{bpd:.4f}")
-            if log_metrics and dist.is_main and state["global_step"] % log_every == 0:
-                log_metrics(
-                    {"train_step_nats": step_loss, "train_step_bits_per_dim": bpd}, state["global_step"]
-                )
+            state["epoch_images"] += len(batch) if dist.world_size > 1 else len(idx)
+            if state["global_step"] % log_every == 0:  # a log point: the only per-step host reads
+                check_finite()
+                step_loss = float(step_sum) / (len(batch) if dist.world_size > 1 else len(idx))
+                bpd = float(bits_per_dim(step_loss, dims))
+                bar.set_postfix(loss=f"{step_loss:.3f}", bpd=f"{bpd:.4f}")
+                if log_metrics and dist.is_main:
+                    log_metrics({"train_step_nats": step_loss, "train_step_bits_per_dim": bpd},
+                                state["global_step"])
             if time.monotonic() - last_save >= ckpt_seconds:
                 save_resume()
                 last_save = time.monotonic()
@@ -480,6 +557,8 @@ def train(
                 raise TrainingInterrupted(f"simulated interruption after step {state['global_step']}")
 
         # End of epoch (or of the step budget): exact validation NLL, keep the best weights.
+        check_finite()
+        state["epoch_nats"] = float(epoch_nats)
         valid_bpd = validate()
         train_bpd = float(bits_per_dim(state["epoch_nats"] / max(state["epoch_images"], 1), dims))
         state["wall_seconds"] = time.monotonic() - started
@@ -506,6 +585,7 @@ def train(
         if dist.is_main:
             print(f"epoch {epoch}: train {train_bpd:.4f} bits/dim, valid {valid_bpd:.4f} bits/dim")
         state.update(epoch=epoch + 1, step_in_epoch=0, epoch_nats=0.0, epoch_images=0)
+        epoch_nats.zero_()
         state["done"] = state["epoch"] >= epochs or state["global_step"] >= total_steps
         save_resume()  # also at the very end: a crash while writing outputs or logging loses nothing
         last_save = time.monotonic()
@@ -544,14 +624,15 @@ def train(
     return history
 
 
-def _diverged_message(
-    cfg: Mapping[str, Any], loss: torch.Tensor, epoch: int, state: Mapping[str, Any], resume: Path
-) -> str:
+def _diverged_message(cfg: Mapping[str, Any], loss: float, state: Mapping[str, Any], step: int,
+                      steps_per_epoch: int, resume: Path) -> str:
+    """``step``: the global step of the first non-finite loss; it lies in the current epoch (the guard is
+    read at every epoch end), ``state`` is where the loop was when it read the guard."""
     kept = (f"the last good checkpoint {resume} (step {_resume_step(resume)}) is kept" if resume.exists()
             else "no checkpoint had been written yet")
-    step = state["global_step"] + 1
-    return (f"training loss of {cfg['name']} is {loss.item()} at epoch {epoch}, step {step}"
-            f" (batch {state['step_in_epoch'] + 1} of the epoch); {kept}. Lower optimizer.lr or set grad_clip"
+    batch = state["step_in_epoch"] - (state["global_step"] - step)
+    return (f"training loss of {cfg['name']} is {loss} at epoch {state['epoch']}, step {step}"
+            f" (batch {batch} of the epoch); {kept}. Lower optimizer.lr or set grad_clip"
             f" for experiments.{cfg['name']} and rerun (the same params diverge again at the same step)")
 
 

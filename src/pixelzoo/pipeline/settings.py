@@ -95,6 +95,7 @@ class TrainSettings(Section):
 
     device: Device = None  # type: ignore[assignment]
     precision: Literal["auto", "fp32", "bf16"] = None  # type: ignore[assignment]
+    compile: bool = None  # type: ignore[assignment]  # torch.compile the training forward (issue 24.2)
     optimizer: Optimizer = None  # type: ignore[assignment]
     grad_clip: Annotated[float, Field(gt=0)] | None = None
     batch_size: PosInt = None  # type: ignore[assignment]
