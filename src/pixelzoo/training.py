@@ -13,8 +13,11 @@ What the loop guarantees:
 - The resumable checkpoint lives in a scratch folder that DVC does not own (DVC deletes declared
   outputs before re-running a stage); it is only removed after the stage finished completely.
 - The stage output is the checkpoint with the best validation NLL (state_dict + resolved config).
-- A NaN/Inf loss stops training before the optimizer step (:class:`TrainingDiverged`, naming epoch and
-  step); the last resumable checkpoint, written before the fault, is kept.
+- A NaN/Inf loss is never applied: its optimizer step (and every later one) is skipped on the device
+  (:class:`FiniteGuard`), and the run stops at the next log point, checkpoint save or epoch end with
+  :class:`TrainingDiverged` naming the epoch and the first bad step; the last resumable checkpoint, written
+  before the fault, is kept. Between log points the loop reads nothing back to the host
+  (tests/test_host_syncs.py).
 - Checkpoints hold tensors and plain data only and are read with ``torch.load(weights_only=True)``; an
   unreadable one is a :class:`CorruptFile` error naming the file and the command that rebuilds it.
 - [DDP] ``batch_size`` is the *global* batch: each optimizer step takes the same images in the same
