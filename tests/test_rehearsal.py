@@ -3,7 +3,7 @@
 Fast tests check the derivation against params.yaml; the slow ones read one session-wide rehearsal run
 (``rehearsal_run`` in conftest.py) — every default experiment's download, preprocess, train, evaluate,
 sample and report stage — and plant the binarized-MNIST sampling crash in a copy of it to show that the
-rehearsal catches it. The README's "Change one knob" commands run in another copy.
+rehearsal catches it. The "Change one knob" commands of docs/pipeline.md run in another copy.
 """
 
 from __future__ import annotations
@@ -153,16 +153,21 @@ def test_lineage_of_a_profile_copy_names_the_source_commit(rehearsal_run) -> Non
 
 
 def readme_knob_commands() -> list[str]:
-    """The shell lines of the README's "Change one knob" section (its first ```bash block)."""
-    text = (ROOT / "README.md").read_text()
+    """The shell lines of the "Change one knob" section of docs/pipeline.md (its first ```bash block)."""
+    text = (ROOT / "docs" / "pipeline.md").read_text()
     section = text.split("## Change one knob", 1)[1].split("\n## ", 1)[0]
     block = section.split("```bash", 1)[1].split("```", 1)[0]
     return [ln.split("  #")[0].strip() for ln in block.splitlines() if ln.strip() and not ln.startswith("#")]
 
 
+def test_the_knob_commands_are_found_where_the_slow_test_reads_them() -> None:
+    commands = readme_knob_commands()
+    assert commands[0].startswith("dvc exp run -S 'experiments.") and len(commands) == 4, commands
+
+
 @pytest.mark.slow
 def test_change_one_knob_as_the_readme_says(rehearsal_run, tmp_path: Path) -> None:
-    """The README's commands, as written, in a copy of the rehearsal (a user's clone after `dvc repro`)."""
+    """docs/pipeline.md's commands, as written, in a copy of the rehearsal (a clone after `dvc repro`)."""
     import os
 
     run = rehearsal_run.copy(tmp_path / "knob")
@@ -185,7 +190,7 @@ def test_change_one_knob_as_the_readme_says(rehearsal_run, tmp_path: Path) -> No
     assert not any("STALE" in out for out in outputs)
 
 
-KNOBS = ("epochs", "batch_size", "seed")  # README "Change one knob": every experiment entry spells them out
+KNOBS = ("epochs", "batch_size", "seed")  # docs/pipeline.md "Change one knob": every entry spells them out
 
 
 def test_every_knob_of_every_experiment_can_be_set_with_dvc_exp_run_S(tmp_path: Path) -> None:
