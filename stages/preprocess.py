@@ -7,7 +7,7 @@ from pathlib import Path
 # Import the pixelzoo of this tree (also inside `dvc exp run` copies), not whichever one is installed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from pixelzoo.config import load_checked  # noqa: E402
+from pixelzoo.config import load_checked, precheck  # noqa: E402
 from pixelzoo.data.preprocess import preprocess  # noqa: E402
 from pixelzoo.errors import run_main  # noqa: E402
 
@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raw-root", default="data/raw")
     parser.add_argument("--out-root", default="data/processed")
     args = parser.parse_args(argv)
+    precheck(args.params, "datasets", args.dataset)  # a params mistake stops here, before torch loads
     meta = preprocess(args.dataset, load_checked(args.params), args.raw_root, args.out_root)
     print(f"[preprocess@{args.dataset}] {meta['counts']} images, {meta['levels']} levels, "
           f"{meta['channels']}x{meta['height']}x{meta['width']}")
