@@ -536,7 +536,7 @@ def schema_problems(params: Any) -> list[Problem]:
     torch (a typo fails in well under a second); :func:`validate` adds what needs the registry."""
     if not isinstance(params, dict):
         return validate(params)
-    problems = _validate(Params, params, ()) + untrusted_problems(params)
+    problems = _validate(Params, params, ()) + untrusted_problems(params) + _reference_problems(params)
     sources = params.get("sources") if isinstance(params.get("sources"), dict) else {}
     for name, spec in sources.items():
         problems += _source_problems(name, spec)

@@ -197,10 +197,25 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], Any], tmp: str |
     except OSError as err:
         _discard(tmp)
         raise write_error(path, err, kept) from err
-    except BaseException:
+    except BaseException as err:
         _discard(tmp)
+        cause = _os_error(err)
+        if cause is not None:  # torch's zip writer re-raises a full disk as "unexpected pos"
+            raise write_error(path, cause, kept) from err
         raise
     return path
+
+
+def _os_error(err: BaseException) -> OSError | None:
+    """The OSError an exception was raised while handling (its __cause__/__context__ chain), if any."""
+    seen: set[int] = set()
+    cur: BaseException | None = err
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, OSError):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
 
 
 def write_text_atomic(path: str | Path, text: str, tmp: str | Path | None = None) -> Path:
