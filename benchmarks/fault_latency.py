@@ -7,7 +7,7 @@ wall seconds, exit code, MLflow runs created, the first line of the message. Not
 on the machine and its load (pin threads: OMP_NUM_THREADS=1). ``--repeat N`` runs each case N times and
 prints the median wall and CPU seconds; ``--only NAME`` (repeatable) runs only the cases whose name
 contains NAME; the untrusted-input cases of ``tests/test_untrusted.py`` (bad names, duplicate keys) run
-too where that table exists.
+too.
 
     OMP_NUM_THREADS=1 python benchmarks/fault_latency.py [--workdir DIR] [--repeat 3] [--only knob]
 """
@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "src"))
 
 from test_config import BAD, EXP  # noqa: E402
+from test_untrusted import BAD_NAMES, DUPLICATES  # noqa: E402
 
 from pixelzoo.profile import prepare_workdir, profile_env  # noqa: E402
 
@@ -111,6 +112,15 @@ def main() -> None:
         mutate(bad)
         (root / "params.yaml").write_text(yaml.safe_dump(bad, sort_keys=False))
         report(f"params: {name}", root, env, py, "stages/train.py", EXP)
+    (root / "params.yaml").write_text(good)
+    for name, mutate, arg, _ in BAD_NAMES:  # untrusted names (issue 27): refused before anything is written
+        bad = copy.deepcopy(params)
+        mutate(bad)
+        (root / "params.yaml").write_text(yaml.safe_dump(bad, sort_keys=False))
+        report(f"name: {name}", root, env, py, "stages/train.py", arg)
+    for name, edit, _ in DUPLICATES:
+        (root / "params.yaml").write_text(edit(good))
+        report(f"duplicate key: {name}", root, env, py, "stages/train.py", EXP)
     (root / "params.yaml").write_text(good)
 
     report("unknown experiment on the command line", root, env, py, "stages/train.py", "pixelcnn-digit")
