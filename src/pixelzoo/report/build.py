@@ -416,9 +416,9 @@ def build_report(root: Path, params: dict[str, Any], out_dir: Path) -> Written:
         for path, text in pages.items():
             path.with_name(path.name + ".tmp").write_text(text)
     except OSError as err:  # a full disk: one message, no half-written page left (pixelzoo.safety)
-        for path in pages:
-            path.with_name(path.name + ".tmp").unlink(missing_ok=True)
-        raise safety.write_error(path, err, kept=False) from err
+        for page in pages:
+            page.with_name(page.name + ".tmp").unlink(missing_ok=True)
+        raise safety.write_error(path.with_name(path.name + ".tmp"), err, kept=False) from err
     kill_point("report")
     for path in (html_path, md_path):
         os.replace(path.with_name(path.name + ".tmp"), path)
