@@ -4,9 +4,12 @@ In a throw-away copy of the project with the CI profile (digits already download
 model trained), every case of ``tests/test_config.py``'s bad-params table and each data/checkpoint fault
 is run as DVC runs it (``python stages/<stage>.py <arg>``, a fresh interpreter). Prints one line per case:
 wall seconds, exit code, MLflow runs created, the first line of the message. Not a test: timings depend
-on the machine and its load (pin threads: OMP_NUM_THREADS=1).
+on the machine and its load (pin threads: OMP_NUM_THREADS=1). ``--repeat N`` runs each case N times and
+prints the median wall and CPU seconds; ``--only NAME`` (repeatable) runs only the cases whose name
+contains NAME; the untrusted-input cases of ``tests/test_untrusted.py`` (bad names, duplicate keys) run
+too.
 
-    python benchmarks/fault_latency.py [--workdir DIR]
+    OMP_NUM_THREADS=1 python benchmarks/fault_latency.py [--workdir DIR] [--repeat 3] [--only knob]
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import argparse
 import copy
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,6 +32,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "src"))
 
 from test_config import BAD, EXP  # noqa: E402
+from test_untrusted import BAD_NAMES, DUPLICATES  # noqa: E402
 
 from pixelzoo.pipeline.profiles.profile import prepare_workdir, profile_env  # noqa: E402
 
@@ -62,18 +67,34 @@ def run(root: Path, env: dict, *cmd: str) -> tuple[float, float, int, str]:
     return seconds, cpu, proc.returncode, msg
 
 
+REPEAT = 1  # --repeat: runs per case; the median is printed
+ONLY: list[str] = []  # --only: substrings of the case names to run (empty: all)
+
+
 def report(name: str, root: Path, env: dict, *cmd: str) -> None:
+    if ONLY and not any(o in name for o in ONLY):
+        return
     before = n_runs(root)
-    seconds, cpu, code, msg = run(root, env, *cmd)
+    walls, cpus = [], []
+    for _ in range(REPEAT):
+        seconds, cpu, code, msg = run(root, env, *cmd)
+        walls.append(seconds)
+        cpus.append(cpu)
     runs = n_runs(root) - before
-    print(f"- {name}: {seconds:.1f} s wall ({cpu:.1f} s CPU), exit {code}, MLflow runs +{runs}: {msg}",
-          flush=True)
+    med = f"median of {REPEAT}: " if REPEAT > 1 else ""
+    print(f"- {name}: {med}{statistics.median(walls):.1f} s wall ({statistics.median(cpus):.1f} s CPU), "
+          f"exit {code}, MLflow runs +{runs}: {msg}", flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--repeat", type=int, default=1, help="runs per case (median printed)")
+    ap.add_argument("--only", action="append", default=[], help="run only cases whose name contains this")
     args = ap.parse_args()
+    global REPEAT
+    REPEAT = max(1, args.repeat)
+    ONLY[:] = args.only
     root = (args.workdir or Path(tempfile.mkdtemp(prefix="pixelzoo-faults-"))) / "repo"
     params = yaml.safe_load((ROOT / "ci" / "params.yaml").read_text())
     params["experiments"] = {k: {**e, "epochs": 1, "max_steps": 6} for k, e in params["experiments"].items()}
@@ -91,6 +112,15 @@ def main() -> None:
         mutate(bad)
         (root / "params.yaml").write_text(yaml.safe_dump(bad, sort_keys=False))
         report(f"params: {name}", root, env, py, "stages/train.py", EXP)
+    (root / "params.yaml").write_text(good)
+    for name, mutate, arg, _ in BAD_NAMES:  # untrusted names (issue 27): refused before anything is written
+        bad = copy.deepcopy(params)
+        mutate(bad)
+        (root / "params.yaml").write_text(yaml.safe_dump(bad, sort_keys=False))
+        report(f"name: {name}", root, env, py, "stages/train.py", arg)
+    for name, edit, _ in DUPLICATES:
+        (root / "params.yaml").write_text(edit(good))
+        report(f"duplicate key: {name}", root, env, py, "stages/train.py", EXP)
     (root / "params.yaml").write_text(good)
 
     report("unknown experiment on the command line", root, env, py, "stages/train.py", "pixelcnn-digit")

@@ -15,6 +15,7 @@ from pathlib import Path
 # Import the pixelzoo of this tree (also in `dvc exp run` and profile copies), not the installed one.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from pixelzoo import safety  # noqa: E402
 from pixelzoo.errors import kill_point, run_main  # noqa: E402
 from pixelzoo.pipeline.startup import pause_gc, resume_gc  # noqa: E402
 
@@ -23,7 +24,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("experiment", help="key of params.yaml `experiments`")
     args = parser.parse_args()
-    # Heavy imports (torch, the models) only now: `--help` and argument errors answer at once.
+    from pixelzoo.pipeline.settings import precheck
+
+    precheck("params.yaml", "experiments", args.experiment)  # a params mistake stops here: no torch, no store
+    # Heavy imports (torch, the models) only now: `--help`, argument and params errors answer at once.
     pause_gc()  # until the run has started (pixelzoo.pipeline.startup)
     from pixelzoo.pipeline.tracking import client as tracking
 
@@ -71,7 +75,7 @@ def main() -> None:
             "n_params": ckpt["n_params"],
         }
         tmp = run.out_dir / "metrics.json"  # moved to metrics/<exp>.json only once the run has finished
-        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+        safety.write_text_atomic(tmp, json.dumps(metrics, indent=2) + "\n")  # a full disk: one message
         run.publish_file(tmp, tracking.metrics_path(args.experiment))
         kill_point("evaluate")  # crash tests: metrics written, the run and its pointer not finished
         run.log_metrics(

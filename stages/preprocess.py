@@ -9,7 +9,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from pixelzoo.data.preprocess import preprocess  # noqa: E402
 from pixelzoo.errors import run_main  # noqa: E402
-from pixelzoo.pipeline.settings import load_checked  # noqa: E402
+from pixelzoo.pipeline.settings import load_checked, precheck  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raw-root", default="data/raw")
     parser.add_argument("--out-root", default="data/processed")
     args = parser.parse_args(argv)
+    precheck(args.params, "datasets", args.dataset)  # a params mistake stops here, before torch loads
     meta = preprocess(args.dataset, load_checked(args.params), args.raw_root, args.out_root)
     print(f"[preprocess@{args.dataset}] {meta['counts']} images, {meta['levels']} levels, "
           f"{meta['channels']}x{meta['height']}x{meta['width']}")

@@ -10,14 +10,16 @@ import argparse
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 # Import the pixelzoo of this tree (also in `dvc exp run` and profile copies), not the installed one.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from pixelzoo import integrity  # noqa: E402
+from pixelzoo import integrity, safety  # noqa: E402
 from pixelzoo.errors import run_main  # noqa: E402
-from pixelzoo.pipeline.settings import load_checked  # noqa: E402
+from pixelzoo.pipeline.settings import load_checked, precheck  # noqa: E402
 from pixelzoo.pipeline.startup import pause_gc, resume_gc  # noqa: E402
 
 PAGES = ("figures", "curves", "index.html", "README.md")  # the report's outputs in dvc.yaml
@@ -29,16 +31,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--root", type=Path, default=Path("."), help="tree holding metrics/, outputs/, data/")
     ap.add_argument("--out", type=Path, default=None, help="default: report.out_dir")
     args = ap.parse_args(argv)
+    precheck(args.params)  # a params mistake stops here, before torch and matplotlib load
     pause_gc()  # for the imports and params (pixelzoo.pipeline.startup)
     from pixelzoo.report import build_report  # matplotlib, torch: only past `--help`
 
     params = load_checked(args.params)
     resume_gc()
     out = args.out or Path((params.get("report") or {}).get("out_dir", "reports"))
+    if args.out is None:  # from params: refused if it leaves the project (pixelzoo.safety), before any write
+        safety.under(".", str(out), what="report.out_dir")
     integrity.clean_stale_temps(out)
     tmp = integrity.temp_sibling(out)
-    try:
-        written = build_report(args.root, params, tmp)
+    try:  # an OS error (a full disk) while rendering: one message; the previous report stays in place
+        written = _build(build_report, args.root, params, tmp, out)
         out.mkdir(parents=True, exist_ok=True)
         for name in PAGES:  # pages last: they refer to the figures
             new, old = tmp / name, out / name
@@ -52,6 +57,15 @@ def main(argv: list[str] | None = None) -> None:
     print(f"report: {out / written.html.name} and {out / written.markdown.name}, {n_figures} figures")
     for miss in written.missing_receptive_fields:
         print(f"report: receptive field not drawn: {miss}")
+
+
+def _build(build_report: Callable[..., Any], root: Path, params: dict, tmp: Path, out: Path) -> Any:
+    try:
+        return build_report(root, params, tmp)
+    except safety.WriteFailed as err:
+        raise safety.WriteFailed(f"{err}; the previous report in {out}/ is kept") from err
+    except OSError as err:
+        raise safety.write_error(Path(err.filename) if err.filename else out, err, kept=False) from err
 
 
 if __name__ == "__main__":

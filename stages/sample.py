@@ -25,7 +25,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("experiment", help="key of params.yaml `experiments`")
     args = parser.parse_args()
-    # Heavy imports (torch, the models) only now: `--help` and argument errors answer at once.
+    from pixelzoo.pipeline.settings import precheck
+
+    precheck("params.yaml", "experiments", args.experiment)  # a params mistake stops here: no torch, no store
+    # Heavy imports (torch, the models) only now: `--help`, argument and params errors answer at once.
     pause_gc()  # until the run has started (pixelzoo.pipeline.startup)
     from pixelzoo.pipeline.tracking import client as tracking
 

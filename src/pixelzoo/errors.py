@@ -6,11 +6,15 @@ Anything else (a bug) still raises with its traceback, which is what a developer
 
 from __future__ import annotations
 
+import errno
 import gc
 import os
 import signal
 import sys
 from collections.abc import Callable
+
+# OS errors that mean "no room or no right to write here", not a bug (run_main prints them in one line).
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 class UserError(Exception):
@@ -39,6 +43,15 @@ def run_main(label: str, main: Callable[[], int | None]) -> int:
         return int(main() or 0)
     except UserError as err:
         print(f"{label} failed: {err}", file=sys.stderr, flush=True)
+        return 1
+    except OSError as err:  # a full disk, a quota, a read-only folder: the user's to fix, not a bug
+        if err.errno not in DISK_ERRNOS:
+            raise
+        where = f" {err.filename}" if err.filename else " a file"
+        why = f"{os.strerror(err.errno)} ({errno.errorcode[err.errno]})"
+        print(f"{label} failed: could not write{where}: {why}; no output was published, the previous one "
+              "is kept; free space there and rerun",
+              file=sys.stderr, flush=True)
         return 1
     finally:
         gc.enable()  # a stage that stopped during set-up left the collector paused (pipeline.startup)

@@ -44,6 +44,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from pixelzoo import safety
 from pixelzoo.data.datasets import load_meta, load_split_measured
 from pixelzoo.errors import CorruptFile, MissingInput, ParamsError, TrainingDiverged, kill_point
 from pixelzoo.evaluation import evaluate_nll
@@ -198,16 +199,14 @@ class TrainingInterrupted(RuntimeError):
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)  # a kill during the write never leaves a truncated checkpoint behind
+    # A kill during the write never leaves a truncated checkpoint behind (temp, then rename). torch.save
+    # into an open file (not a path): a full disk is then Python's OSError, not torch's "unexpected pos",
+    # and safety.write_atomic names the file, removes the temp and keeps the previous checkpoint.
+    safety.write_atomic(path, lambda fh: torch.save(obj, fh), path.with_suffix(path.suffix + ".tmp"))
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    safety.write_text_atomic(path, text, path.with_suffix(path.suffix + ".tmp"))
 
 
 def _rng_state() -> dict[str, Any]:

@@ -124,15 +124,18 @@ def _cifar_arrays(entry: dict, where: str) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, side, side), labels
 
 
-def read_cifar_tar(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray] | list[str]]:
+def read_cifar_tar(path: str | Path, data: bytes | None = None
+                   ) -> dict[str, tuple[np.ndarray, np.ndarray] | list[str]]:
     """Read a CIFAR-10 python archive without extracting it.
 
     Returns ``{"train": (x, y), "test": (x, y), "label_names": [...]}`` with x N×3×H×W uint8, y int64.
-    The archive must already be checksum-verified: it is unpickled.
+    The archive must already be checksum-verified: it is unpickled. Pass its verified bytes as ``data``
+    so that what is unpickled is exactly what was hashed (``path`` then only names it in messages).
     """
     path = Path(path)
     try:
-        tar = tarfile.open(path, mode="r:gz")
+        tar = tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") if data is not None else tarfile.open(
+            path, mode="r:gz")
     except (tarfile.TarError, OSError) as err:
         raise FormatError(f"{path}: not a readable .tar.gz ({err})") from err
     with tar:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from pixelzoo import safety
 from pixelzoo.pipeline.settings import Dataset, ParamsError, dataset_problems, section_entry
 from pixelzoo.errors import kill_point
 from pixelzoo.integrity import clean_stale_temps, publish_dir, temp_sibling
@@ -142,7 +143,10 @@ def write_processed(out_dir: str | Path, arrays: dict[str, tuple[np.ndarray, np.
 def preprocess(name: str, params: dict[str, Any], raw_root: str | Path, out_root: str | Path) -> dict[str, Any]:
     """Validate, load the source, build and write ``<out_root>/<name>/``; return its meta."""
     entry, spec = resolve_dataset(name, params)
-    raw = load_source(entry["source"], spec, Path(raw_root) / entry["source"])
+    # Both folders are refused if a name would lead out of their root (pixelzoo.safety), before any write.
+    raw_dir = safety.under(raw_root, entry["source"], what=f"raw folder of source {entry['source']!r}")
+    out_dir = safety.under(out_root, name, what=f"processed folder of dataset {name!r}")
+    raw = load_source(entry["source"], spec, raw_dir)
     arrays, meta = build_dataset(name, entry, raw)
-    write_processed(Path(out_root) / name, arrays, meta)
+    write_processed(out_dir, arrays, meta)
     return meta

@@ -474,6 +474,22 @@ def _read_idx_splits(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return splits
 
 
+def _verified_bytes(name: str, raw_dir: Path, rel: str, spec: dict[str, Any], manifest: dict[str, Any]
+                    ) -> bytes:
+    """The bytes of ``raw_dir/rel``, read once and hashed: refused unless their sha256 is the pinned one
+    (:data:`REMOTE_FILES`; a generated fixture's is in ``SOURCE.json``). A file that is unpickled must be
+    these very bytes, never a second read that could differ from what was checked."""
+    path = raw_dir / rel
+    blob = path.read_bytes()
+    actual = hashlib.sha256(blob).hexdigest()
+    pinned = {rf.path: rf.sha256 for rf in REMOTE_FILES.get(spec["kind"], ()) if not rf.gunzip}
+    expected = pinned.get(rel) or manifest["files"].get(rel)
+    if actual != expected:
+        raise DataError(f"{path}: sha256 {actual} differs from the pinned {expected}; it is not unpickled. "
+                        f"Run `dvc repro download@{name}` (or place the original file there by hand)")
+    return blob
+
+
 def load_source(name: str, spec: dict[str, Any], raw_dir: str | Path) -> RawSource:
     """Read a downloaded source after checking every file against its ``SOURCE.json``."""
     info = source_kind(name, spec)
@@ -501,7 +517,8 @@ def load_source(name: str, spec: dict[str, Any], raw_dir: str | Path) -> RawSour
         folder = {"torchvision_mnist": "MNIST/raw", "fashion_mnist": FASHION_DIR}.get(kind)
         splits = _read_idx_splits(raw_dir / (folder or f"{spec['folder']}/raw"))
     elif kind in ("torchvision_cifar10", "cifar10_fixture"):
-        data = formats.read_cifar_tar(raw_dir / CIFAR10_FILE)
+        data = formats.read_cifar_tar(raw_dir / CIFAR10_FILE, _verified_bytes(name, raw_dir, CIFAR10_FILE,
+                                                                              spec, manifest))
         splits = {"train": data["train"], "test": data["test"]}
     else:  # sklearn_digits: one pool, split by the dataset entry
         with np.load(raw_dir / DIGITS_FILE) as z:

@@ -32,13 +32,14 @@ from typing import Annotated, Any, Literal, Union, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
+from pixelzoo import safety
 from pixelzoo.errors import ParamsError, UserError
 from pixelzoo.integrity import config_digest
 from pixelzoo.optimizers import OPTIMIZERS
 
 __all__ = ["ParamsError", "UserError", "load_params", "load_checked", "validate", "resolve_experiment",
            "stage_config", "config_digest", "deep_merge", "section_entry", "check_source", "dataset_problems",
-           "Dataset", "OPTIMIZERS"]
+           "Dataset", "OPTIMIZERS", "precheck", "schema_problems"]
 
 # Optimizer names in params -> torch.optim classes; their other keyword arguments are allowed in params.
 # Keys a resolved experiment (train_defaults merged under the entry) must have.
@@ -456,6 +457,112 @@ def _report_problems(params: Mapping[str, Any]) -> list[Problem]:
             for i, m in enumerate(rf.get("models") or []) if m not in models]
 
 
+# ----------------------------------------------------------------------------- untrusted input
+def keyed_sections() -> tuple[str, ...]:
+    """Sections of the params file that map names to entries (``dict[str, ...]`` in :class:`Params`):
+    their keys become paths, stage names and labels. A new keyed section is covered without an edit."""
+    return tuple(name for name, field in Params.model_fields.items()
+                 if getattr(field.annotation, "__origin__", None) is dict)
+
+
+def name_problems(params: Mapping[str, Any]) -> list[Problem]:
+    """Every key of a keyed section that is not a safe name (pixelzoo.safety.NAME_PATTERN)."""
+    out = []
+    for section in keyed_sections():
+        entries = params.get(section)
+        for name in entries if isinstance(entries, dict) else ():
+            problem = safety.name_problem(name)
+            if problem:
+                out.append(Problem(f"{section}[{name!r}]", problem, safety.name_hint(name)))
+    return out
+
+
+def _out_dir_problems(params: Mapping[str, Any]) -> list[Problem]:
+    """``report.out_dir`` must be a folder inside the project (it is replaced wholesale by the report)."""
+    out_dir = (params.get("report") or {}).get("out_dir") if isinstance(params.get("report"), dict) else None
+    if not isinstance(out_dir, str):
+        return []  # absent (default reports/) or a type error reported by the schema
+    rel = Path(out_dir)
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts or rel.parts[0] in (".", ".git", ".dvc"):
+        return [Problem("report.out_dir", f"must be a folder inside the project, got {out_dir!r}",
+                        "a relative path without '..', e.g. reports")]
+    bad = [part for part in rel.parts if safety.name_problem(part)]
+    if bad:
+        return [Problem("report.out_dir", f"{bad[0]!r} is not a safe folder name", safety.name_hint(bad[0]))]
+    return []
+
+
+def untrusted_problems(params: Mapping[str, Any]) -> list[Problem]:
+    """The checks of :mod:`pixelzoo.safety` that the schema makes: names and the report folder."""
+    return name_problems(params) + _out_dir_problems(params)
+
+
+def _reference_problems(params: Mapping[str, Any]) -> list[Problem]:
+    """``experiments.<key>.reference`` and ``report.tables`` against pixelzoo.report.reference's tables."""
+    from pixelzoo.report.reference import TABLES
+
+    tables = {t.id: t for t in TABLES}
+    out = []
+    experiments = params.get("experiments") if isinstance(params.get("experiments"), dict) else {}
+    for key, entry in experiments.items():
+        ref = entry.get("reference") if isinstance(entry, dict) else None
+        if not isinstance(ref, dict) or not isinstance(ref.get("table"), str):
+            continue  # null, or a shape error reported by the schema
+        at = f"experiments.{key}.reference"
+        table = tables.get(ref["table"])
+        if table is None:
+            out.append(Problem(f"{at}.table", f"unknown reference table {ref['table']!r}",
+                               _did_you_mean(ref["table"], tables) or f"tables: {', '.join(tables)}"))
+        elif isinstance(ref.get("row"), str) and ref["row"] not in {r.label for r in table.rows}:
+            labels = [r.label for r in table.rows]
+            out.append(Problem(f"{at}.row", f"table {table.id!r} has no row {ref['row']!r}",
+                               _did_you_mean(ref["row"], labels) or f"rows: {', '.join(labels)}"))
+    report = params.get("report") if isinstance(params.get("report"), dict) else {}
+    for i, tid in enumerate(report.get("tables") or [] if isinstance(report.get("tables"), list) else []):
+        if isinstance(tid, str) and tid not in tables:
+            out.append(Problem(f"report.tables[{i}]", f"unknown reference table {tid!r}",
+                               _did_you_mean(tid, tables) or f"tables: {', '.join(tables)}"))
+    return out
+
+
+def _duplicate_problems(err: safety.DuplicateKeys) -> list[Problem]:
+    return [Problem(path, f"duplicate key (lines {first} and {second})",
+                    "YAML would keep only the last one: remove or rename one of them")
+            for path, first, second in err.found]
+
+
+def schema_problems(params: Any) -> list[Problem]:
+    """The problems found without torch or the model registry: the shape of every section, safe names,
+    sources and datasets. Stages check these first, before they start the tracking process or import
+    torch (a typo fails in well under a second); :func:`validate` adds what needs the registry."""
+    if not isinstance(params, dict):
+        return validate(params)
+    problems = _validate(Params, params, ()) + untrusted_problems(params) + _reference_problems(params)
+    sources = params.get("sources") if isinstance(params.get("sources"), dict) else {}
+    for name, spec in sources.items():
+        problems += _source_problems(name, spec)
+    datasets = params.get("datasets") if isinstance(params.get("datasets"), dict) else {}
+    for name, entry in datasets.items():
+        if isinstance(entry, dict):
+            problems += _dataset_source_problems(name, entry, sources)
+    return sorted(dict.fromkeys(problems), key=lambda p: p.path)
+
+
+def precheck(path: str | Path = "params.yaml", section: str | None = None, name: str | None = None
+             ) -> dict[str, Any]:
+    """The torch-free part of :func:`load_checked`, for a stage's first line: read ``path`` (duplicate
+    keys are errors), check :func:`schema_problems` and that ``params[section][name]`` exists. A params
+    text that already passed the full check (its stamp exists) is not checked again."""
+    text, params = _read_params(path)
+    if not checked_stamp(text).exists():
+        problems = schema_problems(params)
+        if problems:
+            raise ParamsError(format_problems(problems, str(path)))
+    if section is not None and name is not None:
+        section_entry(params, section, name)
+    return params
+
+
 # ----------------------------------------------------------------------------- validation
 def validate(params: Any) -> list[Problem]:
     """Every problem of a params mapping (empty list: valid). Checks the shape first, then references."""
@@ -476,6 +583,7 @@ def validate(params: Any) -> list[Problem]:
                 problems += _experiment_problems(key, params)
     if isinstance(params.get("report"), dict) and isinstance(params["report"].get("receptive_field"), dict):
         problems += _report_problems(params)
+    problems += untrusted_problems(params) + _reference_problems(params)
     unique = list(dict.fromkeys(problems))  # a merged check may repeat a shape error
     return sorted(unique, key=lambda p: p.path)
 
@@ -499,8 +607,10 @@ def _read_params(path: str | Path) -> tuple[str, dict[str, Any]]:
     if not path.is_file():
         raise ParamsError(f"params file {path} not found; run from the project root (where dvc.yaml is)")
     text = path.read_text()
-    try:  # libyaml's parser when PyYAML has it: the same documents, ~8x faster than the pure-Python one
-        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    try:  # libyaml's parser when PyYAML has it, refusing keys written twice (pixelzoo.safety)
+        data = safety.load_yaml(text)
+    except safety.DuplicateKeys as err:
+        raise ParamsError(format_problems(_duplicate_problems(err), str(path))) from None
     except yaml.YAMLError as err:
         raise ParamsError(f"params file {path} is not valid YAML: {err}") from err
     if not isinstance(data, dict):

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pixelzoo import safety
 from pixelzoo.errors import kill_point
 from pixelzoo.pipeline import provenance
 from pixelzoo.pipeline.tracking import client as tracking
@@ -367,7 +368,7 @@ def build_report(root: Path, params: dict[str, Any], out_dir: Path) -> Written:
     curve_dir.mkdir(parents=True)
     for e in exps:
         if e.history and e.history["epochs"]:
-            path = curve_dir / f"{e.key}.json"
+            path = safety.under(curve_dir, f"{e.key}.json", what=f"curves of experiment {e.key!r}")
             path.write_text(json.dumps(e.history["epochs"], indent=1))
 
     rf = dict(opts.get("receptive_field") or {})
@@ -411,8 +412,13 @@ def build_report(root: Path, params: dict[str, Any], out_dir: Path) -> Written:
     html_path, md_path = out_dir / "index.html", out_dir / "README.md"
     # Both pages appear together or not at all (a kill never leaves one page that looks complete).
     pages = {html_path: to_html(TITLE, intro, sections), md_path: to_markdown(TITLE, intro, sections)}
-    for path, text in pages.items():
-        path.with_name(path.name + ".tmp").write_text(text)
+    try:
+        for path, text in pages.items():
+            path.with_name(path.name + ".tmp").write_text(text)
+    except OSError as err:  # a full disk: one message, no half-written page left (pixelzoo.safety)
+        for page in pages:
+            page.with_name(page.name + ".tmp").unlink(missing_ok=True)
+        raise safety.write_error(path.with_name(path.name + ".tmp"), err, kept=False) from err
     kill_point("report")
     for path in (html_path, md_path):
         os.replace(path.with_name(path.name + ".tmp"), path)

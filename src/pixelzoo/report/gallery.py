@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from pixelzoo import safety
 from pixelzoo.report import figures
 from pixelzoo.report.collect import Experiment
 from pixelzoo.report.render import Cell, Table
@@ -33,7 +34,7 @@ def sample_blocks(root: Path, exp: Experiment, fig_dir: Path, out_dir: Path) -> 
     with np.load(exp.samples_npz) as z:
         a = {k: z[k] for k in z.files}
     levels, per_row = int(a["levels"]), int(a["per_row"])
-    d = fig_dir / exp.key / "samples"
+    d = safety.under(fig_dir, exp.key, what=f"figures of experiment {exp.key!r}") / "samples"
 
     def grid(name: str, images: np.ndarray, caption: str, **kw: Any) -> figures.Figure:
         return figures.pixel_grid(images, levels, d / f"{name}.png", out_dir, caption, **kw)
@@ -95,8 +96,9 @@ def bits_blocks(exp: Experiment, fig_dir: Path, out_dir: Path) -> list[Any]:
         "bits_map": f"{exp.key}: mean bits per sub-pixel over the evaluated split",
         "bits_examples": f"{exp.key}: test images beside the bits the model spends on each sub-pixel",
     }
+    d = safety.under(fig_dir, exp.key, what=f"figures of experiment {exp.key!r}")
     figs = [
-        figures.copy_figure(png, fig_dir / exp.key / f"{name}.png", out_dir, captions[name])
+        figures.copy_figure(png, d / f"{name}.png", out_dir, captions[name])
         for name, png in exp.bits_figures.items()
     ]
     return [figs] if figs else []

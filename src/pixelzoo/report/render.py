@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from pixelzoo.report.figures import Figure
 
@@ -149,15 +150,24 @@ def _md_text(text: str) -> str:
 
 
 def _md_escape(text: str) -> str:
+    # Backslash first; brackets and backticks would open a link or code span inside a name.
+    for ch in ("\\", "`", "[", "]"):
+        text = text.replace(ch, "\\" + ch)
     return _md_text(text).replace("|", "\\|").replace("\n", " ")
 
 
+def _md_target(href: str) -> str:
+    """A link or image target: every character that could end it or start markup percent-encoded
+    (spaces, parentheses, angle brackets, quotes), so a name in a path stays one target."""
+    return quote(href, safe="/:#?&=%.-_~@!$*+,;")
+
+
 def _md_link(text: str, href: str | None) -> str:
-    return f"[{_md_escape(text)}]({href})" if href else _md_escape(text)
+    return f"[{_md_escape(text)}]({_md_target(href)})" if href else _md_escape(text)
 
 
 def _md_img(f: Figure) -> str:
-    return f"![{_md_escape(f.caption)}]({f.path})"
+    return f"![{_md_escape(f.caption)}]({_md_target(f.path)})"
 
 
 def _md_cell(c: Cell) -> str:

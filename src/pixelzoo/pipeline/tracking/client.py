@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pixelzoo import integrity
+from pixelzoo import integrity, safety
 from pixelzoo.errors import MissingInput, UserError
 from pixelzoo.pipeline.tracking import server as recorder
 
@@ -153,21 +153,24 @@ def init_store(experiment_name: str) -> str:
 STAGE_DIRS = {"train": "train", "evaluate": "evaluate", "sample": "samples"}
 
 
+# Each path built from a params name is refused (safety.PathEscape) if it leaves its root: the second
+# wall behind the schema's name check, before anything there is created, cleaned or deleted.
 def data_dir(dataset: str) -> Path:
-    return Path("data/processed") / dataset
+    return safety.under("data/processed", dataset, what=f"processed data of dataset {dataset!r}")
 
 
 def stage_dir(experiment: str, stage: str) -> Path:
+    safety.under("outputs", experiment, what=f"outputs of experiment {experiment!r}")
     return Path("outputs") / experiment / STAGE_DIRS[stage]
 
 
 def metrics_path(experiment: str) -> Path:
-    return Path("metrics") / f"{experiment}.json"
+    return safety.under("metrics", f"{experiment}.json", what=f"metrics of experiment {experiment!r}")
 
 
 def scratch_dir(experiment: str) -> Path:
     """Resumable checkpoints: never a DVC output (DVC deletes outputs before re-running a stage)."""
-    return Path("scratch") / experiment
+    return safety.under("scratch", experiment, what=f"scratch folder of experiment {experiment!r}")
 
 
 # ----------------------------------------------------------------------------- provenance
