@@ -27,6 +27,7 @@ PASSTHROUGH = {
     "lineage": ("pixelzoo.lineage", "which run, commit, params and data made an experiment's numbers"),
     "audit": ("pixelzoo.audit", "causality and receptive-field audit of a registered model"),
     "profile": ("pixelzoo.profile", "run a params profile (ci, quick, cpu, rehearsal) in .work/<profile>/"),
+    "artifacts": ("pixelzoo.artifacts", "the DVC artifacts block of dvc.yaml (every trained model)"),
 }
 MODEL_HELP = "experiment key, model.pt file or folder, or MLflow model URI (models:/<exp>@best)"
 

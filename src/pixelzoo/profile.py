@@ -27,6 +27,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pixelzoo import artifacts
+
 # A profile's params: a file of the project, or "derived:<module>" whose derive() maps params.yaml to them.
 PROFILES = {"ci": "ci/params.yaml", "quick": "ci/params.yaml", "cpu": "ci/cpu.yaml",
             "rehearsal": "derived:rehearsal"}
@@ -101,6 +103,7 @@ def prepare_workdir(
     else:
         shutil.copy2(params_src, workdir / "params.yaml")
     manifest.write_text("\n".join(files))
+    artifacts.sync(workdir)  # dvc.yaml declares the profile's own trained models (pixelzoo.artifacts)
     commit, dirty = source_revision(root)
     source = {"root": str(root), "commit": commit, "dirty": dirty}
     (workdir / SOURCE_FILE).write_text(json.dumps(source) + "\n")
