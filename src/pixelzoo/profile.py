@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     root = repo_root()
     workdir = (args.workdir or root / ".work" / args.profile).resolve()
     from pixelzoo.config import format_problems, load_params, validate
-    from pixelzoo.data.sources import missing_mirrors
+    from pixelzoo.data.sources import unobtainable_mirrors
     from pixelzoo.errors import UserError
 
     try:
@@ -181,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[pixelzoo] profile {args.profile!r} not run: {format_problems(problems, 'its params')}",
               file=sys.stderr)
         return 1
-    missing = missing_mirrors(loaded.get("sources") or {})
+    notes, missing = unobtainable_mirrors(loaded.get("sources") or {})  # a missing mirror: download instead
+    for note in notes:
+        print(f"[pixelzoo] {note}", flush=True)
     if missing:  # before any work: a long profile must not fail at its first stage after minutes of copying
         print("[pixelzoo] " + "\n[pixelzoo] ".join(missing), file=sys.stderr)
         return 1
