@@ -147,7 +147,7 @@ def set_best_alias(uri: str, run_id: str, name: str, train_run_id: str, test_bpd
     except MlflowException:
         current = None
     best_bpd = float(current.tags.get(TAG_TEST_BPD, "inf")) if current is not None else float("inf")
-    if current is None or current.version == version.version or test_bpd < best_bpd:
+    if current is None or str(current.version) == str(version.version) or test_bpd < best_bpd:
         client.set_registered_model_alias(name, ALIAS, version.version)
         return {"name": name, "version": version.version, "best": True}
     return {"name": name, "version": version.version, "best": False, "best_version": current.version,
