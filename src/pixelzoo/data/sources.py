@@ -220,10 +220,11 @@ def _reachable(url: str, timeout: float = 3.0) -> bool:
 
 
 def unobtainable_mirrors(source_specs: dict[str, dict[str, Any]],
-                         reachable: Callable[[str], bool] = _reachable) -> tuple[list[str], list[str]]:
+                         reachable: Callable[[str], bool] | None = None) -> tuple[list[str], list[str]]:
     """(notes, problems) for sources whose ``mirror:`` folder is absent: a note where ``download`` will
     fetch the files from torchvision's mirror instead (its host answers), else the message with both ways
     out. A profile (``make quick``) checks this before any work; the tests use :func:`missing_mirrors`."""
+    reachable = reachable or _reachable
     notes, problems = [], []
     for name, spec in source_specs.items():
         mirror = spec.get("mirror") if isinstance(spec, dict) else None
