@@ -242,9 +242,11 @@ def test_released_model_from_git_url_reproduces_the_committed_metric(team: Team)
     the shared folder), the data from the remote; evaluate writes the committed metrics file again, bit for
     bit. Its MLflow runs go to an experiment of their own (the first test counts A's runs)."""
     c = team.a.parent / "c"
+    # Releasing a version of an artifact is a git tag in GTO's format (what `dvc artifacts get` looks up)
+    sh(team.a, team.env, "git", "tag", "-a", f"{RELEASED}@v1.0.0", "-m", f"Release {RELEASED} v1.0.0")
     sh(team.a.parent, team.env, "git", "clone", "-q", str(team.a), str(c))
     env = {**team.env, "PYTHONPATH": str(c / "src")}
-    listed = sh(c, env, team.dvc, "artifacts", "get", f"file://{team.a}", RELEASED,
+    listed = sh(c, env, team.dvc, "artifacts", "get", f"file://{team.a}", RELEASED, "--rev", "v1.0.0",
                 "-o", f"outputs/{RELEASED}/train")
     got = c / "outputs" / RELEASED / "train"
     trained = team.a / "outputs" / RELEASED / "train" / "model.pt"
