@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
@@ -100,14 +101,16 @@ def log_model(uri: str, run_id: str, checkpoint: str, name: str, shape: dict[str
     import mlflow
     from mlflow.models import Model
 
-    from pixelzoo.mlflow_model import PixelZooModel, signature
-
     mlflow.set_tracking_uri(uri)
     experiment_id = mlflow.MlflowClient(uri).get_run(run_id).info.experiment_id
     saved = os.environ.get("MLFLOW_EXPERIMENT_ID")
     os.environ["MLFLOW_EXPERIMENT_ID"] = experiment_id  # the LoggedModel belongs to its run's experiment
     try:
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+            # MLflow 3 asks for predict() type hints or an input example; the explicit signature covers both
+            warnings.simplefilter("ignore")
+            from pixelzoo.mlflow_model import PixelZooModel, signature
+
             info = Model.log(
                 artifact_path=None, name=MODEL_NAME, flavor=mlflow.pyfunc, run_id=run_id,
                 registered_model_name=name,
