@@ -31,8 +31,11 @@ test: $(STAMP)
 	bash ci/system-deps.sh
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses 4
 
-# Offline CPU demo: the CI-scale profile through the real stages, then the report.
+# Offline CPU demo: the CI-scale profile through the real stages, then the report. Its real 28×28 data is
+# Debian's dataset-fashion-mnist: installed here when possible; otherwise download@fashion_mnist fetches
+# it from torchvision's mirror (online), and offline the profile stops at once naming both ways out.
 quick: $(STAMP)
+	bash ci/system-deps.sh dataset-fashion-mnist || echo "[quick] going on without Debian's Fashion-MNIST"
 	$(BIN)/python -m pixelzoo.profile quick
 
 # Team MLflow server (PostgreSQL + artifacts proxied to a shared folder); settings in the script's header.

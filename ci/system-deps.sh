@@ -6,6 +6,7 @@
 #   gcc                    builds the recurrent scan's C kernels (src/pixelzoo/nn/native.py, tests/test_scan.py)
 # Installs what is missing with apt-get (as root, or through sudo); when that is impossible it says what to
 # install by hand and exits 1, before any test runs.
+#   bash ci/system-deps.sh [PACKAGE...]   only these of the packages above (`make quick`: dataset-fashion-mnist)
 set -euo pipefail
 
 need=()
@@ -14,6 +15,11 @@ dpkg-query -W -f='${Status}' dataset-fashion-mnist 2>/dev/null | grep -q "instal
     || need+=(dataset-fashion-mnist)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 command -v "${CC:-cc}" >/dev/null 2>&1 || need+=(gcc)
+if [ $# -gt 0 ]; then  # only the packages asked for
+    wanted=" $* "; keep=()
+    for p in "${need[@]}"; do [[ "$wanted" == *" $p "* ]] && keep+=("$p"); done
+    need=("${keep[@]}")
+fi
 [ ${#need[@]} -eq 0 ] && exit 0
 
 echo "[system-deps] installing Debian packages: ${need[*]}" >&2

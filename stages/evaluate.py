@@ -34,7 +34,7 @@ def main() -> None:
     tracking.connect()  # MLflow loads in the tracking process while this one imports torch ...
     import matplotlib.figure  # noqa: F401 - ... and matplotlib for the bits-map figures (0.4 s)
 
-    from pixelzoo import training
+    from pixelzoo import model_registry, training
     from pixelzoo.evaluation import evaluate_with_map, save_bits_map_figures
     from pixelzoo.pipeline.settings import load_checked, stage_config
 
@@ -81,6 +81,8 @@ def main() -> None:
         run.log_metrics(
             {k: float(metrics[k]) for k in ("test_nats_per_image", "test_bits_per_dim", "n_images")}
         )
+        if split == "test":  # the registry alias `best` ranks versions by their test bits/dim
+            model_registry.promote_if_best(run, args.experiment, train_run, result["bits_per_dim"])
     print(
         f"{args.experiment}: {split} {result['bits_per_dim']:.4f} bits/dim, "
         f"{result['nats_per_image']:.3f} nats/image over {result['n_images']} images"

@@ -38,7 +38,7 @@ def main() -> None:
     # ... and torch._dynamo, which the optimizer's first step imports (1.1 s), before the run starts
     import torch._dynamo  # noqa: F401
 
-    from pixelzoo import training
+    from pixelzoo import model_registry, training
     from pixelzoo.pipeline import launch
     from pixelzoo.pipeline.settings import load_checked, stage_config
 
@@ -74,6 +74,8 @@ def main() -> None:
     )
     with lock, run_ctx as run:
         resume_gc()  # every rank: training runs with the collector on
+        if run:  # CPU, memory (GPU where pynvml sees one), sampled by MLflow's monitor until the run ends
+            model_registry.track_system_metrics(run, tracking.connect().call)
         written = run.out_dir if run else out  # a temp folder, renamed to `out` once the run finished
         history = training.train(
             cfg, data, written, scratch, log_metrics=run.log_metrics if run else None, loaded=loaded
@@ -88,6 +90,9 @@ def main() -> None:
             )
             run.set_tags({tracking.TAG_CHECKPOINT: file_sha256(written / "model.pt")})
             run.log_artifact(written / "history.json")
+            # the best checkpoint as an MLflow model, registered as models:/<experiment>/<version>
+            model_registry.log_trained_model(run, written / "model.pt", args.experiment,
+                                             training.data_shape(loaded[0]), bool(cfg.get("conditional")))
         if is_main:
             training.clear_scratch(scratch)  # only now: outputs and tracking are both complete
 

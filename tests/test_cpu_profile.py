@@ -66,6 +66,7 @@ def test_profile_without_its_real_data_stops_before_any_work(tmp_path: Path, mon
     params = tmp_path / "cpu.yaml"
     params.write_text((ROOT / PROFILES["cpu"]).read_text().replace(FASHION_DEBIAN_DIR, str(tmp_path / "no")))
     monkeypatch.setitem(profile.PROFILES, "cpu", str(params))
+    monkeypatch.setattr("pixelzoo.data.sources._reachable", lambda url: False)  # offline: no fallback
     assert profile.main(["cpu", "--workdir", str(tmp_path / "work")]) == 1
     err = capsys.readouterr().err
     assert str(tmp_path / "no") in err and FASHION_INSTALL in err

@@ -3,7 +3,9 @@
 Clone A (a tiny digits cut of the CI profile) runs its stages against the server (PostgreSQL +
 artifacts proxied into a shared folder), two train stages at once, then pushes its DVC outputs to a
 local-folder remote. Clone B (``git clone`` of A) pulls them: ``dvc repro`` has nothing to redo, the
-report renders, and ``pixelzoo-lineage`` answers from the server.
+report renders, and ``pixelzoo-lineage`` answers from the server. The train stages logged MLflow models
+into the server's registry, which ``mlflow.pyfunc`` loads as ``models:/<exp>@best``. Clone C gets one
+released model with ``dvc artifacts get`` (A's git URL, its folder remote) and evaluates it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -48,6 +51,9 @@ def tiny_params() -> dict:
     ci["report"]["receptive_field"]["models"] = ["pixelcnn"]
     ci["tracking"]["experiment_name"] = MLFLOW_EXPERIMENT
     return ci
+
+
+RELEASED = EXPERIMENTS[0]
 
 
 def free_port() -> int:
@@ -104,7 +110,8 @@ def team() -> Iterator[Team]:
     try:
         (base / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
         a = prepare_workdir(base / "params.yaml", base / "a", ROOT)
-        env = {**profile_env(ROOT), **GIT_ENV, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(a / "src")}
+        env = {**profile_env(ROOT), **GIT_ENV, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(a / "src"),
+               "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1"}  # system metrics: train stages last seconds
         dvc = str(Path(sys.executable).parent / "dvc")
         sh(a, env, dvc, "repro", "preprocess@digits")  # while the server starts
         wait_healthy(uri, server, log)
@@ -197,3 +204,59 @@ def test_lineage_answers_from_the_server_in_the_fresh_clone(team: Team) -> None:
                               ("samples" if stage == "sample" else stage) / "mlflow_run.json").read_text())
         assert pointer["run_id"] in proc.stdout
         assert client.get_run(pointer["run_id"]).data.tags["pixelzoo.stage"] == stage
+
+
+def _pointer(root: Path, experiment: str, stage: str) -> dict:
+    folder = "samples" if stage == "sample" else stage
+    return json.loads((root / "outputs" / experiment / folder / "mlflow_run.json").read_text())
+
+
+def test_registered_models_predict_evaluate_nll_exactly(team: Team) -> None:
+    """Train logged each checkpoint as an MLflow model through its tracking process, registered as a version
+    of the experiment's registered model; evaluate moved `best` to it. pyfunc gives evaluate's numbers."""
+    import mlflow
+
+    client = MlflowClient(team.uri)
+    mlflow.set_tracking_uri(team.uri)
+    x = np.load(team.b / "data" / "processed" / "digits" / "test.npz")["x"].astype(np.int64)
+    for e in EXPERIMENTS:
+        train_run = _pointer(team.b, e, "train")["run_id"]
+        metrics = json.loads((team.b / "metrics" / f"{e}.json").read_text())
+        best = client.get_model_version_by_alias(e, "best")
+        assert best.run_id == train_run and len(client.search_model_versions(f"name = '{e}'")) == 1
+        assert float(best.tags["pixelzoo.test_bits_per_dim"]) == metrics["test_bits_per_dim"]
+        info = mlflow.models.get_model_info(f"models:/{e}@best")
+        logged = client.get_logged_model(info.model_id)
+        assert logged.source_run_id == train_run and logged.name == "model" and info.signature is not None
+        nats = mlflow.pyfunc.load_model(f"models:/{e}@best").predict(x)
+        evaluated = np.load(team.b / "outputs" / e / "evaluate" / "bits_map.npz")["image_nats"]
+        assert np.array_equal(nats, evaluated)
+        assert nats.mean() == pytest.approx(metrics["test_nats_per_image"], rel=1e-12)
+        system = client.get_run(train_run).data.metrics  # MLflow's system metrics monitor, on train runs
+        assert system["system/cpu_utilization_percentage"] >= 0
+        assert system["system/system_memory_usage_megabytes"] > 0
+
+
+def test_released_model_from_git_url_reproduces_the_committed_metric(team: Team) -> None:
+    """Clone C: only the code from git; the model from `dvc artifacts get` (A's git URL, its default remote:
+    the shared folder), the data from the remote; evaluate writes the committed metrics file again, bit for
+    bit. Its MLflow runs go to an experiment of their own (the first test counts A's runs)."""
+    c = team.a.parent / "c"
+    # Releasing a version of an artifact is a git tag in GTO's format (what `dvc artifacts get` looks up)
+    sh(team.a, team.env, "git", "tag", "-a", f"{RELEASED}@v1.0.0", "-m", f"Release {RELEASED} v1.0.0")
+    sh(team.a.parent, team.env, "git", "clone", "-q", str(team.a), str(c))
+    env = {**team.env, "PYTHONPATH": str(c / "src")}
+    listed = sh(c, env, team.dvc, "artifacts", "get", f"file://{team.a}", RELEASED, "--rev", "v1.0.0",
+                "-o", f"outputs/{RELEASED}/train")
+    got = c / "outputs" / RELEASED / "train"
+    trained = team.a / "outputs" / RELEASED / "train" / "model.pt"
+    assert (got / "model.pt").read_bytes() == trained.read_bytes()
+    assert _pointer(c, RELEASED, "train") == _pointer(team.a, RELEASED, "train"), listed
+    sh(c, env, team.dvc, "pull", "data/processed/digits")
+    params = yaml.safe_load((c / "params.yaml").read_text())
+    params["tracking"]["experiment_name"] = MLFLOW_EXPERIMENT + "-release"
+    (c / "params.yaml").write_text(yaml.safe_dump(params))
+    committed = sh(c, env, "git", "show", f"HEAD:metrics/{RELEASED}.json")
+    (c / "metrics" / f"{RELEASED}.json").unlink()
+    sh(c, env, sys.executable, "stages/evaluate.py", RELEASED)
+    assert (c / "metrics" / f"{RELEASED}.json").read_text() == committed

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,8 @@ class BitsMap:
     example_index: np.ndarray  # int64 (n,): positions in the split of the example images
     example_images: np.ndarray  # uint8 n×C×H×W levels
     example_bits: np.ndarray  # float64 n×C×H×W
+    # float64 (N,): the NLL in nats of every image of the split, in order (pixelzoo.api, the MLflow model)
+    image_nats: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def save(self, path: Path) -> Path:
         """Arrays in one ``.npz`` (names as the fields)."""
@@ -45,7 +47,7 @@ class BitsMap:
     @classmethod
     def load(cls, path: Path) -> BitsMap:
         with np.load(path) as z:
-            return cls(**{k: z[k] for k in cls.__dataclass_fields__})
+            return cls(**{k: z[k] for k in cls.__dataclass_fields__ if k in z})
 
 
 @contextmanager
@@ -95,6 +97,7 @@ def evaluate_with_map(
     model.eval()
     nats_map = torch.zeros(tuple(x.shape[1:]), dtype=torch.float64)
     examples: list[torch.Tensor] = []
+    per_image: list[torch.Tensor] = []
     counted = 0
     with exact_fp32():
         for start in range(0, n, batch_size):
@@ -102,6 +105,7 @@ def evaluate_with_map(
             yb = None if y is None else y[start : start + batch_size].to(device)
             nats = nll_per_subpixel(model(xb, yb), xb).double().cpu()  # B×C×H×W
             nats_map += nats.sum(0)
+            per_image.append(nats.flatten(1).sum(1))
             if counted < n_examples:
                 examples.append(nats[: n_examples - counted])
             counted += len(xb)
@@ -124,6 +128,7 @@ def evaluate_with_map(
         example_index=np.arange(k, dtype=np.int64),
         example_images=x[:k].cpu().numpy().astype(np.uint8),
         example_bits=(ex / LN2).numpy(),
+        image_nats=torch.cat(per_image).numpy(),
     )
     return metrics, bits
 

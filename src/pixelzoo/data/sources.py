@@ -205,6 +205,50 @@ def missing_mirrors(source_specs: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether the host of ``url`` accepts a TCP connection (a quick offline test, no download)."""
+    import socket
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def unobtainable_mirrors(source_specs: dict[str, dict[str, Any]],
+                         reachable: Callable[[str], bool] | None = None) -> tuple[list[str], list[str]]:
+    """(notes, problems) for sources whose ``mirror:`` folder is absent: a note where ``download`` will
+    fetch the files from torchvision's mirror instead (its host answers), else the message with both ways
+    out. A profile (``make quick``) checks this before any work; the tests use :func:`missing_mirrors`."""
+    reachable = reachable or _reachable
+    notes, problems = [], []
+    for name, spec in source_specs.items():
+        mirror = spec.get("mirror") if isinstance(spec, dict) else None
+        if not mirror or Path(mirror).is_dir():
+            continue
+        kind = spec.get("kind")
+        urls = REMOTE_FILES[kind][0].urls if kind in REMOTE_FILES else ()
+        if urls and reachable(urls[0]):
+            notes.append(f"source {name!r}: mirror folder {mirror} does not exist; download@{name} fetches "
+                         f"the files from {urls[0].rsplit('/', 1)[0]}/ instead")
+        else:
+            problems.append(f"source {name!r}: mirror folder {mirror} does not exist and "
+                            f"{'no mirror answers' if urls else 'it cannot be downloaded'}. "
+                            + _both_ways(mirror, kind))
+    return notes, problems
+
+
+def _both_ways(mirror: str, kind: str) -> str:
+    """The two ways to obtain a mirrored source when its folder is missing and the download failed."""
+    install = f"`{FASHION_INSTALL}`" if kind == "fashion_mnist" else "a copy of the files"
+    return (f"Two ways out: install Debian's copy with {install} (it fills {mirror}), or connect to the "
+            "internet and rerun (the files then come from torchvision's mirror, checked by sha256).")
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -435,7 +479,12 @@ def download_source(name: str, spec: dict[str, Any], raw_dir: str | Path,
     if kind in REMOTE_FILES:
         files = remote_files(spec)
         hint = None
-        if "mirror" in spec:
+        if "mirror" in spec and not Path(spec["mirror"]).is_dir() and get is None:
+            # No local copy (no root, macOS, ...): torchvision's mirror instead; offline, both ways out.
+            files, get, hint = REMOTE_FILES[kind], _http_get, _both_ways(spec["mirror"], kind)
+            print(f"[download@{name}] mirror folder {spec['mirror']} does not exist; downloading from "
+                  f"{files[0].urls[0].rsplit('/', 1)[0]}/ instead", flush=True)
+        elif "mirror" in spec:
             get = get or _copy_local
             hint = (f"The mirror folder {spec['mirror']} should hold the files named above"
                     + (f"; Debian's copy: `{FASHION_INSTALL}`." if kind == "fashion_mnist" else "."))

@@ -28,6 +28,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pixelzoo import artifacts
+
 # A profile's params: a file of the project, or "derived:<module>" whose derive() maps params.yaml to them.
 PROFILES = {"ci": "ci/params.yaml", "quick": "ci/params.yaml", "cpu": "ci/cpu.yaml",
             "rehearsal": "derived:rehearsal"}
@@ -105,6 +107,7 @@ def prepare_workdir(
     else:
         shutil.copy2(params_src, workdir / "params.yaml")
     manifest.write_text("\n".join(files))
+    artifacts.sync(workdir)  # dvc.yaml declares the profile's own trained models (pixelzoo.artifacts)
     commit, dirty = source_revision(root)
     source = {"root": str(root), "commit": commit, "dirty": dirty}
     (workdir / SOURCE_FILE).write_text(json.dumps(source) + "\n")
@@ -169,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     root = repo_root()
     workdir = (args.workdir or root / ".work" / args.profile).resolve()
-    from pixelzoo.data.sources import missing_mirrors
+    from pixelzoo.data.sources import unobtainable_mirrors
     from pixelzoo.errors import UserError
     from pixelzoo.pipeline.settings import format_problems, load_params, validate
 
@@ -184,7 +187,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[pixelzoo] profile {args.profile!r} not run: {format_problems(problems, 'its params')}",
               file=sys.stderr)
         return 1
-    missing = missing_mirrors(loaded.get("sources") or {})
+    notes, missing = unobtainable_mirrors(loaded.get("sources") or {})  # a missing mirror: download instead
+    for note in notes:
+        print(f"[pixelzoo] {note}", flush=True)
     if missing:  # before any work: a long profile must not fail at its first stage after minutes of copying
         print("[pixelzoo] " + "\n[pixelzoo] ".join(missing), file=sys.stderr)
         return 1

@@ -323,6 +323,7 @@ class StageRun:
     _tags: dict[str, str] = field(default_factory=dict)
     _artifacts: list[tuple[Path, str | None]] = field(default_factory=list)
     _moves: list[tuple[Path, Path]] = field(default_factory=list)
+    _calls: list[tuple[str, tuple[Any, ...], dict[str, str], Any]] = field(default_factory=list)
     _down_since: float | None = None
     _last_try: float = 0.0
 
@@ -339,6 +340,13 @@ class StageRun:
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         """Logged when the stage finishes (files are complete then, and a lost server cannot stall us)."""
         self._artifacts.append((Path(path), artifact_path))
+
+    def call_at_finish(self, op: str, *args: Any, env: Mapping[str, str] | None = None,
+                       then: Any = None) -> None:
+        """Tracking-process request ``op(uri, run_id, *args)`` sent when the stage finishes, after its
+        artifacts (e.g. log_model: the checkpoint is complete then); ``then(reply)`` is called with the reply.
+        """
+        self._calls.append((op, args, {**_NO_RETRIES, **(env or {})}, then))
 
     def publish_file(self, tmp: Path, final: Path) -> None:
         """Rename ``tmp`` to ``final`` when the run has finished (before the output folder itself)."""
@@ -386,6 +394,12 @@ class StageRun:
                     connect().call("log_artifact", self.uri, self.run_id, str(path.resolve()), where,
                                    env=_NO_RETRIES)
                     self._artifacts.pop(0)
+                while self._calls:
+                    op, args, env, then = self._calls[0]
+                    result = connect().call(op, self.uri, self.run_id, *args, env=env)
+                    self._calls.pop(0)
+                    if then is not None:
+                        then(result)
                 return
             except Exception as err:  # noqa: BLE001
                 if time.monotonic() >= deadline:

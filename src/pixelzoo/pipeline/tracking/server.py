@@ -35,6 +35,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from pixelzoo import model_registry
+
 # Store URIs served by MLflow's SQLAlchemy store: its module (~0.6 s) is imported before the first request.
 _DB_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 _ENV_PREFIX = "MLFLOW_"
@@ -267,6 +269,7 @@ OPS: dict[str, Callable[..., Any]] = {f.__name__: f for f in (
     experiment_id, create_experiment, start_run, running_runs, log_batch, log_artifact, set_terminated,
     run_tags,
 )}
+OPS.update(model_registry.OPS)  # MLflow models, the registry and system metrics (pixelzoo.model_registry)
 
 
 def _apply(request: Mapping[str, Any]) -> dict[str, Any]:
