@@ -22,11 +22,11 @@ from test_config import CI, EXP, run_stage
 from test_training import make_dataset
 
 from pixelzoo import safety
-from pixelzoo.pipeline import settings as config
-from pixelzoo.pipeline.tracking import client as tracking
 from pixelzoo.data import datasets
 from pixelzoo.data.datasets import load_split, split_digest
 from pixelzoo.errors import CorruptFile, ParamsError
+from pixelzoo.pipeline import settings as config
+from pixelzoo.pipeline.tracking import client as tracking
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,10 +17,10 @@ import torch
 import yaml
 
 from pixelzoo import artifacts, cli
-from pixelzoo.pipeline.settings import load_params, resolve_experiment
 from pixelzoo.data import sources
 from pixelzoo.data.preprocess import preprocess
 from pixelzoo.evaluation import evaluate_with_map
+from pixelzoo.pipeline.settings import load_params, resolve_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 EXP = "pixelcnn-digits"  # an experiment of ci/params.yaml: the name docs/use.md uses

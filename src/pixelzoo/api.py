@@ -209,16 +209,15 @@ def _load_mlflow(uri: str, device: torch.device) -> Model:
     """Download the logged model's checkpoint (MLflow's artifact store) and load it here."""
     import mlflow
 
-    from pixelzoo.mlflow_model import CHECKPOINT_ARTIFACT
 
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     except Exception as err:  # noqa: BLE001 - an unknown name/alias or an unreachable server: say which
         raise MissingInput(f"cannot fetch MLflow model {uri} from {mlflow.get_tracking_uri()} "
                            f"({type(err).__name__}: {str(err)[:200]})") from err
-    found = sorted(local.rglob(CHECKPOINT_ARTIFACT))
+    found = sorted(local.rglob(MODEL_FILE))
     if not found:
-        raise MissingInput(f"MLflow model {uri} holds no {CHECKPOINT_ARTIFACT}: not logged by pixelzoo")
+        raise MissingInput(f"MLflow model {uri} holds no {MODEL_FILE}: not logged by pixelzoo")
     from pixelzoo.training import load_trained
 
     module, ckpt = load_trained(found[0], device)

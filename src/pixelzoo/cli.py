@@ -24,7 +24,7 @@ PROG = "pixelzoo"
 # Existing entry points, run with the rest of the command line (their own --help).
 PASSTHROUGH = {
     "check": ("pixelzoo.config", "validate a params file (default params.yaml); list every problem"),
-    "lineage": ("pixelzoo.pipeline.lineage", "which run, commit, params and data made an experiment's numbers"),
+    "lineage": ("pixelzoo.pipeline.lineage", "which run, commit, params and data made the numbers"),
     "audit": ("pixelzoo.audit", "causality and receptive-field audit of a registered model"),
     "profile": ("pixelzoo.profile", "run a params profile (ci, quick, cpu, rehearsal) in .work/<profile>/"),
     "artifacts": ("pixelzoo.artifacts", "the DVC artifacts block of dvc.yaml (every trained model)"),

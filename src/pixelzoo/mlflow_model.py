@@ -18,8 +18,6 @@ from typing import Any
 import mlflow.pyfunc
 import numpy as np
 
-CHECKPOINT_ARTIFACT = "model.pt"
-
 
 class PixelZooModel(mlflow.pyfunc.PythonModel):
     """pyfunc wrapper; holds nothing when pickled (the checkpoint is an artifact, loaded on load)."""
