@@ -112,7 +112,8 @@ def main() -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(stored, indent=1) + "\n")
     for key, r in stored.items():
-        print(f"{key}: batch {r['batch']}, {r['threads']} thread(s): reference {r['img_per_s']['reference']:.2f} "
+        print(f"{key}: batch {r['batch']}, {r['threads']} thread(s): "
+              f"reference {r['img_per_s']['reference']:.2f} "
               f"img/s, cropped {r['img_per_s']['cropped']:.2f} img/s, {r['speedup']:.2f}× wall, "
               f"{r['speedup_cpu']:.2f}× CPU time "
               f"(load {r['load_avg_before'][0]:.2f} -> {r['load_avg_after'][0]:.2f})")
