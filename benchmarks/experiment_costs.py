@@ -4,7 +4,8 @@ For each experiment: parameters, forward FLOPs per image (counted by torch's Flo
 image), the training budget in images (train split × epochs) and the GPU-hours that budget takes at an
 ASSUMED sustained rate (``--tflops``, default 50 TFLOP/s: a fraction of an H100's bf16 peak, because these
 are small convolutions and the LSTMs run one row/column at a time). Training FLOPs = 3 × forward
-(forward + backward). It is an estimate, not a measurement: measure steps/s on the GPU to replace it.
+(forward + backward). It is an estimate, not a measurement: benchmarks/gpu.py measures the rate on a
+GPU and replaces it.
 
 Usage: PYTHONPATH=src python benchmarks/experiment_costs.py [--tflops 50]
 """

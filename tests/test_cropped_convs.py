@@ -1,0 +1,84 @@
+"""The cropped forward of masked convolutions (nn.masks.cropped_conv) computes what ``weight * mask`` does.
+
+Every registered model, float64, one and three colour channels (R,G,B groups), with and without a
+class: logits and parameter gradients with the cropped forward equal those of the masked reference.
+"""
+
+import pytest
+import torch
+
+from pixelzoo.models import build_model, registered, tiny_args
+from pixelzoo.nn import GatedMaskedConv2d, MaskedConv2d
+from pixelzoo.nn.masks import crop_plan, masked_reference
+from pixelzoo.nn.recurrent import GateConv
+
+SIZE, LEVELS, N_CLASSES = 6, 4, 3
+
+
+def _logits_and_grads(model, x, y):
+    model.zero_grad(set_to_none=True)
+    out = model(x, y)
+    (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return out.detach(), grads
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("name", registered())
+def test_cropped_forward_matches_the_masked_reference(name, channels, conditional):
+    torch.manual_seed(0)
+    # Widths that split unevenly into R,G,B groups, and widening 1×1s (the ones that get cropped).
+    model = build_model(name, channels=channels, levels=LEVELS, height=SIZE, width=SIZE,
+                        n_classes=N_CLASSES if conditional else None, **tiny_args(name)).double()
+    x = torch.randint(0, LEVELS, (2, channels, SIZE, SIZE))
+    y = torch.tensor([0, 2]) if conditional else None
+    fast, fast_grads = _logits_and_grads(model, x, y)
+    cropped = [m for m in model.modules() if isinstance(m, MaskedConv2d)
+               and getattr(m, "_crop", (None, None))[1] is not None]
+    with masked_reference():
+        ref, ref_grads = _logits_and_grads(model, x, y)
+    assert cropped, "no masked layer of this model took the cropped forward"
+    torch.testing.assert_close(fast, ref, rtol=1e-12, atol=1e-12)
+    assert fast_grads.keys() == ref_grads.keys()
+    for key in ref_grads:
+        torch.testing.assert_close(fast_grads[key], ref_grads[key], rtol=1e-12, atol=1e-12, msg=key)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: MaskedConv2d("A", 3, 13, 7, groups=3),
+    lambda: MaskedConv2d("B", 13, 13, 3, groups=3),
+    lambda: MaskedConv2d("B", 5, 7, (1, 5), groups=1),
+    lambda: MaskedConv2d("A", 1, 4, (3, 1), groups=1),
+    lambda: MaskedConv2d("B", 4, 14, 1, groups=3),
+    lambda: GatedMaskedConv2d("A", 3, 7, (1, 5), groups=3),
+    lambda: GateConv("B", 8, 5, (1, 3), groups=3),
+])
+def test_each_layer_kind_matches_and_hidden_taps_get_zero_gradient(make):
+    torch.manual_seed(1)
+    conv = make().double()
+    x = torch.randn(2, conv.in_channels, 5, 4, dtype=torch.float64)
+    out = conv(x)
+    assert conv._crop[1] is not None
+    out.square().sum().backward()
+    grad, conv.weight.grad = conv.weight.grad, None
+    with masked_reference():
+        ref = conv(x)
+    ref.square().sum().backward()
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad, conv.weight.grad, rtol=1e-12, atol=1e-12)
+    assert torch.equal(grad[conv.mask == 0], torch.zeros_like(grad[conv.mask == 0]))
+
+
+def test_state_dict_is_the_masked_layers_and_an_edited_mask_is_obeyed():
+    conv = MaskedConv2d("B", 6, 6, 3, groups=3).double()
+    assert set(conv.state_dict()) == {"weight", "bias", "mask"}
+    assert conv.weight.shape == (6, 6, 3, 3)
+    x = torch.randn(1, 6, 4, 4, dtype=torch.float64)
+    conv(x)
+    assert conv._crop[1] is not None
+    with torch.no_grad():
+        conv.mask.fill_(1)  # a leak on purpose: every tap visible; the forward must follow the mask
+    full = torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=1)
+    torch.testing.assert_close(conv(x), full)
+    assert conv._crop[1] is None and crop_plan(conv.mask) is None
