@@ -166,7 +166,8 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"meta": meta, "results": rows}, indent=1) + "\n")
-    print(f"\n{'setting':9} {'model':22} {'batch':>5} {'naive img/s':>12} {'cached img/s':>13} {'ratio':>8} {'same':>6}")
+    print(f"\n{'setting':9} {'model':22} {'batch':>5} {'naive img/s':>12} {'cached img/s':>13} "
+          f"{'ratio':>8} {'same':>6}")
     for r in rows:
         if "error" in r:
             print(f"{r['setting']:9} {r['model']:22} {r['error']}")
