@@ -207,3 +207,45 @@ def test_cli_reports_structural_map(tmp_path, capsys):
     assert summary["structural"]["n_unseen_earlier"] == 0 and "eval" not in summary
     assert (tmp_path / "diagonal_bilstm_structural.png").exists()
     assert '"n_unseen_earlier": 0' in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- PixelCNN++: whole pixels, coupling
+def _pp(channels: int, **args) -> nn.Module:
+    torch.manual_seed(0)
+    return build_model("pixelcnn_pp", channels=channels, levels=4, height=SIZE, width=SIZE,
+                       **{"nr_resnet": 1, "filters": 8, "n_mix": 2, **args})
+
+
+def test_pixelcnn_pp_follows_the_rgb_order_only_through_the_coupling():
+    model = _pp(3)
+    dist = audit_model(model, 3, 4, SIZE, SIZE, batch=2)
+    net = audit_model(model, 3, 4, SIZE, SIZE, batch=2, outputs="network")
+    assert dist.unit == "subpixel" and net.unit == "pixel"
+    assert dist.summary()["n_leaks"] == 0 and net.summary()["n_leaks"] == 0
+    hw, p = SIZE * SIZE, 5 * SIZE + 3
+    r, g, b = p, hw + p, 2 * hw + p
+    # The distribution of G sees R of its own pixel, B sees R and G; R sees neither; nothing sees B.
+    assert dist.dep[g, r] and dist.dep[b, r] and dist.dep[b, g]
+    assert not dist.dep[r, g] and not dist.dep[r, b] and not dist.dep[g, b]
+    # ...and only through the coupling: the network's parameters of p see no colour of p.
+    assert not net.dep[[r, g, b]][:, [r, g, b]].any()
+    assert net.dep[g, p - 1] and net.dep[r, 2 * hw + p - SIZE]  # earlier pixels, every colour
+
+
+def test_pixelcnn_pp_structural_map_has_full_context():
+    s = reachability("pixelcnn_pp", 3, 4, SIZE, SIZE)
+    summary = s.summary()
+    assert s.unit == "pixel" and summary["n_leaks"] == 0
+    assert summary["n_unseen_earlier"] == 0 and summary["n_blind_spot"] == 0, summary
+
+
+def test_a_planted_unshifted_convolution_is_caught():
+    model = _pp(3)
+    conv = model.up_ul[0][0].conv_in  # one 2×2 down-right convolution, padded as an unshifted one
+    conv.pad = (0, 1, 0, 1)  # reads rows i..i+1 and columns j..j+1: the pixel itself and later ones
+    for outputs in ("distribution", "network"):
+        s = audit_model(model, 3, 4, SIZE, SIZE, outputs=outputs).summary()
+        assert s["n_leaks"] > 0, outputs
+    assert reachability_model(model, 3, 4, SIZE, SIZE).summary()["n_leaks"] > 0
+    with pytest.raises(RuntimeError, match="not causal"):
+        model.eval().sampling_session(torch.zeros(1, 3, SIZE, SIZE, dtype=torch.long), None)

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 
 from pixelzoo import sampling
+from pixelzoo.likelihood import head_of
+from pixelzoo.pipeline.settings import load_params
 from pixelzoo.models import build_model, generation_order, registered, tiny_args
 from pixelzoo.pipeline.settings import load_params
 
@@ -109,7 +111,7 @@ def test_session_logits_equal_the_full_forward_at_every_step(variant: tuple[str,
                 continue
             c, rem = divmod(flat, HEIGHT * WIDTH)
             i, j = divmod(rem, WIDTH)
-            got, want = session.logits(c, i, j), model(x, y)[:, :, c, i, j]
+            got, want = session.logits(c, i, j), head_of(model).logits_at(model(x, y), x, c, i, j)
             torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10, msg=f"{name} at {(c, i, j)}")
             x[:, c, i, j] = torch.randint(0, levels, (N,), generator=gen)  # "draw" it
             steps += 1

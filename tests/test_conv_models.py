@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from pixelzoo.likelihood import nll_per_image
+from pixelzoo.likelihood import CATEGORICAL, head_of, nll_per_image
 from pixelzoo.models import build_model, registered, tiny_args
 
 MODELS = registered()
@@ -25,7 +25,10 @@ def test_output_shape(name, channels, levels):
     model = _tiny(name, channels, levels)
     x = torch.randint(0, levels, (2, channels, 8, 8))
     logits = model(x)
-    assert logits.shape == (2, levels, channels, 8, 8) and logits.dtype == torch.float32
+    head = head_of(model)  # a mixture head returns its parameters; the head's conditionals are B×K×C×H×W
+    want = (2, levels, channels, 8, 8) if head is CATEGORICAL else (2, head.params, 8, 8)
+    assert logits.shape == want and logits.dtype == torch.float32
+    assert head.conditional_logits(logits, x).shape == (2, levels, channels, 8, 8)
     assert torch.isfinite(logits).all()
 
 
@@ -39,13 +42,13 @@ def test_one_batch_overfit(name):
     model = _tiny(name, 1, k, size)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(150):
-        loss = nll_per_image(model(x), x).mean() / (size * size)
+        loss = nll_per_image(model(x), x, head_of(model)).mean() / (size * size)
         opt.zero_grad()
         loss.backward()
         opt.step()
     model.eval()
     with torch.no_grad():
-        per_subpixel = float(nll_per_image(model(x), x).mean()) / (size * size)
+        per_subpixel = float(nll_per_image(model(x), x, head_of(model)).mean()) / (size * size)
     assert per_subpixel < 0.25 * math.log(k), f"{name}: {per_subpixel:.3f} nats/sub-pixel after training"
 
 

@@ -28,6 +28,16 @@ The audit runs on a float64 copy of the model (with float64 as the default dtype
 makes itself match), so rounding noise is ~1e-16 and a relative threshold of 1e-9 separates "exactly
 no path" from real, if small, dependence (PITFALLS: float32 conv algorithms are not exact-zero).
 Models must compute from ``scale_input(x, K)``, which keeps the graph of a float ``x``.
+
+Heads (:func:`pixelzoo.likelihood.head_of`): the leak test differentiates the head's conditional
+log-probabilities of every sub-pixel (for the categorical head, the logits themselves), so a
+mixture's R→G→B coupling is checked in exactly the generation order: G of pixel p may see R of p, B
+may see R and G. A head whose network output describes *whole pixels* (``whole_pixel``, the
+PixelCNN++ mixture) is also audited at the network output (``outputs="network"``) in *pixel* order:
+no parameter of pixel p may see any channel of p, so the colours of p enter only through the
+coupling. The structural map of such a model is taken at the network output, in pixel order. A model
+whose non-linearities have negative slopes (concat_elu) provides ``monotone_()``: the same
+connections with positive slopes, which the structural copy switches on.
 """
 
 from __future__ import annotations
@@ -45,6 +55,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pixelzoo.likelihood import head_of
 from pixelzoo.models.registry import build_model, generation_order, registered, tiny_args
 
 
@@ -71,11 +82,17 @@ class AuditResult:
     cross: torch.Tensor  # bool (N_out,): output depends on some other image of the batch
     rank: torch.Tensor  # long (N,): position of each flat sub-pixel in generation order
     smallest: float | None = None  # structural maps: the smallest positive dependence (underflow margin)
+    unit: str = "subpixel"  # "pixel": outputs describe whole pixels and may see only earlier pixels
 
     @property
     def allowed(self) -> torch.Tensor:
-        """bool (N_out, N_in): input is strictly earlier than output in generation order."""
-        return self.rank[None, :] < self.rank[:, None]
+        """bool (N_out, N_in): input strictly earlier than output in generation order (sub-pixels, or
+        whole pixels for ``unit == "pixel"``: a pixel comes when its first sub-pixel does)."""
+        rank = self.rank
+        if self.unit == "pixel":
+            hw = self.height * self.width
+            rank = rank.view(self.channels, hw).amin(0).repeat(self.channels)
+        return rank[None, :] < rank[:, None]
 
     @property
     def leaks(self) -> torch.Tensor:
@@ -113,6 +130,7 @@ class AuditResult:
             "width": self.width,
             "batch": self.batch,
             "mode": self.mode,
+            "unit": self.unit,
             "n_leaks": int(self.leaks.sum()),
             "n_outputs_leaking": int(self.leaks.any(1).sum()),
             "n_outputs_cross_batch": int(self.cross.sum()),
@@ -136,24 +154,33 @@ def audit_model(
     n_classes: int | None = None,
     seed: int = 0,
     rel_tol: float = 1e-9,
+    outputs: str = "distribution",
 ) -> AuditResult:
-    """Dependency map of ``model`` (left untouched: the audit runs on a float64 copy) on random images."""
+    """Dependency map of ``model`` (left untouched: the audit runs on a float64 copy) on random images.
+
+    ``outputs``: "distribution" (the head's per-sub-pixel conditionals, generation order) or
+    "network" (the raw network output; in pixel order when the head describes whole pixels).
+    """
     if mode not in ("eval", "train"):
         raise ValueError(f"mode must be 'eval' or 'train', got {mode!r}")
+    if outputs not in ("distribution", "network"):
+        raise ValueError(f"outputs must be 'distribution' or 'network', got {outputs!r}")
     gen = torch.Generator().manual_seed(seed)
     m = copy.deepcopy(model).double()
     m.train(mode == "train")
+    head = head_of(m)
     n = channels * height * width
     with _default_dtype(torch.float64):
         x = torch.randint(0, levels, (batch, channels, height, width), generator=gen).double()
         x.requires_grad_(True)
         y = torch.randint(0, n_classes, (batch,), generator=gen) if n_classes else None
-        logits = m(x, y)
-        want = (batch, levels, channels, height, width)
-        if tuple(logits.shape) != want:
-            raise ValueError(f"model returned logits {tuple(logits.shape)}, expected B×K×C×H×W = {want}")
+        raw = m(x, y)
+        logits = head.conditional_logits(raw, x) if outputs == "distribution" else head.network_outputs(raw)
+        if outputs == "distribution" and tuple(logits.shape) != (batch, levels, channels, height, width):
+            raise ValueError(f"model returned logits {tuple(logits.shape)}, expected B×K×C×H×W = "
+                             f"{(batch, levels, channels, height, width)}")
         # A random projection of the K logits: a real dependence cannot cancel to zero by chance.
-        w = torch.randn(levels, generator=gen, dtype=torch.float64)
+        w = torch.randn(logits.shape[1], generator=gen, dtype=torch.float64)
         out = torch.einsum("kchw,k->chw", logits[0], w).reshape(-1)
         grads = torch.stack(
             [torch.autograd.grad(out[k], x, retain_graph=True)[0] for k in range(n)]
@@ -161,7 +188,9 @@ def audit_model(
         scale = grads.amax(dim=(1, 2), keepdim=True)
         nonzero = grads > rel_tol * scale
     rank = _rank(model, channels, height, width)
-    return AuditResult(channels, height, width, batch, mode, nonzero[:, 0], nonzero[:, 1:].any((1, 2)), rank)
+    unit = "pixel" if outputs == "network" and head.whole_pixel else "subpixel"
+    return AuditResult(channels, height, width, batch, mode, nonzero[:, 0], nonzero[:, 1:].any((1, 2)), rank,
+                       unit=unit)
 
 
 def _rank(model: nn.Module, channels: int, height: int, width: int) -> torch.Tensor:
@@ -207,6 +236,9 @@ def reachability_model(
     """
     m = copy.deepcopy(model).double().eval()
     _make_positive(m, seed)
+    if hasattr(m, "monotone_"):
+        m.monotone_()
+    head = head_of(m)
     n = channels * height * width
     dep = torch.zeros(n, n, dtype=torch.bool)
     smallest = math.inf
@@ -215,9 +247,9 @@ def reachability_model(
             rows = torch.arange(start, min(start + chunk, n))
             x = torch.full((len(rows), channels, height, width), float(levels - 1), requires_grad=True)
             y = torch.zeros(len(rows), dtype=torch.long) if n_classes else None
-            logits = m(x, y)
+            logits = head.network_outputs(m(x, y))
             want = (len(rows), levels, channels, height, width)
-            if tuple(logits.shape) != want:
+            if not head.whole_pixel and tuple(logits.shape) != want:
                 raise ValueError(f"model returned logits {tuple(logits.shape)}, expected B×K×C×H×W = {want}")
             out = logits.sum(1).reshape(len(rows), n)[torch.arange(len(rows)), rows]
             (grad,) = torch.autograd.grad(out.sum(), x)
@@ -229,7 +261,8 @@ def reachability_model(
                 smallest = min(smallest, float(grad[grad > 0].min()))
     rank = _rank(model, channels, height, width)
     return AuditResult(channels, height, width, 1, "structural", dep, torch.zeros(n, dtype=torch.bool), rank,
-                       smallest=smallest if math.isfinite(smallest) else None)
+                       smallest=smallest if math.isfinite(smallest) else None,
+                       unit="pixel" if head.whole_pixel else "subpixel")
 
 
 # Per model family: (reach of the first layer, reach added per layer) in rows/columns, for
@@ -238,6 +271,14 @@ _REACH = {
     "pixelcnn": lambda a: (3, 1),
     "seed004_pixelcnn": lambda a: (3, 2),  # `layers` counts U-Net halves: 2·layers − 1 blocks
     "gated_pixelcnn": lambda a: (0, int(a.get("kernel_size", 3)) // 2),
+}
+
+
+# Models whose depth argument is not ``layers``: (argument, value that spans a size×size image), measured
+# with the structural map (PixelCNN++: nr_resnet 2 at 8×8, 4 at 16×16; at 32×32 the paper's 5 leaves
+# far-right pixels of the rows just above unseen).
+_REACH_DEPTH = {
+    "pixelcnn_pp": ("nr_resnet", lambda size: math.ceil(size / 4)),
 }
 
 
@@ -251,6 +292,9 @@ def reach_args(name: str, size: int) -> dict[str, object]:
     if name in _REACH:
         first, per = _REACH[name](args)
         args["layers"] = max(int(args["layers"]), math.ceil((size - 1 - first) / per))
+    if name in _REACH_DEPTH:
+        key, depth = _REACH_DEPTH[name]
+        args[key] = max(int(args[key]), depth(size))
     return args
 
 

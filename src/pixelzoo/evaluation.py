@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pixelzoo.likelihood import bits_per_dim, nll_per_subpixel
+from pixelzoo.likelihood import bits_per_dim, head_of, nll_per_subpixel
 
 LN2 = math.log(2.0)
 
@@ -103,7 +103,7 @@ def evaluate_with_map(
         for start in range(0, n, batch_size):
             xb = x[start : start + batch_size].to(device).long()
             yb = None if y is None else y[start : start + batch_size].to(device)
-            nats = nll_per_subpixel(model(xb, yb), xb).double().cpu()  # B×C×H×W
+            nats = nll_per_subpixel(model(xb, yb), xb, head_of(model)).double().cpu()  # B×C×H×W
             nats_map += nats.sum(0)
             per_image.append(nats.flatten(1).sum(1))
             if counted < n_examples:

@@ -10,8 +10,10 @@ samples for the same generator (tests/test_cached_sampling.py).
 
 The session protocol: ``model.sampling_session(x, y) -> session`` with ``session.logits(c, i, j)``
 returning the n×K logits of sub-pixel (c, i, j) given the current ``x``, which the sampler fills in
-place. Calls come in strictly increasing generation order but may skip sub-pixels (known pixels);
-at a call every earlier sub-pixel holds its final value, later ones arbitrary values.
+place (for a model with a non-categorical head: the head's exact conditional log-probabilities of
+that sub-pixel, :meth:`pixelzoo.likelihood.Head.logits_at`). Calls come in strictly increasing
+generation order but may skip sub-pixels (known pixels); at a call every earlier sub-pixel holds its
+final value, later ones arbitrary values.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pixelzoo.likelihood import sample_from_logits
+from pixelzoo.likelihood import head_of, sample_from_logits
 from pixelzoo.models import generation_order
 from pixelzoo.nn.masks import fixed_weights
 
@@ -33,7 +35,8 @@ LogitsFn = Callable[[int, int, int], torch.Tensor]
 def logits_source(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, method: str) -> LogitsFn:
     """``(c, i, j) -> n×K logits`` of one sub-pixel for ``method``; the model is in eval mode."""
     if method == "naive":
-        return lambda c, i, j: model(x, y)[:, :, c, i, j]
+        head = head_of(model)  # categorical: the logits themselves; a mixture: its exact conditionals
+        return lambda c, i, j: head.logits_at(model(x, y), x, c, i, j)
     if method == "cached":
         session = getattr(model, "sampling_session", None)
         if session is None:

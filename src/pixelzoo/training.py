@@ -49,7 +49,7 @@ from pixelzoo.data.datasets import load_meta, load_split_measured
 from pixelzoo.errors import CorruptFile, MissingInput, ParamsError, TrainingDiverged, kill_point
 from pixelzoo.evaluation import evaluate_nll
 from pixelzoo.integrity import RESUME_CODE, bytes_sha256, code_digest, config_digest
-from pixelzoo.likelihood import bits_per_dim, nll_per_image
+from pixelzoo.likelihood import bits_per_dim, head_of, nll_per_image
 from pixelzoo.models import build_model
 from pixelzoo.optimizers import OPTIMIZERS
 
@@ -190,7 +190,7 @@ def image_nats(
     """Per-image NLL in nats; the forward may run under autocast, the loss is always fp32."""
     with torch.autocast(x.device.type, dtype=amp, enabled=amp is not None):
         logits = model(x, y)
-    return nll_per_image(logits.float(), x, check_levels)
+    return nll_per_image(logits.float(), x, head_of(model), check_levels)
 
 
 # ----------------------------------------------------------------------------- checkpoints

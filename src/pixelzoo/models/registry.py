@@ -41,6 +41,7 @@ _MODEL_MODULES = (
     "pixelzoo.models.row_lstm",
     "pixelzoo.models.diagonal_bilstm",
     "pixelzoo.models.multiscale",
+    "pixelzoo.models.pixelcnn_pp",
 )
 
 
