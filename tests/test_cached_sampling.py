@@ -16,7 +16,6 @@ from torch import nn
 
 from pixelzoo import sampling
 from pixelzoo.likelihood import head_of
-from pixelzoo.pipeline.settings import load_params
 from pixelzoo.models import build_model, generation_order, registered, tiny_args
 from pixelzoo.pipeline.settings import load_params
 

@@ -6,11 +6,11 @@ class: logits and parameter gradients with the cropped forward equal those of th
 
 import pytest
 import torch
+from pixelzoo.nn.recurrent import GateConv
 
 from pixelzoo.models import build_model, registered, tiny_args
 from pixelzoo.nn import GatedMaskedConv2d, MaskedConv2d
 from pixelzoo.nn.masks import crop_plan, masked_reference
-from pixelzoo.nn.recurrent import GateConv
 
 SIZE, LEVELS, N_CLASSES = 6, 4, 3
 
