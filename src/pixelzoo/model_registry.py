@@ -1,5 +1,5 @@
 """MLflow models, the registry and system metrics for the stages: what the train/evaluate stages ask of
-their tracking process (:mod:`pixelzoo.recorder`), and the ops that process runs.
+their tracking process (:mod:`pixelzoo.pipeline.tracking.server`), and the ops that process runs.
 
 - train logs its best checkpoint as an MLflow 3 model (a LoggedModel linked to the train run, with a
   signature, ``name="model"``) and registers a version of the registered model named after the experiment:
