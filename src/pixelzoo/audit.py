@@ -55,6 +55,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pixelzoo import commands
 from pixelzoo.likelihood import head_of
 from pixelzoo.models.registry import build_model, generation_order, registered, tiny_args
 
@@ -435,15 +436,7 @@ def main(argv: list[str] | None = None) -> None:
     random-init leak test in eval and in train mode (tiny args).
     """
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, help=f"registered model: {', '.join(registered())}")
-    p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--channels", type=int, default=1)
-    p.add_argument("--levels", type=int, default=4)
-    p.add_argument("--size", type=int, default=16, help="image height = width")
-    p.add_argument("--batch", type=int, default=2, help="batch of the leak test (cross-image leaks)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
-                   help="override a model arg of every analysis, e.g. --set norm=batch or --set layers=4")
-    p.add_argument("--no-leak-test", action="store_true", help="structural map only (faster at large sizes)")
+    commands.audit_arguments(p)
     a = p.parse_args(argv)
     if a.model not in registered():
         p.error(f"unknown model {a.model!r}; registered: {', '.join(registered())}")

@@ -3,7 +3,7 @@
     pixelzoo sample  MODEL -n 64 [--class 3] [--seed 0] [--method cached|naive] -o grid.png [--npz out.npz]
     pixelzoo score   MODEL images.npz|DIR_OF_PNG|image.png -o nll.csv
     pixelzoo complete MODEL image.png --keep-rows 14 -o out.png
-    pixelzoo check | lineage | audit | profile ...  (python -m pixelzoo.config / lineage / audit / profile)
+    pixelzoo check | lineage | audit | profile | artifacts ...  (the modules of PASSTHROUGH)
 
 MODEL: an experiment key of params.yaml (its trained checkpoint in this checkout), a model.pt file or a
 folder holding one (e.g. fetched with `dvc artifacts get`), or an MLflow model URI (models:/<exp>@best).
@@ -23,10 +23,11 @@ from typing import Any
 PROG = "pixelzoo"
 # Existing entry points, run with the rest of the command line (their own --help).
 PASSTHROUGH = {
-    "check": ("pixelzoo.config", "validate a params file (default params.yaml); list every problem"),
+    "check": ("pixelzoo.pipeline.settings", "validate a params file; list every problem"),
     "lineage": ("pixelzoo.pipeline.lineage", "which run, commit, params and data made the numbers"),
     "audit": ("pixelzoo.audit", "causality and receptive-field audit of a registered model"),
-    "profile": ("pixelzoo.profile", "run a params profile (ci, quick, cpu, rehearsal) in .work/<profile>/"),
+    "profile": ("pixelzoo.pipeline.profiles.profile",
+                "run a params profile (ci, quick, cpu, rehearsal) in .work/<profile>/"),
     "artifacts": ("pixelzoo.artifacts", "the DVC artifacts block of dvc.yaml (every trained model)"),
 }
 MODEL_HELP = "experiment key, model.pt file or folder, or MLflow model URI (models:/<exp>@best)"
@@ -94,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
 def _passthrough(name: str, rest: list[str]) -> int:
     import importlib
 
+    from pixelzoo import commands
+
+    if name in commands.LIGHT:  # --help and usage errors answer before the heavy module is imported
+        commands.parser(name, f"{PROG} {name}", PASSTHROUGH[name][1]).parse_args(rest)
     module = importlib.import_module(PASSTHROUGH[name][0])
     if name == "check":  # pixelzoo.config's CLI has one command, `check`
         rest = ["check", *rest]

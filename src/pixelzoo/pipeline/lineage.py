@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pixelzoo import integrity
+from pixelzoo import commands, integrity
 from pixelzoo.data.datasets import load_meta, read_split
 from pixelzoo.errors import UserError
 from pixelzoo.pipeline import provenance as rules
@@ -175,13 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="pixelzoo-lineage", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("experiment", help="key of params.yaml `experiments`")
-    parser.add_argument(
-        "--check", action="store_true", help="exit with status 1 if anything is STALE or TAMPERED"
-    )
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--profile", help="read the copy .work/<profile>/ of `python -m pixelzoo.profile`")
-    where.add_argument("--workdir", type=Path, help="read a profile copy at this path")
+    commands.lineage_arguments(parser)
     args = parser.parse_args(argv)
     if args.profile or args.workdir:
         from pixelzoo.pipeline.profiles.profile import repo_root

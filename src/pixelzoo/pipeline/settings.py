@@ -32,7 +32,7 @@ from typing import Annotated, Any, Literal, Union, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
-from pixelzoo import safety
+from pixelzoo import commands, safety
 from pixelzoo.errors import ParamsError, UserError
 from pixelzoo.integrity import config_digest
 from pixelzoo.optimizers import OPTIMIZERS
@@ -718,8 +718,7 @@ def stage_config(params: Mapping[str, Any], key: str, stage: str) -> dict[str, A
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pixelzoo.config", description="Check a params file.")
     sub = parser.add_subparsers(dest="command", required=True)
-    check = sub.add_parser("check", help="validate a params file; list every problem with its path")
-    check.add_argument("params", nargs="?", default="params.yaml")
+    commands.check_arguments(sub.add_parser("check", help="validate a params file; list every problem"))
     args = parser.parse_args(argv)
     try:  # load_params + validate, not load_checked: an explicit check never trusts (or writes) a stamp
         params = load_params(args.params)

@@ -165,8 +165,9 @@ def dvc_repro(workdir: Path, *targets: str, env: dict[str, str] | None = None) -
 
 def main(argv: list[str] | None = None) -> int:
     fmt = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(prog="python -m pixelzoo.profile", description=__doc__,
-                                     formatter_class=fmt)
+    # `pixelzoo profile` (pixelzoo.cli) sets argv[0] to its own name; run as a module, name the module
+    prog = sys.argv[0] if sys.argv[0].startswith("pixelzoo ") else "python -m pixelzoo.profile"
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=fmt)
     parser.add_argument("profile", choices=sorted(PROFILES))
     parser.add_argument("--workdir", type=Path, help="where the copy lives (default .work/<profile>)")
     args = parser.parse_args(argv)
