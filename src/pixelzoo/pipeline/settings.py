@@ -565,17 +565,11 @@ def precheck(path: str | Path = "params.yaml", section: str | None = None, name:
 
 # ----------------------------------------------------------------------------- validation
 def validate(params: Any) -> list[Problem]:
-    """Every problem of a params mapping (empty list: valid). Checks the shape first, then references."""
+    """Every problem of a params mapping (empty list: valid): :func:`schema_problems`, then what needs
+    the model registry (experiments' models and arguments, the report's receptive-field models)."""
     if not isinstance(params, dict):
         return [Problem("(top level)", f"must be a mapping of sections, got {type(params).__name__}")]
-    problems = _validate(Params, params, ())
-    sources = params.get("sources") if isinstance(params.get("sources"), dict) else {}
-    for name, spec in sources.items():
-        problems += _source_problems(name, spec)
-    datasets = params.get("datasets") if isinstance(params.get("datasets"), dict) else {}
-    for name, entry in datasets.items():
-        if isinstance(entry, dict):
-            problems += _dataset_source_problems(name, entry, sources)
+    problems = schema_problems(params)
     experiments = params.get("experiments")
     if isinstance(experiments, dict) and isinstance(params.get("train_defaults") or {}, dict):
         for key, entry in experiments.items():
@@ -583,7 +577,6 @@ def validate(params: Any) -> list[Problem]:
                 problems += _experiment_problems(key, params)
     if isinstance(params.get("report"), dict) and isinstance(params["report"].get("receptive_field"), dict):
         problems += _report_problems(params)
-    problems += untrusted_problems(params) + _reference_problems(params)
     unique = list(dict.fromkeys(problems))  # a merged check may repeat a shape error
     return sorted(unique, key=lambda p: p.path)
 
