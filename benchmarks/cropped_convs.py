@@ -28,9 +28,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from pixelzoo.config import load_params, resolve_experiment
 from pixelzoo.models import build_model
 from pixelzoo.nn.masks import masked_reference
+from pixelzoo.pipeline.settings import load_params, resolve_experiment
 from pixelzoo.training import make_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]

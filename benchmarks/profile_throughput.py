@@ -24,7 +24,7 @@ import torch
 
 from pixelzoo import training
 from pixelzoo.data.sources import KINDS
-from pixelzoo.likelihood import nll_per_image
+from pixelzoo.likelihood import head_of, nll_per_image
 from pixelzoo.pipeline.settings import load_params, resolve_experiment
 
 TRAIN_IMAGES = 60_000  # Fashion-MNIST / MNIST training split (validation is carved from it)
@@ -61,7 +61,7 @@ def measure(cfg: dict[str, Any], meta: dict[str, Any], steps: int, eval_batch: i
 
     def train_step() -> None:
         model.train()
-        loss = nll_per_image(model(xt, yt).float(), xt).mean()
+        loss = nll_per_image(model(xt, yt).float(), xt, head_of(model)).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.get("grad_clip"):
@@ -73,7 +73,7 @@ def measure(cfg: dict[str, Any], meta: dict[str, Any], steps: int, eval_batch: i
     @torch.no_grad()
     def eval_step() -> None:
         model.eval()
-        nll_per_image(model(xe, ye).float(), xe)
+        nll_per_image(model(xe, ye).float(), xe, head_of(model))
 
     t_train, c_train = _median_seconds(train_step, steps)
     t_eval, c_eval = _median_seconds(eval_step, eval_runs)
