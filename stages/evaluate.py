@@ -34,7 +34,8 @@ def main() -> None:
     tracking.connect()  # MLflow loads in the tracking process while this one imports torch ...
     import matplotlib.figure  # noqa: F401 - ... and matplotlib for the bits-map figures (0.4 s)
 
-    from pixelzoo import model_registry, training
+    from pixelzoo import checkpoint, model_registry, training
+    from pixelzoo.device import pick_device
     from pixelzoo.evaluation import evaluate_with_map, save_bits_map_figures
     from pixelzoo.pipeline.settings import load_checked, stage_config
 
@@ -43,10 +44,10 @@ def main() -> None:
     split = cfg.get("eval_split", "test")
     data = tracking.data_dir(cfg["dataset"])
     out = tracking.stage_dir(args.experiment, "evaluate")
-    device = training.pick_device(cfg["evaluate"].get("device", "auto"))
+    device = pick_device(cfg["evaluate"].get("device", "auto"))
     meta, splits = training.load_splits(data, (split,))  # missing or corrupt inputs stop us here
     train_run, recorded = tracking.train_record(args.experiment)
-    model, ckpt = training.load_trained(  # a checkpoint changed since its train run is an error here
+    model, ckpt = checkpoint.load_trained(  # a checkpoint changed since its train run is an error here
         tracking.stage_dir(args.experiment, "train") / "model.pt", device, expected_sha256=recorded
     )
     read = {tracking.TAG_CHECKPOINT: ckpt["sha256"], tracking.TAG_TRAIN_RUN: train_run}

@@ -36,7 +36,8 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from pixelzoo import sampling, training
+    from pixelzoo import checkpoint, sampling, training
+    from pixelzoo.device import pick_device
     from pixelzoo.pipeline.settings import load_checked, stage_config
 
     params = load_checked()
@@ -44,14 +45,14 @@ def main() -> None:
     opts = cfg["sample"]
     data = tracking.data_dir(cfg["dataset"])
     out = tracking.stage_dir(args.experiment, "sample")
-    device = training.pick_device(opts.get("device", "auto"))
+    device = pick_device(opts.get("device", "auto"))
     meta, splits = training.load_splits(data, ("test",))  # missing or corrupt inputs stop us here
     train_run, recorded = tracking.train_record(args.experiment)
-    model, ckpt = training.load_trained(  # a checkpoint changed since its train run is an error here
+    model, ckpt = checkpoint.load_trained(  # a checkpoint changed since its train run is an error here
         tracking.stage_dir(args.experiment, "train") / "model.pt", device, expected_sha256=recorded
     )
     read = {tracking.TAG_CHECKPOINT: ckpt["sha256"], tracking.TAG_TRAIN_RUN: train_run}
-    shape = training.data_shape(meta)
+    shape = checkpoint.data_shape(meta)
     levels, per_row, seed = shape["levels"], int(opts["per_row"]), int(opts["seed"])
     method = opts.get("method", "cached")  # checked by the params schema (pixelzoo.pipeline.settings.Sample)
     conditional = bool(cfg.get("conditional"))

@@ -38,7 +38,7 @@ def main() -> None:
     # ... and torch._dynamo, which the optimizer's first step imports (1.1 s), before the run starts
     import torch._dynamo  # noqa: F401
 
-    from pixelzoo import model_registry, training
+    from pixelzoo import checkpoint, model_registry, training
     from pixelzoo.pipeline import launch
     from pixelzoo.pipeline.settings import load_checked, stage_config
 
@@ -92,9 +92,9 @@ def main() -> None:
             run.log_artifact(written / "history.json")
             # the best checkpoint as an MLflow model, registered as models:/<experiment>/<version>
             model_registry.log_trained_model(run, written / "model.pt", args.experiment,
-                                             training.data_shape(loaded[0]), bool(cfg.get("conditional")))
+                                             checkpoint.data_shape(loaded[0]), bool(cfg.get("conditional")))
         if is_main:
-            training.clear_scratch(scratch)  # only now: outputs and tracking are both complete
+            checkpoint.clear_scratch(scratch)  # only now: outputs and tracking are both complete
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from test_config import run_stage
 from test_training import config as toy_config
 from test_training import make_dataset
 
-from pixelzoo import training
+from pixelzoo import checkpoint, training
 from pixelzoo.data.datasets import load_split
 from pixelzoo.errors import CorruptFile, TrainingDiverged
 from pixelzoo.pipeline import settings as config
@@ -52,11 +52,11 @@ def test_corrupt_checkpoint_names_the_file_and_foreign_pickles_are_refused(tmp_p
     good = (out / "model.pt").read_bytes()
     (out / "model.pt").write_bytes(good[: len(good) // 3])
     with pytest.raises(CorruptFile, match=r"model\.pt is corrupt or truncated .*`dvc repro -f train@toy`"):
-        training.load_trained(out / "model.pt")
+        checkpoint.load_trained(out / "model.pt")
     # weights_only=True: a checkpoint that would run code when unpickled is refused, not executed
     torch.save({"config": Path("x"), "state_dict": {}}, out / "model.pt")
     with pytest.raises(CorruptFile, match="UnpicklingError"):
-        training.load_trained(out / "model.pt")
+        checkpoint.load_trained(out / "model.pt")
 
 
 # ----------------------------------------------------------------------------- pipeline faults

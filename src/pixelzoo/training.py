@@ -30,9 +30,7 @@ What the loop guarantees:
 
 from __future__ import annotations
 
-import io
 import json
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -44,74 +42,17 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from pixelzoo import safety
+from pixelzoo import checkpoint
+from pixelzoo.checkpoint import build_from_config
 from pixelzoo.data.datasets import load_meta, load_split_measured
-from pixelzoo.errors import CorruptFile, MissingInput, ParamsError, TrainingDiverged, kill_point
+from pixelzoo.device import all_sum, autocast_dtype, pick_device, setup_distributed
+from pixelzoo.errors import ParamsError, TrainingDiverged, kill_point
 from pixelzoo.evaluation import evaluate_nll
-from pixelzoo.integrity import RESUME_CODE, bytes_sha256, code_digest, config_digest
+from pixelzoo.integrity import RESUME_CODE, code_digest, config_digest
 from pixelzoo.likelihood import bits_per_dim, head_of, nll_per_image
-from pixelzoo.models import build_model
 from pixelzoo.optimizers import OPTIMIZERS
 
 MetricLogger = Callable[[dict[str, float], int], None]
-
-
-# ----------------------------------------------------------------------------- device, seeds, DDP
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed(use_cuda: bool | None = None) -> DistInfo:
-    """[DDP] Join the process group when launched by ``torchrun`` (WORLD_SIZE > 1); else a no-op.
-
-    NCCL when the ranks train on GPUs, gloo on CPU (``use_cuda`` defaults to "a GPU is visible").
-    """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return DistInfo()
-    use_cuda = torch.cuda.is_available() if use_cuda is None else use_cuda
-    if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo")
-    info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
-    if use_cuda:
-        torch.cuda.set_device(info.local_rank)
-    return info
-
-
-def all_sum(values: list[float], dist: DistInfo, device: torch.device) -> list[float]:
-    """[DDP] Element-wise float64 sum of ``values`` over all ranks (identity in one process)."""
-    if dist.world_size == 1:
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    torch.distributed.all_reduce(t)
-    return t.tolist()
-
-
-def pick_device(preference: str = "auto", dist: DistInfo | None = None) -> torch.device:
-    """``auto``: CUDA when present (the local rank's GPU under DDP), else CPU."""
-    if preference not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {preference!r}")
-    if preference == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: cuda was requested but no CUDA GPU is visible; use device: auto")
-    if preference == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda", (dist or DistInfo()).local_rank)
-
-
-def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
-    """bf16 autocast on CUDA, plain fp32 on CPU (``precision: fp32`` forces fp32 everywhere)."""
-    if precision not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return None
-    return torch.bfloat16
 
 
 def seed_everything(seed: int, device: torch.device) -> None:
@@ -128,17 +69,7 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)
 
 
-# ----------------------------------------------------------------------------- model, optimizer, data
-def data_shape(meta: Mapping[str, Any]) -> dict[str, int]:
-    return {k: int(meta[k]) for k in ("channels", "levels", "height", "width")}
-
-
-def build_from_config(cfg: Mapping[str, Any], meta: Mapping[str, Any]) -> nn.Module:
-    """The experiment's model, sized from the dataset's meta.json; class-conditional if ``conditional``."""
-    n_classes = int(meta["n_classes"]) if cfg.get("conditional", False) else None
-    return build_model(cfg["model"], **data_shape(meta), n_classes=n_classes, **(cfg.get("model_args") or {}))
-
-
+# ----------------------------------------------------------------------------- seeds, model, optimizer, data
 def check_model(cfg: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
     """Build the model once on the CPU so a builder's own checks (e.g. ``hidden >= channels``) fail before
     any work, as a ParamsError naming the experiment.
@@ -193,125 +124,8 @@ def image_nats(
     return nll_per_image(logits.float(), x, head_of(model), check_levels)
 
 
-# ----------------------------------------------------------------------------- checkpoints
 class TrainingInterrupted(RuntimeError):
     """Raised by the ``interrupt_after_steps`` test hook: behaves like a kill after that step."""
-
-
-def _save_atomic(obj: Any, path: Path) -> None:
-    # A kill during the write never leaves a truncated checkpoint behind (temp, then rename). torch.save
-    # into an open file (not a path): a full disk is then Python's OSError, not torch's "unexpected pos",
-    # and safety.write_atomic names the file, removes the temp and keeps the previous checkpoint.
-    safety.write_atomic(path, lambda fh: torch.save(obj, fh), path.with_suffix(path.suffix + ".tmp"))
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    safety.write_text_atomic(path, text, path.with_suffix(path.suffix + ".tmp"))
-
-
-def _rng_state() -> dict[str, Any]:
-    # numpy's state as tensors and plain values, so the checkpoint loads with weights_only=True
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    numpy_state = [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]
-    state = {"torch": torch.get_rng_state(), "numpy": numpy_state}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: Mapping[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _identity_changes(saved: Mapping[str, Any] | None, now: Mapping[str, Any]) -> list[str]:
-    """Why a resume checkpoint does not belong to this run (empty: it does)."""
-    if not isinstance(saved, Mapping):
-        return ["it records no config/data/code digests (written by an older version)"]
-    out = []
-    if saved.get("config") != now["config"]:
-        out.append(f"resolved config sha256 {str(saved.get('config'))[:12]} != now {now['config'][:12]}")
-    for split, h in now["data"].items():
-        old = (saved.get("data") or {}).get(split)
-        if old != h:
-            out.append(f"{split} data sha256 {str(old)[:12]} != now {h[:12]}")
-    if saved.get("code") != now["code"]:
-        out.append(f"model/training code sha256 {str(saved.get('code'))[:12]} != now {now['code'][:12]}")
-    return out
-
-
-def _resumable(
-    path: Path, identity: Mapping[str, Any], name: str, owner: bool = True
-) -> dict[str, Any] | None:
-    """The resume checkpoint at ``path`` if it was written by this same run; else the owner (rank 0)
-    discards it, saying why."""
-    if not path.exists():
-        return None
-    try:
-        ckpt = load_checkpoint(path, "")
-        why = _identity_changes(ckpt.get("identity"), identity)
-    except CorruptFile as err:
-        why = [f"unreadable ({err.__cause__})"]
-    if not why:
-        return ckpt
-    if owner:
-        print(f"discarding {path}: not the same run as {name} now ({'; '.join(why)}); training from scratch",
-              flush=True)
-        path.unlink(missing_ok=True)
-    return None
-
-
-def load_checkpoint(path: Path, rebuild: str, data: bytes | None = None) -> dict[str, Any]:
-    """``torch.load(path, weights_only=True)`` (from ``data``, the file's bytes, when given); a truncated
-    or corrupt file is a CorruptFile error naming it and ``rebuild``, the command that writes it again."""
-    try:
-        source = io.BytesIO(data) if data is not None else path
-        return torch.load(source, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as err:  # noqa: BLE001 - zip, pickle and unpickler errors all mean "unreadable"
-        raise CorruptFile(f"{path} is corrupt or truncated ({type(err).__name__}: {str(err)[:120]}); "
-                          f"rebuild it with `{rebuild}`") from err
-
-
-def load_trained(
-    path: Path, device: torch.device | str = "cpu", expected_sha256: str | None = None
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model saved by :func:`train` (``model.pt``); returns (model in eval mode, checkpoint).
-
-    The checkpoint's sha256 is measured on the very bytes that are loaded (``ckpt["sha256"]``); if
-    ``expected_sha256`` (what its train run recorded) differs, the file was changed: a CorruptFile error.
-    """
-    path = Path(path)
-    rebuild = f"dvc repro -f train@{path.parent.parent.name}"
-    if not path.is_file():
-        raise MissingInput(f"{path} not found: train the model first with `{rebuild.replace(' -f', '')}`")
-    data = path.read_bytes()
-    measured = bytes_sha256(data)
-    changed = expected_sha256 is not None and measured != expected_sha256
-    try:
-        ckpt = load_checkpoint(path, rebuild, data)
-    except CorruptFile as err:
-        if changed:
-            raise CorruptFile(f"{err} (sha256 {measured}; its train run recorded {expected_sha256})") from err
-        raise
-    if changed:
-        raise CorruptFile(
-            f"{path}: sha256 {measured} differs from {expected_sha256} recorded by the train run that wrote "
-            f"it; the file was changed after training. Restore it with `dvc checkout {path.parent}` or "
-            f"retrain with `{rebuild}`"
-        )
-    ckpt["sha256"] = measured
-    model = build_from_config(ckpt["config"], ckpt["data"])
-    try:
-        model.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as err:
-        raise CorruptFile(f"{path} does not match its model ({str(err)[:160]}); rebuild it with `{rebuild}`"
-                          ) from err
-    return model.to(device).eval(), ckpt
 
 
 # ----------------------------------------------------------------------------- device-side step guard
@@ -446,11 +260,11 @@ def train(
         "wall_seconds": 0.0,
         "done": False,
     }
-    ckpt = _resumable(resume_path, identity, cfg["name"], owner=dist.is_main)
+    ckpt = checkpoint.resumable(resume_path, identity, cfg["name"], owner=dist.is_main)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        _set_rng_state(ckpt["rng"])
+        checkpoint.set_rng_state(ckpt["rng"])
         state = ckpt["state"]
         if dist.is_main:
             print(f"resuming {cfg['name']} from {resume_path} at step {state['global_step']}")
@@ -470,12 +284,12 @@ def train(
         check_finite()  # never a checkpoint after a non-finite loss: the last good one stays
         state["epoch_nats"] = float(epoch_nats)
         if dist.is_main:  # [DDP] rank 0 holds the same weights as every other rank
-            _save_atomic(
+            checkpoint.save_checkpoint(
                 {
                     "identity": identity,
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
-                    "rng": _rng_state(),
+                    "rng": checkpoint.rng_state(),
                     "state": state,
                 },
                 resume_path,
@@ -608,11 +422,11 @@ def train(
     }
     if dist.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        _save_atomic(
+        checkpoint.save_checkpoint(
             {
                 "state_dict": state["best"]["state_dict"],
                 "config": dict(cfg),
-                "data": data_shape(meta) | {"n_classes": meta.get("n_classes")},
+                "data": checkpoint.data_shape(meta) | {"n_classes": meta.get("n_classes")},
                 "epoch": state["best"]["epoch"],
                 "steps": state["best"]["steps"],
                 "valid_bits_per_dim": state["best"]["valid_bits_per_dim"],
@@ -620,7 +434,7 @@ def train(
             },
             out_dir / "model.pt",
         )
-        _write_text_atomic(out_dir / "history.json", json.dumps(history, indent=2) + "\n")
+        checkpoint.write_text(out_dir / "history.json", json.dumps(history, indent=2) + "\n")
     if dist.world_size > 1:
         torch.distributed.destroy_process_group()
     return history
@@ -630,23 +444,9 @@ def _diverged_message(cfg: Mapping[str, Any], loss: float, state: Mapping[str, A
                       steps_per_epoch: int, resume: Path) -> str:
     """``step``: the global step of the first non-finite loss; it lies in the current epoch (the guard is
     read at every epoch end), ``state`` is where the loop was when it read the guard."""
-    kept = (f"the last good checkpoint {resume} (step {_resume_step(resume)}) is kept" if resume.exists()
-            else "no checkpoint had been written yet")
+    kept = (f"the last good checkpoint {resume} (step {checkpoint.resume_step(resume)}) is kept"
+            if resume.exists() else "no checkpoint had been written yet")
     batch = state["step_in_epoch"] - (state["global_step"] - step)
     return (f"training loss of {cfg['name']} is {loss} at epoch {state['epoch']}, step {step}"
             f" (batch {batch} of the epoch); {kept}. Lower optimizer.lr or set grad_clip"
             f" for experiments.{cfg['name']} and rerun (the same params diverge again at the same step)")
-
-
-def _resume_step(path: Path) -> int | str:
-    try:
-        return int(load_checkpoint(path, "")["state"]["global_step"])
-    except Exception:  # noqa: BLE001 - only for the message
-        return "?"
-
-
-def clear_scratch(scratch_dir: Path) -> None:
-    """Remove the resumable checkpoint once the whole stage (outputs and tracking) has finished."""
-    path = Path(scratch_dir) / "resume.pt"
-    if path.exists():
-        path.unlink()
