@@ -29,6 +29,7 @@ def main() -> None:
     precheck("params.yaml", "experiments", args.experiment)  # a params mistake stops here: no torch, no store
     # Heavy imports (torch, the models) only now: `--help`, argument and params errors answer at once.
     pause_gc()  # until the run has started (pixelzoo.pipeline.startup)
+    from pixelzoo.pipeline import layout
     from pixelzoo.pipeline.tracking import client as tracking
 
     tracking.connect()  # MLflow loads in the tracking process while this one imports torch ...
@@ -42,13 +43,13 @@ def main() -> None:
     params = load_checked()
     cfg = stage_config(params, args.experiment, "evaluate")
     split = cfg.get("eval_split", "test")
-    data = tracking.data_dir(cfg["dataset"])
-    out = tracking.stage_dir(args.experiment, "evaluate")
+    data = layout.data_dir(cfg["dataset"])
+    out = layout.stage_dir(args.experiment, "evaluate")
     device = pick_device(cfg["evaluate"].get("device", "auto"))
     meta, splits = training.load_splits(data, (split,))  # missing or corrupt inputs stop us here
     train_run, recorded = tracking.train_record(args.experiment)
     model, ckpt = checkpoint.load_trained(  # a checkpoint changed since its train run is an error here
-        tracking.stage_dir(args.experiment, "train") / "model.pt", device, expected_sha256=recorded
+        layout.stage_dir(args.experiment, "train") / "model.pt", device, expected_sha256=recorded
     )
     read = {tracking.TAG_CHECKPOINT: ckpt["sha256"], tracking.TAG_TRAIN_RUN: train_run}
 
@@ -77,7 +78,7 @@ def main() -> None:
         }
         tmp = run.out_dir / "metrics.json"  # moved to metrics/<exp>.json only once the run has finished
         safety.write_text_atomic(tmp, json.dumps(metrics, indent=2) + "\n")  # a full disk: one message
-        run.publish_file(tmp, tracking.metrics_path(args.experiment))
+        run.publish_file(tmp, layout.metrics_path(args.experiment))
         kill_point("evaluate")  # crash tests: metrics written, the run and its pointer not finished
         run.log_metrics(
             {k: float(metrics[k]) for k in ("test_nats_per_image", "test_bits_per_dim", "n_images")}

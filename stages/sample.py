@@ -30,6 +30,7 @@ def main() -> None:
     precheck("params.yaml", "experiments", args.experiment)  # a params mistake stops here: no torch, no store
     # Heavy imports (torch, the models) only now: `--help`, argument and params errors answer at once.
     pause_gc()  # until the run has started (pixelzoo.pipeline.startup)
+    from pixelzoo.pipeline import layout
     from pixelzoo.pipeline.tracking import client as tracking
 
     tracking.connect()  # MLflow loads in the tracking process while this one imports torch
@@ -43,13 +44,13 @@ def main() -> None:
     params = load_checked()
     cfg = stage_config(params, args.experiment, "sample")
     opts = cfg["sample"]
-    data = tracking.data_dir(cfg["dataset"])
-    out = tracking.stage_dir(args.experiment, "sample")
+    data = layout.data_dir(cfg["dataset"])
+    out = layout.stage_dir(args.experiment, "sample")
     device = pick_device(opts.get("device", "auto"))
     meta, splits = training.load_splits(data, ("test",))  # missing or corrupt inputs stop us here
     train_run, recorded = tracking.train_record(args.experiment)
     model, ckpt = checkpoint.load_trained(  # a checkpoint changed since its train run is an error here
-        tracking.stage_dir(args.experiment, "train") / "model.pt", device, expected_sha256=recorded
+        layout.stage_dir(args.experiment, "train") / "model.pt", device, expected_sha256=recorded
     )
     read = {tracking.TAG_CHECKPOINT: ckpt["sha256"], tracking.TAG_TRAIN_RUN: train_run}
     shape = checkpoint.data_shape(meta)

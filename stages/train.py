@@ -31,6 +31,7 @@ def main() -> None:
     precheck("params.yaml", "experiments", args.experiment)  # a params mistake stops here: no torch, no store
     # Heavy imports (torch, the models) only now: `--help`, argument and params errors answer at once.
     pause_gc()  # until the run has started (pixelzoo.pipeline.startup)
+    from pixelzoo.pipeline import layout
     from pixelzoo.pipeline.tracking import client as tracking
 
     if int(os.environ.get("RANK", "0")) == 0:  # [DDP] only rank 0 tracks
@@ -44,9 +45,9 @@ def main() -> None:
 
     params = load_checked()
     cfg = stage_config(params, args.experiment, "train")
-    data = tracking.data_dir(cfg["dataset"])
-    out = tracking.stage_dir(args.experiment, "train")
-    scratch = tracking.scratch_dir(args.experiment)
+    data = layout.data_dir(cfg["dataset"])
+    out = layout.stage_dir(args.experiment, "train")
+    scratch = layout.scratch_dir(args.experiment)
     loaded = training.load_splits(data, ("train", "valid"))  # missing or corrupt data stops us here
     training.check_model(cfg, loaded[0])
     where = f"experiments.{args.experiment}.launcher"

@@ -25,8 +25,8 @@ from pixelzoo import integrity, safety
 from pixelzoo.data import datasets
 from pixelzoo.data.datasets import load_split, split_digest
 from pixelzoo.errors import CorruptFile, ParamsError
+from pixelzoo.pipeline import layout
 from pixelzoo.pipeline import settings as config
-from pixelzoo.pipeline.tracking import client as tracking
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -285,12 +285,12 @@ def test_cifar10_is_unpickled_only_from_the_bytes_that_matched_the_pinned_sha256
 
 # ----------------------------------------------------------------------------- paths (the second wall)
 PATHS = [
-    ("outputs", lambda: tracking.stage_dir("../../evil", "train")),
-    ("scratch", lambda: tracking.scratch_dir("..")),
-    ("metrics", lambda: tracking.metrics_path("../../evil")),
-    ("data", lambda: tracking.data_dir("../../evil")),
-    ("absolute", lambda: tracking.scratch_dir("/tmp")),
-    ("root itself", lambda: tracking.scratch_dir(".")),
+    ("outputs", lambda: layout.stage_dir("../../evil", "train")),
+    ("scratch", lambda: layout.scratch_dir("..")),
+    ("metrics", lambda: layout.metrics_path("../../evil")),
+    ("data", lambda: layout.data_dir("../../evil")),
+    ("absolute", lambda: layout.scratch_dir("/tmp")),
+    ("root itself", lambda: layout.scratch_dir(".")),
 ]
 
 
@@ -305,7 +305,7 @@ def test_paths_built_from_names_are_refused_outside_their_root(
     with pytest.raises(safety.PathEscape, match="nothing was created or deleted|the folder .* itself"):
         build()
     assert _listing(tmp_path) == before
-    assert tracking.stage_dir(EXP, "train") == Path("outputs") / EXP / "train"  # good names unchanged
+    assert layout.stage_dir(EXP, "train") == Path("outputs") / EXP / "train"  # good names unchanged
 
 
 def test_a_symlink_out_of_the_root_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -313,7 +313,7 @@ def test_a_symlink_out_of_the_root_is_refused(tmp_path: Path, monkeypatch: pytes
     (tmp_path / "scratch").mkdir()
     (tmp_path / "scratch" / "x").symlink_to(tmp_path.parent)
     with pytest.raises(safety.PathEscape):
-        tracking.scratch_dir("x")
+        layout.scratch_dir("x")
 
 
 def test_preprocess_refuses_a_name_that_leaves_data_processed(tmp_path: Path) -> None:

@@ -187,14 +187,7 @@ _MODEL_CODE = ("src/pixelzoo/models", "src/pixelzoo/nn", "src/pixelzoo/likelihoo
                "src/pixelzoo/optimizers.py")
 # What a resumable checkpoint depends on: the code that computes the weights (not tracking, not stages).
 RESUME_CODE = _MODEL_CODE
-# What each stage runs (dvc.yaml deps without data): the digest is tagged on its run, re-measured by lineage.
-_SETTINGS, _TRACKING = "src/pixelzoo/pipeline/settings.py", "src/pixelzoo/pipeline/tracking/client.py"
-STAGE_CODE = {
-    "train": (*_MODEL_CODE, _SETTINGS, _TRACKING, "stages/train.py"),
-    "evaluate": (*_MODEL_CODE, _SETTINGS, _TRACKING, "stages/evaluate.py"),
-    "sample": (*_MODEL_CODE, _SETTINGS, _TRACKING, "src/pixelzoo/sampling.py",
-               "stages/sample.py"),
-}
+# What each stage runs: pipeline.layout.stage_code (its dvc.yaml deps under src/ and stages/).
 
 
 def code_digest(files: Iterable[str], root: str | Path | None = None) -> str:
