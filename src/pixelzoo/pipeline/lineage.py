@@ -29,68 +29,25 @@ from pixelzoo.pipeline.settings import load_checked, resolve_experiment
 from pixelzoo.pipeline.tracking import client as tracking
 from pixelzoo.pipeline.tracking.names import TAG_COMMIT, TAG_DATA, TAG_DIRTY, TAG_DVC_EXP
 
-STAGES = ("train", "evaluate", "sample")
+STAGES = tuple(layout.STAGE_DIRS)  # the tracked stages, in pipeline order
 
 
 def lineage(experiment: str) -> tuple[list[str], bool]:
     """Report lines for ``experiment`` and whether anything is stale (run from the repository root)."""
-    from mlflow.tracking import MlflowClient
-
     params = load_checked()
-    lines: list[str] = []
-    stale = False
+    lines, stale = _metrics_lines(experiment)
 
     def flag(ok: bool, what: str) -> None:
         nonlocal stale
         stale |= not ok
         lines.append(f"  {'ok   ' if ok else 'STALE'}  {what}")
 
-    metrics_file = layout.metrics_path(experiment)
-    if metrics_file.exists():
-        m = json.loads(metrics_file.read_text())
-        lines.append(
-            f"{experiment}: {m['split']} {m['test_bits_per_dim']:.4f} bits/dim, "
-            f"{m['test_nats_per_image']:.3f} nats/image over {m['n_images']} images "
-            f"({m['model']} on {m['dataset']}, {m['n_params']} parameters)  [{metrics_file}]"
-        )
-    else:
-        lines.append(f"{experiment}: no {metrics_file} yet (run `dvc repro evaluate@{experiment}`)")
-        stale = True
-
     commit_now, dirty_now = tracking.git_state()
     cfg_now = resolve_experiment(params, experiment)
     meta = load_meta(layout.data_dir(cfg_now["dataset"]))
-
-    lines.append("runs:")
-    runs: dict[str, Any] = {}
-    pointers: dict[str, tracking.RunPointer] = {}
-    for stage in STAGES:
-        pointer = tracking.read_pointer(layout.pointer_path(experiment, stage), stage)
-        if pointer is None:
-            lines.append(f"  {stage:<9} no run pointer in {layout.stage_dir(experiment, stage)}")
-            stale = True
-            continue
-        run = MlflowClient(tracking_uri=pointer.tracking_uri).get_run(pointer.run_id)
-        runs[stage], pointers[stage] = run, pointer
-        t = run.data.tags
-        lines.append(
-            f"  {stage:<9} {run.info.run_id}  {pointer.run_name}  {run.info.status}  "
-            f"commit {t.get('git.commit', '?')[:12]}{' (dirty)' if t.get('git.dirty') == 'true' else ''}"
-            f"  dvc exp {t.get(TAG_DVC_EXP, '-')}  [{pointer.tracking_uri}]"
-        )
-
-    if "train" in runs:
-        lines.append("params (as resolved for train):")
-        lines.extend(f"  {k} = {v}" for k, v in sorted(runs["train"].data.params.items()))
-
-    lines.append(
-        f"data: {meta['name']} (source {meta['source']}, {meta['levels']} levels, "
-        f"{meta['channels']}x{meta['height']}x{meta['width']})"
-    )
-    lines.extend(
-        f"  {split}: sha256 {h}  ({meta['counts'][split]} images)" for split, h in meta["sha256"].items()
-    )
-    lines.extend(f"  raw {name}: sha256 {h}" for name, h in meta.get("raw_sha256", {}).items())
+    runs, pointers, missing = _runs(experiment, lines)
+    stale |= missing
+    lines += _params_and_data_lines(runs, meta)
 
     root = Path.cwd()
     where = rules.code_root(root)
@@ -112,6 +69,59 @@ def lineage(experiment: str) -> tuple[list[str], bool]:
         stale |= verdict != "ok"
         lines.append(f"  {verdict:<8} {what}")
     return lines, stale
+
+
+def _metrics_lines(experiment: str) -> tuple[list[str], bool]:
+    """The committed metrics line, or why there is none (then the experiment is stale)."""
+    metrics_file = layout.metrics_path(experiment)
+    if not metrics_file.exists():
+        return [f"{experiment}: no {metrics_file} yet (run `dvc repro evaluate@{experiment}`)"], True
+    m = json.loads(metrics_file.read_text())
+    return [f"{experiment}: {m['split']} {m['test_bits_per_dim']:.4f} bits/dim, "
+            f"{m['test_nats_per_image']:.3f} nats/image over {m['n_images']} images "
+            f"({m['model']} on {m['dataset']}, {m['n_params']} parameters)  [{metrics_file}]"], False
+
+
+def _runs(experiment: str, lines: list[str]) -> tuple[dict[str, Any], dict[str, tracking.RunPointer], bool]:
+    """Each tracked stage's MLflow run, read once through its pointer; a line per stage into ``lines``;
+    True when a stage has no pointer."""
+    from mlflow.tracking import MlflowClient
+
+    lines.append("runs:")
+    runs: dict[str, Any] = {}
+    pointers: dict[str, tracking.RunPointer] = {}
+    missing = False
+    for stage in STAGES:
+        pointer = tracking.read_pointer(layout.pointer_path(experiment, stage), stage)
+        if pointer is None:
+            lines.append(f"  {stage:<9} no run pointer in {layout.stage_dir(experiment, stage)}")
+            missing = True
+            continue
+        run = MlflowClient(tracking_uri=pointer.tracking_uri).get_run(pointer.run_id)
+        runs[stage], pointers[stage] = run, pointer
+        t = run.data.tags
+        lines.append(
+            f"  {stage:<9} {run.info.run_id}  {pointer.run_name}  {run.info.status}  "
+            f"commit {t.get(TAG_COMMIT, '?')[:12]}{' (dirty)' if t.get(TAG_DIRTY) == 'true' else ''}"
+            f"  dvc exp {t.get(TAG_DVC_EXP, '-')}  [{pointer.tracking_uri}]"
+        )
+    return runs, pointers, missing
+
+
+def _params_and_data_lines(runs: Mapping[str, Any], meta: Mapping[str, Any]) -> list[str]:
+    lines = []
+    if "train" in runs:
+        lines.append("params (as resolved for train):")
+        lines.extend(f"  {k} = {v}" for k, v in sorted(runs["train"].data.params.items()))
+    lines.append(
+        f"data: {meta['name']} (source {meta['source']}, {meta['levels']} levels, "
+        f"{meta['channels']}x{meta['height']}x{meta['width']})"
+    )
+    lines.extend(
+        f"  {split}: sha256 {h}  ({meta['counts'][split]} images)" for split, h in meta["sha256"].items()
+    )
+    lines.extend(f"  raw {name}: sha256 {h}" for name, h in meta.get("raw_sha256", {}).items())
+    return lines
 
 
 def measured_checks(
