@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from pixelzoo import training
+from pixelzoo import checkpoint, training
 from pixelzoo.data.sources import KINDS
 from pixelzoo.likelihood import head_of, nll_per_image
 from pixelzoo.pipeline.settings import load_params, resolve_experiment
@@ -48,7 +48,7 @@ def measure(cfg: dict[str, Any], meta: dict[str, Any], steps: int, eval_batch: i
             ) -> dict[str, Any]:
     """img/s of training steps and of evaluation forwards for one resolved experiment."""
     torch.manual_seed(0)
-    model = training.build_from_config(cfg, meta)
+    model = checkpoint.build_from_config(cfg, meta)
     optimizer = training.make_optimizer(model.parameters(), cfg["optimizer"])
     shape = (meta["channels"], meta["height"], meta["width"])
 

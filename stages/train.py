@@ -8,7 +8,6 @@ Under ``torchrun`` (DDP) only rank 0 tracks and writes.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from contextlib import nullcontext
@@ -19,56 +18,36 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from pixelzoo.errors import run_main  # noqa: E402
 from pixelzoo.integrity import PidLock, file_sha256  # noqa: E402
-from pixelzoo.pipeline.startup import pause_gc, resume_gc  # noqa: E402
+from pixelzoo.pipeline import stage  # noqa: E402
+from pixelzoo.pipeline.startup import resume_gc  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("experiment", help="key of params.yaml `experiments`")
-    args = parser.parse_args()
-    from pixelzoo.pipeline.settings import precheck
-
-    precheck("params.yaml", "experiments", args.experiment)  # a params mistake stops here: no torch, no store
-    # Heavy imports (torch, the models) only now: `--help`, argument and params errors answer at once.
-    pause_gc()  # until the run has started (pixelzoo.pipeline.startup)
-    from pixelzoo.pipeline.tracking import client as tracking
-
-    if int(os.environ.get("RANK", "0")) == 0:  # [DDP] only rank 0 tracks
-        tracking.connect()  # MLflow loads in the tracking process while this one imports torch ...
-    # ... and torch._dynamo, which the optimizer's first step imports (1.1 s), before the run starts
+    is_main = int(os.environ.get("RANK", "0")) == 0  # [DDP] torchrun sets RANK; only rank 0 tracks
+    experiment = stage.start(__doc__, connect=is_main)
+    # Heavy imports (torch, the models) only now: `--help`, argument and params errors answered at once,
+    # and torch._dynamo, which the optimizer's first step imports (1.1 s), before the run starts
     import torch._dynamo  # noqa: F401
 
-    from pixelzoo import model_registry, training
-    from pixelzoo.pipeline import launch
-    from pixelzoo.pipeline.settings import load_checked, stage_config
+    from pixelzoo import checkpoint, model_registry, training
+    from pixelzoo.pipeline import launch, layout
+    from pixelzoo.pipeline.tracking import client as tracking
 
-    params = load_checked()
-    cfg = stage_config(params, args.experiment, "train")
-    data = tracking.data_dir(cfg["dataset"])
-    out = tracking.stage_dir(args.experiment, "train")
-    scratch = tracking.scratch_dir(args.experiment)
+    inp = stage.inputs(experiment, "train")
+    params, cfg, data, out = inp.params, inp.cfg, inp.data, inp.out
+    scratch = layout.scratch_dir(experiment)
     loaded = training.load_splits(data, ("train", "valid"))  # missing or corrupt data stops us here
     training.check_model(cfg, loaded[0])
-    where = f"experiments.{args.experiment}.launcher"
+    where = f"experiments.{experiment}.launcher"
     command = launch.relaunch_command(cfg.get("launcher", "python"), __file__, sys.argv[1:], where)
     if command:  # [DDP] e.g. torchrun: check the store before any worker starts, then become the launcher
         tracking.init_store(params["tracking"]["experiment_name"])
         launch.relaunch(command)
-    is_main = int(os.environ.get("RANK", "0")) == 0  # [DDP] torchrun sets RANK; only rank 0 tracks
     # One trainer per scratch folder: an orphaned train.py (its dvc parent killed) still holds it.
-    lock = PidLock(scratch / "train.lock", f"train@{args.experiment}") if is_main else nullcontext()
+    lock = PidLock(scratch / "train.lock", f"train@{experiment}") if is_main else nullcontext()
 
     run_ctx = (
-        tracking.stage_run(
-            args.experiment,
-            "train",
-            cfg,
-            loaded[0],
-            data,
-            {s: loaded[1][s].sha256 for s in ("train", "valid")},  # measured on the arrays read
-            out,
-            params["tracking"]["experiment_name"],
-        )
+        stage.run(inp, loaded[0], {s: loaded[1][s].sha256 for s in ("train", "valid")})  # measured on read
         if is_main
         else nullcontext(None)
     )
@@ -91,10 +70,10 @@ def main() -> None:
             run.set_tags({tracking.TAG_CHECKPOINT: file_sha256(written / "model.pt")})
             run.log_artifact(written / "history.json")
             # the best checkpoint as an MLflow model, registered as models:/<experiment>/<version>
-            model_registry.log_trained_model(run, written / "model.pt", args.experiment,
-                                             training.data_shape(loaded[0]), bool(cfg.get("conditional")))
+            model_registry.log_trained_model(run, written / "model.pt", experiment,
+                                             checkpoint.data_shape(loaded[0]), bool(cfg.get("conditional")))
         if is_main:
-            training.clear_scratch(scratch)  # only now: outputs and tracking are both complete
+            checkpoint.clear_scratch(scratch)  # only now: outputs and tracking are both complete
 
 
 if __name__ == "__main__":

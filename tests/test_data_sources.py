@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pixelzoo import integrity
 from pixelzoo.data import formats, sources
 from pixelzoo.errors import run_main
 from pixelzoo.pipeline.settings import ParamsError
@@ -128,7 +129,8 @@ def test_mnist_loader_on_idx_files_in_torchvision_layout(tmp_path: Path) -> None
     for prefix, (x, y) in arrays.items():
         formats.write_idx_gz(raw / f"MNIST/raw/{prefix}-images-idx3-ubyte.gz", x)
         formats.write_idx_gz(raw / f"MNIST/raw/{prefix}-labels-idx1-ubyte.gz", y.astype(np.uint8))
-    files = {rf.path: sources.sha256_file(raw / rf.path) for rf in sources.REMOTE_FILES["torchvision_mnist"]}
+    files = {rf.path: integrity.file_sha256(raw / rf.path)
+             for rf in sources.REMOTE_FILES["torchvision_mnist"]}
     (raw / sources.MANIFEST).write_text(json.dumps({"kind": "torchvision_mnist", "files": files}))
     src = sources.load_source("mnist", {"kind": "torchvision_mnist"}, raw)
     np.testing.assert_array_equal(src.splits["test"][0][:, 0], arrays["t10k"][0])
@@ -214,7 +216,7 @@ def test_fashion_mnist_from_mirror_folder_then_load(tmp_path: Path, monkeypatch:
     manifest = sources.download_source("fashion", spec, raw)
     assert json.loads((raw / sources.MANIFEST).read_text()) == manifest
     for rf in sources.REMOTE_FILES["fashion_mnist"]:  # both hashes recorded: the file's and its content's
-        assert manifest["files"][rf.path] == sources.sha256_file(mirror / Path(rf.path).name)
+        assert manifest["files"][rf.path] == integrity.file_sha256(mirror / Path(rf.path).name)
         assert manifest["contents_sha256"][rf.path] == rf.sha256
     src = sources.load_source("fashion", spec, raw)
     np.testing.assert_array_equal(src.splits["train"][0][:, 0], arrays["train-images-idx3-ubyte.gz"])

@@ -20,9 +20,10 @@ from test_config import run_stage
 from test_training import config as toy_config
 from test_training import make_dataset
 
-from pixelzoo import training
+from pixelzoo import checkpoint, training
 from pixelzoo.data.datasets import load_split
 from pixelzoo.errors import CorruptFile, TrainingDiverged
+from pixelzoo.pipeline import layout
 from pixelzoo.pipeline import settings as config
 from pixelzoo.pipeline.profiles.profile import project_files
 from pixelzoo.pipeline.tracking import client as tracking
@@ -52,11 +53,11 @@ def test_corrupt_checkpoint_names_the_file_and_foreign_pickles_are_refused(tmp_p
     good = (out / "model.pt").read_bytes()
     (out / "model.pt").write_bytes(good[: len(good) // 3])
     with pytest.raises(CorruptFile, match=r"model\.pt is corrupt or truncated .*`dvc repro -f train@toy`"):
-        training.load_trained(out / "model.pt")
+        checkpoint.load_trained(out / "model.pt")
     # weights_only=True: a checkpoint that would run code when unpickled is refused, not executed
     torch.save({"config": Path("x"), "state_dict": {}}, out / "model.pt")
     with pytest.raises(CorruptFile, match="UnpicklingError"):
-        training.load_trained(out / "model.pt")
+        checkpoint.load_trained(out / "model.pt")
 
 
 # ----------------------------------------------------------------------------- pipeline faults
@@ -100,7 +101,7 @@ def _killed_by_sigkill(log: str) -> bool:
 
 
 def _pointer(root: Path, stage: str) -> Path:
-    return root / tracking.stage_dir(EXP, stage) / tracking.POINTER_NAME
+    return root / layout.stage_dir(EXP, stage) / layout.POINTER_NAME
 
 
 @pytest.mark.slow
@@ -108,15 +109,15 @@ def test_kill_9_in_every_stage_kind_leaves_nothing_complete_and_repro_recovers(
     tiny: RepoCopy, tmp_path: Path
 ) -> None:
     root = tiny.root
-    train_out = root / tracking.stage_dir(EXP, "train")
+    train_out = root / layout.stage_dir(EXP, "train")
     # (kill point, dvc target, what must not exist afterwards: the stage's "complete" marker/output)
     kills = [
         ("download", "download@digits", [root / "data/raw/digits/SOURCE.json"]),
         ("preprocess", "preprocess@digits", [root / "data/processed/digits"]),
         ("train.step3", f"train@{EXP}", [train_out / "model.pt", train_out / "history.json",
                                          _pointer(root, "train")]),
-        ("evaluate", f"evaluate@{EXP}", [root / tracking.metrics_path(EXP), _pointer(root, "evaluate")]),
-        ("sample", f"sample@{EXP}", [root / tracking.stage_dir(EXP, "sample") / "grid.png",
+        ("evaluate", f"evaluate@{EXP}", [root / layout.metrics_path(EXP), _pointer(root, "evaluate")]),
+        ("sample", f"sample@{EXP}", [root / layout.stage_dir(EXP, "sample") / "grid.png",
                                      _pointer(root, "sample")]),
         ("report", "report", [root / "reports/index.html", root / "reports/README.md"]),
     ]
@@ -137,7 +138,7 @@ def test_kill_9_in_every_stage_kind_leaves_nothing_complete_and_repro_recovers(
     assert "up to date" in _dvc(tiny, "status").stdout
     for stage in ("train", "evaluate", "sample"):
         assert json.loads(_pointer(root, stage).read_text())["run_id"]
-    assert json.loads((root / tracking.metrics_path(EXP)).read_text())["n_images"] == 360
+    assert json.loads((root / layout.metrics_path(EXP)).read_text())["n_images"] == 360
     assert (root / "reports/index.html").exists() and not (root / "scratch" / EXP / "resume.pt").exists()
 
     # The killed-and-resumed training ends bit-identical to one that ran straight through.
@@ -176,7 +177,7 @@ def test_two_stages_at_once_on_a_fresh_sqlite_store_lose_no_run(
         r.info.run_id for r in runs}
 
     # A corrupt model.pt: the evaluate stage names it and its rebuild command, opens no run.
-    model = tiny.root / tracking.stage_dir(EXP, "train") / "model.pt"
+    model = tiny.root / layout.stage_dir(EXP, "train") / "model.pt"
     model.write_bytes(model.read_bytes()[:1000])
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     code, seconds = run_stage("evaluate.py", [EXP], tiny.root, monkeypatch)
@@ -233,7 +234,7 @@ def test_nan_loss_stops_naming_step_keeps_last_good_checkpoint_and_fails_the_run
     kept = torch.load(scratch / "resume.pt", weights_only=True)
     assert kept["state"]["global_step"] == 1
     assert all(torch.isfinite(v).all() for v in kept["model"].values() if v.is_floating_point())
-    assert not (out / "model.pt").exists() and not (out / tracking.POINTER_NAME).exists()
+    assert not (out / "model.pt").exists() and not (out / layout.POINTER_NAME).exists()
 
     client = MlflowClient(f"sqlite:///{tiny.root / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("faults").experiment_id])

@@ -8,9 +8,10 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-# The lower house: layers, models, the loss, evaluation, sampling, the audit and the training loop.
+# The lower house: layers, models, the loss, evaluation, sampling, the audit, the training loop and what it
+# saves and runs on (checkpoint, device).
 LOWER = ("pixelzoo.nn", "pixelzoo.models", "pixelzoo.likelihood", "pixelzoo.evaluation", "pixelzoo.sampling",
-         "pixelzoo.audit", "pixelzoo.training")
+         "pixelzoo.audit", "pixelzoo.training", "pixelzoo.checkpoint", "pixelzoo.device")
 # What the lower house must never reach: settings, stage set-up, tracking, lineage, profiles, the report.
 PIPELINE = ("pixelzoo.pipeline", "pixelzoo.report", "pixelzoo.config", "pixelzoo.profile")
 # Circles still open, each with its way out; any other circle fails. data.sources validates a source

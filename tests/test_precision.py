@@ -12,7 +12,7 @@ import pytest
 import torch
 from test_training import config, make_dataset
 
-from pixelzoo import training
+from pixelzoo import checkpoint, training
 from pixelzoo.models.registry import registered, tiny_args
 
 BUILD = training.build_from_config  # the real builder, wrapped below
@@ -51,7 +51,7 @@ def test_bf16_autocast_training_on_cpu_is_finite_and_close_to_fp32(
     # Step 1 is the same initial weights on the same batch: only bf16 rounding separates the two.
     assert loss16[0] == pytest.approx(loss32[0], rel=2e-2)
     assert loss16[1] == pytest.approx(loss32[1], rel=5e-2)  # after one optimizer step in each precision
-    model, ckpt = training.load_trained(tmp_path / "bf16" / "model.pt")
+    model, ckpt = checkpoint.load_trained(tmp_path / "bf16" / "model.pt")
     assert all(torch.isfinite(p).all() for p in model.parameters())
     # Validation is exact fp32 in both: the two trained models score alike.
     assert ckpt["valid_bits_per_dim"] == pytest.approx(h32["best_valid_bits_per_dim"], rel=5e-2)

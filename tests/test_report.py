@@ -21,6 +21,7 @@ from torchvision.utils import save_image
 
 from pixelzoo import integrity
 from pixelzoo.evaluation import BitsMap, save_bits_map_figures
+from pixelzoo.pipeline import layout
 from pixelzoo.pipeline import settings as config
 from pixelzoo.pipeline.provenance import changed_keys
 from pixelzoo.pipeline.tracking import client as tracking
@@ -121,7 +122,7 @@ def _run(root: Path, params: dict[str, Any], key: str, nats: float, uri: str | N
         cfg = config.stage_config(params, key, stage)
         digest = integrity.file_sha256(ckpt)
         run_id = _record_run(uri, key, stage, cfg, digest) if uri else f"{stage}{key}".ljust(32, "0")
-        _write_json(root / tracking.stage_dir(key, stage) / "mlflow_run.json", {
+        _write_json(root / layout.stage_dir(key, stage) / "mlflow_run.json", {
             "run_id": run_id, "tracking_uri": uri or f"sqlite:///{root}/mlflow.db",
             "experiment_name": "pixelzoo", "run_name": f"{key}:{stage}",
         })

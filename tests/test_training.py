@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from pixelzoo import training
+from pixelzoo import checkpoint, device, training
 from pixelzoo.data.datasets import split_digest
 from pixelzoo.data.preprocess import write_processed
 from pixelzoo.evaluation import evaluate_nll
@@ -117,7 +117,7 @@ def test_loss_decreases_and_outputs_are_complete(tmp_path: Path) -> None:
     assert any("valid_bits_per_dim" in m for m, _ in logged)
 
     # model.pt: the best epoch's weights + the resolved config; it rebuilds to that validation NLL.
-    model, ckpt = training.load_trained(tmp_path / "out" / "model.pt")
+    model, ckpt = checkpoint.load_trained(tmp_path / "out" / "model.pt")
     best = min(epochs, key=lambda e: e["valid_bits_per_dim"])
     assert ckpt["config"] == cfg and ckpt["epoch"] == best["epoch"] == history["best_epoch"]
     assert ckpt["n_params"] == history["n_params"]
@@ -150,12 +150,12 @@ def test_resume_after_interruption_gives_bitwise_identical_weights(tmp_path: Pat
     hist_b = json.loads((tmp_path / "b" / "history.json").read_text())["epochs"]
     assert [e["train_bits_per_dim"] for e in hist_a] == [e["train_bits_per_dim"] for e in hist_b]
 
-    training.clear_scratch(tmp_path / "scratch_b")
+    checkpoint.clear_scratch(tmp_path / "scratch_b")
     assert not (tmp_path / "scratch_b" / "resume.pt").exists()
 
 
 def _killed_at_step_2(data: Path, tmp_path: Path) -> None:
-    training.clear_scratch(tmp_path / "s")
+    checkpoint.clear_scratch(tmp_path / "s")
     with pytest.raises(training.TrainingInterrupted):
         training.train(config(epochs=1), data, tmp_path / "o", tmp_path / "s", interrupt_after_steps=2)
     assert (tmp_path / "s" / "resume.pt").exists()
@@ -198,7 +198,7 @@ def test_max_steps_budget_and_conditional_model(tmp_path: Path) -> None:
     )
     history = training.train(cfg, data, tmp_path / "out", tmp_path / "scratch")
     assert history["total_steps"] == 3 and len(history["epochs"]) == 1
-    model, ckpt = training.load_trained(tmp_path / "out" / "model.pt")
+    model, ckpt = checkpoint.load_trained(tmp_path / "out" / "model.pt")
     assert ckpt["data"]["n_classes"] == 3
     x = torch.zeros(2, C, H, W, dtype=torch.long)
     assert model(x, torch.tensor([0, 2])).shape == (2, LEVELS, C, H, W)
@@ -208,7 +208,7 @@ def test_bad_optimizer_and_device_are_clear_errors() -> None:
     with pytest.raises(ValueError, match="optimizer.name"):
         training.make_optimizer([nn.Parameter(torch.zeros(1))], {"name": "adagrad", "lr": 1.0})
     with pytest.raises(ValueError, match="device"):
-        training.pick_device("tpu")
+        device.pick_device("tpu")
 
 
 # ----------------------------------------------------------------------------- evaluation

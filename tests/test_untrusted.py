@@ -21,12 +21,12 @@ import yaml
 from test_config import CI, EXP, run_stage
 from test_training import make_dataset
 
-from pixelzoo import safety
+from pixelzoo import integrity, safety
 from pixelzoo.data import datasets
 from pixelzoo.data.datasets import load_split, split_digest
 from pixelzoo.errors import CorruptFile, ParamsError
+from pixelzoo.pipeline import layout
 from pixelzoo.pipeline import settings as config
-from pixelzoo.pipeline.tracking import client as tracking
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -274,7 +274,7 @@ def test_cifar10_is_unpickled_only_from_the_bytes_that_matched_the_pinned_sha256
     raw.mkdir()
     train, test = sources.make_cifar10_fixture(10, 5, 8, 0)
     formats.write_cifar_tar(raw / sources.CIFAR10_FILE, train, test, [f"c{i}" for i in range(10)])
-    sha = sources.sha256_file(raw / sources.CIFAR10_FILE)
+    sha = integrity.file_sha256(raw / sources.CIFAR10_FILE)
     # SOURCE.json agrees with the file (as a tampered download folder would): the pinned checksum does not
     (raw / sources.MANIFEST).write_text(json.dumps({"kind": "torchvision_cifar10",
                                                     "files": {sources.CIFAR10_FILE: sha}}))
@@ -285,12 +285,12 @@ def test_cifar10_is_unpickled_only_from_the_bytes_that_matched_the_pinned_sha256
 
 # ----------------------------------------------------------------------------- paths (the second wall)
 PATHS = [
-    ("outputs", lambda: tracking.stage_dir("../../evil", "train")),
-    ("scratch", lambda: tracking.scratch_dir("..")),
-    ("metrics", lambda: tracking.metrics_path("../../evil")),
-    ("data", lambda: tracking.data_dir("../../evil")),
-    ("absolute", lambda: tracking.scratch_dir("/tmp")),
-    ("root itself", lambda: tracking.scratch_dir(".")),
+    ("outputs", lambda: layout.stage_dir("../../evil", "train")),
+    ("scratch", lambda: layout.scratch_dir("..")),
+    ("metrics", lambda: layout.metrics_path("../../evil")),
+    ("data", lambda: layout.data_dir("../../evil")),
+    ("absolute", lambda: layout.scratch_dir("/tmp")),
+    ("root itself", lambda: layout.scratch_dir(".")),
 ]
 
 
@@ -305,7 +305,7 @@ def test_paths_built_from_names_are_refused_outside_their_root(
     with pytest.raises(safety.PathEscape, match="nothing was created or deleted|the folder .* itself"):
         build()
     assert _listing(tmp_path) == before
-    assert tracking.stage_dir(EXP, "train") == Path("outputs") / EXP / "train"  # good names unchanged
+    assert layout.stage_dir(EXP, "train") == Path("outputs") / EXP / "train"  # good names unchanged
 
 
 def test_a_symlink_out_of_the_root_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -313,7 +313,7 @@ def test_a_symlink_out_of_the_root_is_refused(tmp_path: Path, monkeypatch: pytes
     (tmp_path / "scratch").mkdir()
     (tmp_path / "scratch" / "x").symlink_to(tmp_path.parent)
     with pytest.raises(safety.PathEscape):
-        tracking.scratch_dir("x")
+        layout.scratch_dir("x")
 
 
 def test_preprocess_refuses_a_name_that_leaves_data_processed(tmp_path: Path) -> None:
@@ -341,15 +341,15 @@ def test_a_full_disk_while_saving_a_checkpoint_names_the_file_and_keeps_the_last
 ) -> None:
     import torch
 
-    from pixelzoo import training
+    from pixelzoo import checkpoint
 
     path = tmp_path / "outputs" / "toy" / "train" / "model.pt"
-    training._save_atomic({"w": torch.ones(3)}, path)
+    checkpoint.save_checkpoint({"w": torch.ones(3)}, path)
     good = path.read_bytes()
     monkeypatch.setattr(torch, "save", _enospc_after(1000))
     start = time.perf_counter()
     with pytest.raises(safety.WriteFailed) as err:
-        training._save_atomic({"w": torch.zeros(3)}, path)
+        checkpoint.save_checkpoint({"w": torch.zeros(3)}, path)
     msg = str(err.value)
     assert msg.startswith(f"could not write {path}: the disk is full (ENOSPC: No space left on device)")
     assert "the previous model.pt is kept, no temp file left" in msg
@@ -403,7 +403,7 @@ def _mount_tmpfs(where: Path, size: str) -> str | None:
 def test_a_really_full_tmpfs_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
     import torch
 
-    from pixelzoo import training
+    from pixelzoo import checkpoint
 
     disk = tmp_path / "disk"
     reason = _mount_tmpfs(disk, "256k")
@@ -411,10 +411,10 @@ def test_a_really_full_tmpfs_keeps_the_last_good_checkpoint(tmp_path: Path) -> N
         pytest.skip(f"no real full disk here ({reason}); the fault-injected tests above cover it")
     try:
         path = disk / "model.pt"
-        training._save_atomic({"w": torch.ones(10)}, path)
+        checkpoint.save_checkpoint({"w": torch.ones(10)}, path)
         good = path.read_bytes()
         with pytest.raises(safety.WriteFailed, match=rf"could not write {path}: the disk is full \(ENOSPC"):
-            training._save_atomic({"w": torch.ones(200_000)}, path)  # 800 kB on a 256 kB filesystem
+            checkpoint.save_checkpoint({"w": torch.ones(200_000)}, path)  # 800 kB on a 256 kB filesystem
         assert path.read_bytes() == good and sorted(p.name for p in disk.iterdir()) == ["model.pt"]
     finally:
         subprocess.run(["umount", str(disk)], check=False)

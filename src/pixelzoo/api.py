@@ -195,7 +195,8 @@ def load(ref: str | Path, device: str = "cpu") -> Model:
     """A trained model: experiment key, ``model.pt`` path or folder, or MLflow model URI (see module doc).
 
     ``device``: "cpu" (default), "cuda" or "auto"."""
-    from pixelzoo.training import load_trained, pick_device
+    from pixelzoo.checkpoint import load_trained
+    from pixelzoo.device import pick_device
 
     dev = pick_device(device)
     if isinstance(ref, str) and ref.startswith(URI_SCHEMES):
@@ -218,7 +219,7 @@ def _load_mlflow(uri: str, device: torch.device) -> Model:
     found = sorted(local.rglob(MODEL_FILE))
     if not found:
         raise MissingInput(f"MLflow model {uri} holds no {MODEL_FILE}: not logged by pixelzoo")
-    from pixelzoo.training import load_trained
+    from pixelzoo.checkpoint import load_trained
 
     module, ckpt = load_trained(found[0], device)
     return Model(module, ckpt, uri, device)

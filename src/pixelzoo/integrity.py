@@ -29,12 +29,13 @@ _CHUNK = 1 << 20
 _sha_cache: dict[tuple[str, int, int], str] = {}
 
 
-def file_sha256(path: str | Path) -> str:
-    """sha256 hex of a file's bytes, read in 1 MiB chunks; cached by (path, size, mtime_ns)."""
+def file_sha256(path: str | Path, cached: bool = True) -> str:
+    """sha256 hex of a file's bytes, read in 1 MiB chunks; cached by (path, size, mtime_ns) unless
+    ``cached=False`` (checking downloads: a same-size rewrite within one timestamp tick must not hide)."""
     path = Path(path)
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _sha_cache:
+    if not cached or key not in _sha_cache:
         h = hashlib.sha256()
         with open(path, "rb") as fh:
             while chunk := fh.read(_CHUNK):
@@ -181,18 +182,12 @@ def publish_dir(tmp: str | Path, target: str | Path) -> None:
 # ----------------------------------------------------------------------------- which code made what
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the tree this pixelzoo was imported from
 _MODEL_CODE = ("src/pixelzoo/models", "src/pixelzoo/nn", "src/pixelzoo/likelihood.py",
-               "src/pixelzoo/training.py", "src/pixelzoo/evaluation.py", "src/pixelzoo/data/datasets.py",
+               "src/pixelzoo/training.py", "src/pixelzoo/checkpoint.py", "src/pixelzoo/device.py",
+               "src/pixelzoo/evaluation.py", "src/pixelzoo/data/datasets.py",
                "src/pixelzoo/optimizers.py")
 # What a resumable checkpoint depends on: the code that computes the weights (not tracking, not stages).
 RESUME_CODE = _MODEL_CODE
-# What each stage runs (dvc.yaml deps without data): the digest is tagged on its run, re-measured by lineage.
-_SETTINGS, _TRACKING = "src/pixelzoo/pipeline/settings.py", "src/pixelzoo/pipeline/tracking/client.py"
-STAGE_CODE = {
-    "train": (*_MODEL_CODE, _SETTINGS, _TRACKING, "stages/train.py"),
-    "evaluate": (*_MODEL_CODE, _SETTINGS, _TRACKING, "stages/evaluate.py"),
-    "sample": (*_MODEL_CODE, _SETTINGS, _TRACKING, "src/pixelzoo/sampling.py",
-               "stages/sample.py"),
-}
+# What each stage runs: pipeline.layout.stage_code (its dvc.yaml deps under src/ and stages/).
 
 
 def code_digest(files: Iterable[str], root: str | Path | None = None) -> str:

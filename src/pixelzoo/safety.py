@@ -181,18 +181,29 @@ def temp_path(path: str | Path) -> Path:
 
 def write_atomic(path: str | Path, write: Callable[[IO[bytes]], Any], tmp: str | Path | None = None) -> Path:
     """Write ``path`` through ``write(file)`` into a temp sibling (``tmp``, default :func:`temp_path`),
-    then rename it into place.
+    then rename it into place; see :func:`make_atomic` for what a failure leaves."""
+    return make_atomic(path, lambda t: _write_file(t, write), tmp)
+
+
+def _write_file(tmp: Path, write: Callable[[IO[bytes]], Any]) -> None:
+    with open(tmp, "wb") as fh:  # close() flushes: a full disk may only show there
+        write(fh)
+
+
+def make_atomic(path: str | Path, make: Callable[[Path], Any], tmp: str | Path | None = None) -> Path:
+    """Build ``path`` by ``make(temp path)`` (a writer that wants a path: a compiler, a tar writer), then
+    rename the temp into place: the one atomic write of the project (:func:`write_atomic` is this one).
 
     On any OS error (the temp cannot be created, a write or the final flush fails, the rename fails) the
     temp is removed and :class:`WriteFailed` names ``path`` and the cause; ``path`` keeps its old content.
+    Any other error also removes the temp and propagates.
     """
     path = Path(path)
     tmp = Path(tmp) if tmp is not None else temp_path(path)
     kept = path.exists()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as fh:  # close() flushes: a full disk may only show there
-            write(fh)
+        make(tmp)
         os.replace(tmp, path)
     except OSError as err:
         _discard(tmp)

@@ -30,9 +30,7 @@ What the loop guarantees:
 
 from __future__ import annotations
 
-import io
 import json
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -44,74 +42,17 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from pixelzoo import safety
+from pixelzoo import checkpoint
+from pixelzoo.checkpoint import build_from_config
 from pixelzoo.data.datasets import load_meta, load_split_measured
-from pixelzoo.errors import CorruptFile, MissingInput, ParamsError, TrainingDiverged, kill_point
+from pixelzoo.device import DistInfo, all_sum, autocast_dtype, pick_device, setup_distributed
+from pixelzoo.errors import ParamsError, TrainingDiverged, kill_point
 from pixelzoo.evaluation import evaluate_nll
-from pixelzoo.integrity import RESUME_CODE, bytes_sha256, code_digest, config_digest
+from pixelzoo.integrity import RESUME_CODE, code_digest, config_digest
 from pixelzoo.likelihood import bits_per_dim, head_of, nll_per_image
-from pixelzoo.models import build_model
 from pixelzoo.optimizers import OPTIMIZERS
 
 MetricLogger = Callable[[dict[str, float], int], None]
-
-
-# ----------------------------------------------------------------------------- device, seeds, DDP
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed(use_cuda: bool | None = None) -> DistInfo:
-    """[DDP] Join the process group when launched by ``torchrun`` (WORLD_SIZE > 1); else a no-op.
-
-    NCCL when the ranks train on GPUs, gloo on CPU (``use_cuda`` defaults to "a GPU is visible").
-    """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return DistInfo()
-    use_cuda = torch.cuda.is_available() if use_cuda is None else use_cuda
-    if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo")
-    info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
-    if use_cuda:
-        torch.cuda.set_device(info.local_rank)
-    return info
-
-
-def all_sum(values: list[float], dist: DistInfo, device: torch.device) -> list[float]:
-    """[DDP] Element-wise float64 sum of ``values`` over all ranks (identity in one process)."""
-    if dist.world_size == 1:
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    torch.distributed.all_reduce(t)
-    return t.tolist()
-
-
-def pick_device(preference: str = "auto", dist: DistInfo | None = None) -> torch.device:
-    """``auto``: CUDA when present (the local rank's GPU under DDP), else CPU."""
-    if preference not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {preference!r}")
-    if preference == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: cuda was requested but no CUDA GPU is visible; use device: auto")
-    if preference == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda", (dist or DistInfo()).local_rank)
-
-
-def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
-    """bf16 autocast on CUDA, plain fp32 on CPU (``precision: fp32`` forces fp32 everywhere)."""
-    if precision not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return None
-    return torch.bfloat16
 
 
 def seed_everything(seed: int, device: torch.device) -> None:
@@ -128,17 +69,7 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)
 
 
-# ----------------------------------------------------------------------------- model, optimizer, data
-def data_shape(meta: Mapping[str, Any]) -> dict[str, int]:
-    return {k: int(meta[k]) for k in ("channels", "levels", "height", "width")}
-
-
-def build_from_config(cfg: Mapping[str, Any], meta: Mapping[str, Any]) -> nn.Module:
-    """The experiment's model, sized from the dataset's meta.json; class-conditional if ``conditional``."""
-    n_classes = int(meta["n_classes"]) if cfg.get("conditional", False) else None
-    return build_model(cfg["model"], **data_shape(meta), n_classes=n_classes, **(cfg.get("model_args") or {}))
-
-
+# ----------------------------------------------------------------------------- seeds, model, optimizer, data
 def check_model(cfg: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
     """Build the model once on the CPU so a builder's own checks (e.g. ``hidden >= channels``) fail before
     any work, as a ParamsError naming the experiment.
@@ -193,125 +124,8 @@ def image_nats(
     return nll_per_image(logits.float(), x, head_of(model), check_levels)
 
 
-# ----------------------------------------------------------------------------- checkpoints
 class TrainingInterrupted(RuntimeError):
     """Raised by the ``interrupt_after_steps`` test hook: behaves like a kill after that step."""
-
-
-def _save_atomic(obj: Any, path: Path) -> None:
-    # A kill during the write never leaves a truncated checkpoint behind (temp, then rename). torch.save
-    # into an open file (not a path): a full disk is then Python's OSError, not torch's "unexpected pos",
-    # and safety.write_atomic names the file, removes the temp and keeps the previous checkpoint.
-    safety.write_atomic(path, lambda fh: torch.save(obj, fh), path.with_suffix(path.suffix + ".tmp"))
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    safety.write_text_atomic(path, text, path.with_suffix(path.suffix + ".tmp"))
-
-
-def _rng_state() -> dict[str, Any]:
-    # numpy's state as tensors and plain values, so the checkpoint loads with weights_only=True
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    numpy_state = [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]
-    state = {"torch": torch.get_rng_state(), "numpy": numpy_state}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: Mapping[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _identity_changes(saved: Mapping[str, Any] | None, now: Mapping[str, Any]) -> list[str]:
-    """Why a resume checkpoint does not belong to this run (empty: it does)."""
-    if not isinstance(saved, Mapping):
-        return ["it records no config/data/code digests (written by an older version)"]
-    out = []
-    if saved.get("config") != now["config"]:
-        out.append(f"resolved config sha256 {str(saved.get('config'))[:12]} != now {now['config'][:12]}")
-    for split, h in now["data"].items():
-        old = (saved.get("data") or {}).get(split)
-        if old != h:
-            out.append(f"{split} data sha256 {str(old)[:12]} != now {h[:12]}")
-    if saved.get("code") != now["code"]:
-        out.append(f"model/training code sha256 {str(saved.get('code'))[:12]} != now {now['code'][:12]}")
-    return out
-
-
-def _resumable(
-    path: Path, identity: Mapping[str, Any], name: str, owner: bool = True
-) -> dict[str, Any] | None:
-    """The resume checkpoint at ``path`` if it was written by this same run; else the owner (rank 0)
-    discards it, saying why."""
-    if not path.exists():
-        return None
-    try:
-        ckpt = load_checkpoint(path, "")
-        why = _identity_changes(ckpt.get("identity"), identity)
-    except CorruptFile as err:
-        why = [f"unreadable ({err.__cause__})"]
-    if not why:
-        return ckpt
-    if owner:
-        print(f"discarding {path}: not the same run as {name} now ({'; '.join(why)}); training from scratch",
-              flush=True)
-        path.unlink(missing_ok=True)
-    return None
-
-
-def load_checkpoint(path: Path, rebuild: str, data: bytes | None = None) -> dict[str, Any]:
-    """``torch.load(path, weights_only=True)`` (from ``data``, the file's bytes, when given); a truncated
-    or corrupt file is a CorruptFile error naming it and ``rebuild``, the command that writes it again."""
-    try:
-        source = io.BytesIO(data) if data is not None else path
-        return torch.load(source, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as err:  # noqa: BLE001 - zip, pickle and unpickler errors all mean "unreadable"
-        raise CorruptFile(f"{path} is corrupt or truncated ({type(err).__name__}: {str(err)[:120]}); "
-                          f"rebuild it with `{rebuild}`") from err
-
-
-def load_trained(
-    path: Path, device: torch.device | str = "cpu", expected_sha256: str | None = None
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model saved by :func:`train` (``model.pt``); returns (model in eval mode, checkpoint).
-
-    The checkpoint's sha256 is measured on the very bytes that are loaded (``ckpt["sha256"]``); if
-    ``expected_sha256`` (what its train run recorded) differs, the file was changed: a CorruptFile error.
-    """
-    path = Path(path)
-    rebuild = f"dvc repro -f train@{path.parent.parent.name}"
-    if not path.is_file():
-        raise MissingInput(f"{path} not found: train the model first with `{rebuild.replace(' -f', '')}`")
-    data = path.read_bytes()
-    measured = bytes_sha256(data)
-    changed = expected_sha256 is not None and measured != expected_sha256
-    try:
-        ckpt = load_checkpoint(path, rebuild, data)
-    except CorruptFile as err:
-        if changed:
-            raise CorruptFile(f"{err} (sha256 {measured}; its train run recorded {expected_sha256})") from err
-        raise
-    if changed:
-        raise CorruptFile(
-            f"{path}: sha256 {measured} differs from {expected_sha256} recorded by the train run that wrote "
-            f"it; the file was changed after training. Restore it with `dvc checkout {path.parent}` or "
-            f"retrain with `{rebuild}`"
-        )
-    ckpt["sha256"] = measured
-    model = build_from_config(ckpt["config"], ckpt["data"])
-    try:
-        model.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as err:
-        raise CorruptFile(f"{path} does not match its model ({str(err)[:160]}); rebuild it with `{rebuild}`"
-                          ) from err
-    return model.to(device).eval(), ckpt
 
 
 # ----------------------------------------------------------------------------- device-side step guard
@@ -368,6 +182,252 @@ def resident(split: Split, device: torch.device) -> Split:
     return Split(split.x.pin_memory(), split.y.pin_memory(), split.sha256)
 
 
+# ----------------------------------------------------------------------------- the loop's pieces
+@dataclass
+class Loop:
+    """What one run trains with, built once by :func:`set_up`; everything a resume must restore lives in
+    the ``state`` dict instead (:func:`fresh_state`), which is what the scratch checkpoint holds."""
+
+    cfg: Mapping[str, Any]
+    dist: DistInfo
+    device: torch.device
+    amp: torch.dtype | None
+    meta: dict[str, Any]
+    splits: dict[str, Split]
+    train_set: Split
+    model: nn.Module  # the bare module: its state_dict is what is saved
+    net: nn.Module  # what the steps call: [DDP] wrapped, compiled when asked
+    optimizer: torch.optim.Optimizer
+    steps_per_epoch: int
+    total_steps: int
+    identity: dict[str, Any]  # what makes this the same run (config, data, code digests)
+    resume_path: Path
+    log_metrics: MetricLogger | None
+    guard: FiniteGuard | None = None
+    epoch_nats: torch.Tensor | None = None  # the running sum of the epoch, on the device
+
+    @property
+    def dims(self) -> int:
+        return int(self.meta["channels"]) * int(self.meta["height"]) * int(self.meta["width"])
+
+    @property
+    def conditional(self) -> bool:
+        return bool(self.cfg.get("conditional", False))
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.cfg["batch_size"])
+
+
+def set_up(cfg: Mapping[str, Any], data_dir: Path, scratch_dir: Path, log_metrics: MetricLogger | None,
+           loaded: tuple[dict[str, Any], dict[str, Split]] | None) -> Loop:
+    """Device, seeds, data, model, optimizer and the step budget, in the order that fixes the RNG draws."""
+    dist = setup_distributed(cfg.get("device", "auto") != "cpu" and torch.cuda.is_available())
+    device = pick_device(cfg.get("device", "auto"), dist)
+    amp = autocast_dtype(device, cfg.get("precision", "auto"))
+    seed_everything(int(cfg["seed"]), device)
+    if device.type == "cuda":  # [CUDA] fixed shapes: let cuDNN pick the fastest kernels
+        torch.backends.cudnn.benchmark = True
+
+    meta, splits = loaded or load_splits(data_dir, ("train", "valid"))
+    train_set = resident(splits["train"], device)
+    levels = int(meta["levels"])
+    if len(train_set.x) and not 0 <= int(train_set.x.min()) <= int(train_set.x.max()) < levels:
+        raise ValueError(f"training levels must lie in [0, {levels}): checked once, not per step")
+    model = build_from_config(cfg, meta).to(device)
+    optimizer = make_optimizer(model.parameters(), cfg["optimizer"])
+    net: nn.Module = model
+    if dist.world_size > 1:  # [DDP] gradients are averaged across ranks; `model` stays the bare module
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if cfg.get("compile", False):  # compiled forward, same parameters: `model` stays the eager module
+        net = torch.compile(net)
+
+    batch_size, epochs, max_steps = int(cfg["batch_size"]), int(cfg["epochs"]), cfg.get("max_steps")
+    if batch_size % dist.world_size:
+        raise ValueError(
+            f"batch_size {batch_size} (the global batch) is not divisible by the {dist.world_size} processes "
+            f"of the launcher: choose a batch_size or nproc_per_node that divides it"
+        )
+    # A short last batch is trained on too; [DDP] unless it has fewer images than ranks (a rank would
+    # get none): those few images are skipped that epoch. With one process this is ceil(n / batch).
+    n_train = len(train_set.x)
+    steps_per_epoch = n_train // batch_size + int(n_train % batch_size >= dist.world_size)
+    total_steps = (
+        epochs * steps_per_epoch if max_steps is None else min(int(max_steps), epochs * steps_per_epoch)
+    )
+    # How the run is launched does not change what it computes: a resume may switch launchers.
+    # What makes this the same run: a resume checkpoint written under other values is never resumed.
+    identity = {
+        "config": config_digest({k: v for k, v in cfg.items() if k != "launcher"}),
+        "data": {name: split.sha256 for name, split in splits.items()},
+        "code": code_digest(RESUME_CODE),
+    }
+    return Loop(cfg, dist, device, amp, meta, splits, train_set, model, net, optimizer, steps_per_epoch,
+                total_steps, identity, scratch_dir / "resume.pt", log_metrics)
+
+
+def fresh_state() -> dict[str, Any]:
+    """The resume state of a run that has not started: all a resume must restore besides the weights,
+    the optimizer and the RNGs; everything else is rebuilt from the config."""
+    return {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "epoch_nats": 0.0, "epoch_images": 0,
+            "history": [], "best": None, "wall_seconds": 0.0, "done": False}
+
+
+def resume(loop: Loop) -> dict[str, Any]:
+    """The state to start from: this run's scratch checkpoint restored (weights, optimizer, RNGs), or a
+    fresh one."""
+    state = fresh_state()
+    ckpt = checkpoint.resumable(loop.resume_path, loop.identity, loop.cfg["name"], owner=loop.dist.is_main)
+    if ckpt is not None:
+        loop.model.load_state_dict(ckpt["model"])
+        loop.optimizer.load_state_dict(ckpt["optimizer"])
+        checkpoint.set_rng_state(ckpt["rng"])
+        state = ckpt["state"]
+        if loop.dist.is_main:
+            print(f"resuming {loop.cfg['name']} from {loop.resume_path} at step {state['global_step']}")
+    loop.guard = FiniteGuard(loop.device, state["global_step"])
+    loop.epoch_nats = torch.tensor(float(state["epoch_nats"]), dtype=torch.float64, device=loop.device)
+    return state
+
+
+def check_finite(loop: Loop, state: Mapping[str, Any]) -> None:
+    """At log points, saves and epoch ends only: the one host read of the step guard."""
+    found = loop.guard.first_bad()
+    if found is not None:
+        step, loss = found
+        raise TrainingDiverged(_diverged_message(loop.cfg, loss, state, step, loop.steps_per_epoch,
+                                                 loop.resume_path))
+
+
+def save_resume(loop: Loop, state: dict[str, Any]) -> None:
+    check_finite(loop, state)  # never a checkpoint after a non-finite loss: the last good one stays
+    state["epoch_nats"] = float(loop.epoch_nats)
+    if loop.dist.is_main:  # [DDP] rank 0 holds the same weights as every other rank
+        checkpoint.save_checkpoint({"identity": loop.identity, "model": loop.model.state_dict(),
+                                    "optimizer": loop.optimizer.state_dict(), "rng": checkpoint.rng_state(),
+                                    "state": state}, loop.resume_path)
+
+
+def train_step(loop: Loop, batch: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """One optimizer step on the global batch ``batch`` (indices); returns (its summed nats on the device,
+    the images it counts). No host read: a non-finite loss skips the step on the device."""
+    dist = loop.dist
+    idx = batch[dist.rank :: dist.world_size]  # [DDP] this rank's share of the global batch
+    if loop.train_set.x.device != idx.device:  # [CUDA] arrays resident on the GPU: index them there
+        idx = idx.to(loop.train_set.x.device, non_blocking=True)
+    x = loop.train_set.x[idx].to(loop.device, non_blocking=True).long()
+    y = loop.train_set.y[idx].to(loop.device, non_blocking=True) if loop.conditional else None
+    nats = image_nats(loop.net, x, y, loop.amp, check_levels=False)  # range checked once, in set_up
+    # [DDP] sum over this rank's images / global batch, times world: DDP's average over ranks then is the
+    # mean over the whole global batch, as in one process.
+    # (sum / n * world: with one process bit-identical to the mean, so CPU baselines do not move)
+    loss = nats.sum() / len(batch) * dist.world_size
+    loop.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if loop.cfg.get("grad_clip"):
+        torch.nn.utils.clip_grad_norm_(loop.model.parameters(), float(loop.cfg["grad_clip"]))
+    step_sum, bad_elsewhere = nats.detach().double().sum(), None
+    if dist.world_size > 1:  # [DDP] global sums (rank 0's resume checkpoint is the whole run's)
+        both = torch.stack([step_sum, (~torch.isfinite(loss.detach())).double()])
+        torch.distributed.all_reduce(both)
+        step_sum, bad_elsewhere = both[0], both[1] > 0
+    loop.guard.step_unless_bad(loss, loop.optimizer, list(loop.model.parameters()), bad_elsewhere)
+    loop.epoch_nats += step_sum
+    return step_sum, len(batch) if dist.world_size > 1 else len(idx)
+
+
+def log_step(loop: Loop, state: Mapping[str, Any], step_sum: torch.Tensor, n: int, bar: tqdm) -> None:
+    """A log point: the only per-step host reads."""
+    check_finite(loop, state)
+    step_loss = float(step_sum) / n
+    bpd = float(bits_per_dim(step_loss, loop.dims))
+    bar.set_postfix(loss=f"{step_loss:.3f}", bpd=f"{bpd:.4f}")
+    if loop.log_metrics and loop.dist.is_main:
+        loop.log_metrics({"train_step_nats": step_loss, "train_step_bits_per_dim": bpd}, state["global_step"])
+
+
+def fault_point(step: int, interrupt_after_steps: int | None) -> None:
+    """The one fault-injection hook of the loop: a kill (crash tests) or a simulated one (unit tests)."""
+    kill_point(f"train.step{step}")
+    if interrupt_after_steps is not None and step >= interrupt_after_steps:
+        raise TrainingInterrupted(f"simulated interruption after step {step}")
+
+
+def validate(loop: Loop) -> float:
+    """Exact validation bits/dim. [DDP] one contiguous slice per rank (never padded), summed across ranks:
+    each image counts once."""
+    valid, dist = loop.splits["valid"], loop.dist
+    lo, hi = (len(valid.x) * r // dist.world_size for r in (dist.rank, dist.rank + 1))
+    part = {"total_nats": 0.0, "n_images": 0}
+    if hi > lo:
+        part = evaluate_nll(loop.model, valid.x[lo:hi], valid.y[lo:hi] if loop.conditional else None,
+                            int(loop.cfg.get("eval_batch_size", loop.batch_size)), loop.device)
+    total, count = all_sum([part["total_nats"], float(part["n_images"])], dist, loop.device)
+    if int(count) != len(valid.x):
+        raise RuntimeError(f"validation counted {int(count)} images, expected {len(valid.x)}")
+    return float(bits_per_dim(total / count, loop.dims))
+
+
+def end_epoch(loop: Loop, state: dict[str, Any], started: float) -> None:
+    """End of an epoch (or of the step budget): exact validation NLL, keep the best weights, log, save."""
+    check_finite(loop, state)
+    epoch, main = state["epoch"], loop.dist.is_main
+    state["epoch_nats"] = float(loop.epoch_nats)
+    valid_bpd = validate(loop)
+    train_bpd = float(bits_per_dim(state["epoch_nats"] / max(state["epoch_images"], 1), loop.dims))
+    state["wall_seconds"] = time.monotonic() - started
+    state["history"].append({"epoch": epoch, "steps": state["global_step"], "train_bits_per_dim": train_bpd,
+                             "valid_bits_per_dim": valid_bpd, "wall_seconds": state["wall_seconds"]})
+    if main and (state["best"] is None or valid_bpd < state["best"]["valid_bits_per_dim"]):
+        state["best"] = {
+            "epoch": epoch, "steps": state["global_step"], "valid_bits_per_dim": valid_bpd,
+            "state_dict": {k: v.detach().cpu().clone() for k, v in loop.model.state_dict().items()},
+        }
+    if loop.log_metrics and main:
+        loop.log_metrics(
+            {"train_bits_per_dim": train_bpd, "valid_bits_per_dim": valid_bpd, "epoch": float(epoch)},
+            state["global_step"],
+        )
+    if main:
+        print(f"epoch {epoch}: train {train_bpd:.4f} bits/dim, valid {valid_bpd:.4f} bits/dim")
+    state.update(epoch=epoch + 1, step_in_epoch=0, epoch_nats=0.0, epoch_images=0)
+    loop.epoch_nats.zero_()
+    state["done"] = state["epoch"] >= int(loop.cfg["epochs"]) or state["global_step"] >= loop.total_steps
+    save_resume(loop, state)  # also at the very end: a crash while writing outputs or logging loses nothing
+    if loop.dist.world_size > 1:  # [DDP] the others wait while rank 0 validates and writes
+        torch.distributed.barrier()
+
+
+def finish(loop: Loop, state: Mapping[str, Any], out_dir: Path) -> dict[str, Any]:
+    """The history; rank 0 writes the best weights (``model.pt``) and ``history.json``."""
+    device, best, n_params = loop.device, state["best"], count_params(loop.model)
+    history = {
+        "experiment": loop.cfg["name"],
+        "epochs": state["history"],
+        "total_steps": state["global_step"],
+        "wall_seconds": state["wall_seconds"],
+        "device": str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})",
+        "world_size": loop.dist.world_size,
+        "precision": "bf16-autocast" if loop.amp is not None else "fp32",
+        "n_params": n_params,
+        "best_epoch": best["epoch"] if best else None,
+        "best_valid_bits_per_dim": best["valid_bits_per_dim"] if best else None,
+    }
+    if loop.dist.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint.save_checkpoint(
+            {"state_dict": best["state_dict"], "config": dict(loop.cfg),
+             "data": checkpoint.data_shape(loop.meta) | {"n_classes": loop.meta.get("n_classes")},
+             "epoch": best["epoch"], "steps": best["steps"], "valid_bits_per_dim": best["valid_bits_per_dim"],
+             "n_params": n_params},
+            out_dir / "model.pt",
+        )
+        checkpoint.write_text(out_dir / "history.json", json.dumps(history, indent=2) + "\n")
+    return history
+
+
 # ----------------------------------------------------------------------------- the loop
 def train(
     cfg: Mapping[str, Any],
@@ -384,244 +444,33 @@ def train(
     Returns the history dict. ``interrupt_after_steps`` simulates a kill (tests only). ``loaded``: the
     result of :func:`load_splits` when the caller has read (and so checked) the data already.
     """
-    data_dir, out_dir, scratch_dir = Path(data_dir), Path(out_dir), Path(scratch_dir)
-    dist = setup_distributed(cfg.get("device", "auto") != "cpu" and torch.cuda.is_available())
-    device = pick_device(cfg.get("device", "auto"), dist)
-    amp = autocast_dtype(device, cfg.get("precision", "auto"))
-    seed_everything(int(cfg["seed"]), device)
-    if device.type == "cuda":  # [CUDA] fixed shapes: let cuDNN pick the fastest kernels
-        torch.backends.cudnn.benchmark = True
-
-    meta, splits = loaded or load_splits(data_dir, ("train", "valid"))
-    train_set, valid_set = resident(splits["train"], device), splits["valid"]
-    levels = int(meta["levels"])
-    if len(train_set.x) and not 0 <= int(train_set.x.min()) <= int(train_set.x.max()) < levels:
-        raise ValueError(f"training levels must lie in [0, {levels}): checked once, not per step")
-    conditional = bool(cfg.get("conditional", False))
-    dims = int(meta["channels"]) * int(meta["height"]) * int(meta["width"])
-
-    model = build_from_config(cfg, meta).to(device)
-    n_params = count_params(model)
-    optimizer = make_optimizer(model.parameters(), cfg["optimizer"])
-    net: nn.Module = model
-    if dist.world_size > 1:  # [DDP] gradients are averaged across ranks; `model` stays the bare module
-        net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    if cfg.get("compile", False):  # compiled forward, same parameters: `model` stays the eager module
-        net = torch.compile(net)
-
-    batch_size, epochs, seed = int(cfg["batch_size"]), int(cfg["epochs"]), int(cfg["seed"])
-    max_steps = cfg.get("max_steps")
-    grad_clip = cfg.get("grad_clip")
-    log_every = int(cfg.get("log_every_steps", 100))  # params.yaml train_defaults: the same 100
+    loop = set_up(cfg, Path(data_dir), Path(scratch_dir), log_metrics, loaded)
+    state = resume(loop)
+    batch_size, log_every = loop.batch_size, int(cfg.get("log_every_steps", 100))  # params.yaml: the same 100
     ckpt_seconds = float(cfg.get("checkpoint_minutes", 10)) * 60.0
-    if batch_size % dist.world_size:
-        raise ValueError(
-            f"batch_size {batch_size} (the global batch) is not divisible by the {dist.world_size} processes "
-            f"of the launcher: choose a batch_size or nproc_per_node that divides it"
-        )
-    # A short last batch is trained on too; [DDP] unless it has fewer images than ranks (a rank would
-    # get none): those few images are skipped that epoch. With one process this is ceil(n / batch).
-    n_train = len(train_set.x)
-    steps_per_epoch = n_train // batch_size + int(n_train % batch_size >= dist.world_size)
-    # How the run is launched does not change what it computes: a resume may switch launchers.
-    # What makes this the same run: a resume checkpoint written under other values is never resumed.
-    identity = {
-        "config": config_digest({k: v for k, v in cfg.items() if k != "launcher"}),
-        "data": {name: split.sha256 for name, split in splits.items()},
-        "code": code_digest(RESUME_CODE),
-    }
-    resume_path = scratch_dir / "resume.pt"
-
-    # State that a resume must restore exactly; everything else is rebuilt from the config.
-    state: dict[str, Any] = {
-        "epoch": 0,
-        "step_in_epoch": 0,
-        "global_step": 0,
-        "epoch_nats": 0.0,
-        "epoch_images": 0,
-        "history": [],
-        "best": None,
-        "wall_seconds": 0.0,
-        "done": False,
-    }
-    ckpt = _resumable(resume_path, identity, cfg["name"], owner=dist.is_main)
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        _set_rng_state(ckpt["rng"])
-        state = ckpt["state"]
-        if dist.is_main:
-            print(f"resuming {cfg['name']} from {resume_path} at step {state['global_step']}")
-
-    guard = FiniteGuard(device, state["global_step"])
-    params = list(model.parameters())
-    epoch_nats = torch.tensor(float(state["epoch_nats"]), dtype=torch.float64, device=device)
-
-    def check_finite() -> None:
-        """At log points, saves and epoch ends only: the one host read of the step guard."""
-        found = guard.first_bad()
-        if found is not None:
-            step, loss = found
-            raise TrainingDiverged(_diverged_message(cfg, loss, state, step, steps_per_epoch, resume_path))
-
-    def save_resume() -> None:
-        check_finite()  # never a checkpoint after a non-finite loss: the last good one stays
-        state["epoch_nats"] = float(epoch_nats)
-        if dist.is_main:  # [DDP] rank 0 holds the same weights as every other rank
-            _save_atomic(
-                {
-                    "identity": identity,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "rng": _rng_state(),
-                    "state": state,
-                },
-                resume_path,
-            )
-
-    def validate() -> float:
-        # [DDP] one contiguous slice per rank (never padded), summed across ranks: each image counts once.
-        lo, hi = (len(valid_set.x) * r // dist.world_size for r in (dist.rank, dist.rank + 1))
-        part = {"total_nats": 0.0, "n_images": 0}
-        if hi > lo:
-            part = evaluate_nll(
-                model,
-                valid_set.x[lo:hi],
-                valid_set.y[lo:hi] if conditional else None,
-                int(cfg.get("eval_batch_size", batch_size)),
-                device,
-            )
-        total, count = all_sum([part["total_nats"], float(part["n_images"])], dist, device)
-        if int(count) != len(valid_set.x):
-            raise RuntimeError(f"validation counted {int(count)} images, expected {len(valid_set.x)}")
-        return float(bits_per_dim(total / count, dims))
-
-    started = time.monotonic() - state["wall_seconds"]
-    last_save = time.monotonic()
-    total_steps = (
-        epochs * steps_per_epoch if max_steps is None else min(int(max_steps), epochs * steps_per_epoch)
-    )
+    started, last_save = time.monotonic() - state["wall_seconds"], time.monotonic()
     while not state["done"]:
-        epoch = state["epoch"]
-        order = epoch_order(n_train, seed, epoch)  # the same global order on every rank
-        net.train()
-        bar = tqdm(
-            range(state["step_in_epoch"], steps_per_epoch),
-            desc=f"{cfg['name']} epoch {epoch}",
-            disable=not dist.is_main,
-            dynamic_ncols=True,
-        )
+        order = epoch_order(len(loop.train_set.x), int(cfg["seed"]), state["epoch"])  # the same on every rank
+        loop.net.train()
+        bar = tqdm(range(state["step_in_epoch"], loop.steps_per_epoch), disable=not loop.dist.is_main,
+                   desc=f"{cfg['name']} epoch {state['epoch']}", dynamic_ncols=True)
         for b in bar:
-            if state["global_step"] >= total_steps:
+            if state["global_step"] >= loop.total_steps:
                 break
-            batch = order[b * batch_size : (b + 1) * batch_size]
-            idx = batch[dist.rank :: dist.world_size]  # [DDP] this rank's share of the global batch
-            if train_set.x.device != idx.device:  # [CUDA] arrays resident on the GPU: index them there
-                idx = idx.to(train_set.x.device, non_blocking=True)
-            x = train_set.x[idx].to(device, non_blocking=True).long()
-            y = train_set.y[idx].to(device, non_blocking=True) if conditional else None
-            nats = image_nats(net, x, y, amp, check_levels=False)  # range checked once, above
-            # [DDP] sum over this rank's images / global batch, times world: DDP's average over ranks
-            # then is the mean over the whole global batch, as in one process.
-            # (sum / n * world: with one process bit-identical to the mean, so CPU baselines do not move)
-            loss = nats.sum() / len(batch) * dist.world_size
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), float(grad_clip))
-            # No host read here: the running sums stay on the device, a non-finite loss skips the step.
-            step_sum, bad_elsewhere = nats.detach().double().sum(), None
-            if dist.world_size > 1:  # [DDP] global sums (rank 0's resume checkpoint is the whole run's)
-                both = torch.stack([step_sum, (~torch.isfinite(loss.detach())).double()])
-                torch.distributed.all_reduce(both)
-                step_sum, bad_elsewhere = both[0], both[1] > 0
-            guard.step_unless_bad(loss, optimizer, params, bad_elsewhere)
-            epoch_nats += step_sum
-
+            step_sum, n = train_step(loop, order[b * batch_size : (b + 1) * batch_size])
             state["global_step"] += 1
             state["step_in_epoch"] = b + 1
-            state["epoch_images"] += len(batch) if dist.world_size > 1 else len(idx)
-            if state["global_step"] % log_every == 0:  # a log point: the only per-step host reads
-                check_finite()
-                step_loss = float(step_sum) / (len(batch) if dist.world_size > 1 else len(idx))
-                bpd = float(bits_per_dim(step_loss, dims))
-                bar.set_postfix(loss=f"{step_loss:.3f}", bpd=f"{bpd:.4f}")
-                if log_metrics and dist.is_main:
-                    log_metrics({"train_step_nats": step_loss, "train_step_bits_per_dim": bpd},
-                                state["global_step"])
+            state["epoch_images"] += n
+            if state["global_step"] % log_every == 0:
+                log_step(loop, state, step_sum, n, bar)
             if time.monotonic() - last_save >= ckpt_seconds:
-                save_resume()
+                save_resume(loop, state)
                 last_save = time.monotonic()
-            kill_point(f"train.step{state['global_step']}")  # crash tests: a kill mid-training
-            if interrupt_after_steps is not None and state["global_step"] >= interrupt_after_steps:
-                raise TrainingInterrupted(f"simulated interruption after step {state['global_step']}")
-
-        # End of epoch (or of the step budget): exact validation NLL, keep the best weights.
-        check_finite()
-        state["epoch_nats"] = float(epoch_nats)
-        valid_bpd = validate()
-        train_bpd = float(bits_per_dim(state["epoch_nats"] / max(state["epoch_images"], 1), dims))
-        state["wall_seconds"] = time.monotonic() - started
-        record = {
-            "epoch": epoch,
-            "steps": state["global_step"],
-            "train_bits_per_dim": train_bpd,
-            "valid_bits_per_dim": valid_bpd,
-            "wall_seconds": state["wall_seconds"],
-        }
-        state["history"].append(record)
-        if dist.is_main and (state["best"] is None or valid_bpd < state["best"]["valid_bits_per_dim"]):
-            state["best"] = {
-                "epoch": epoch,
-                "steps": state["global_step"],
-                "valid_bits_per_dim": valid_bpd,
-                "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-            }
-        if log_metrics and dist.is_main:
-            log_metrics(
-                {"train_bits_per_dim": train_bpd, "valid_bits_per_dim": valid_bpd, "epoch": float(epoch)},
-                state["global_step"],
-            )
-        if dist.is_main:
-            print(f"epoch {epoch}: train {train_bpd:.4f} bits/dim, valid {valid_bpd:.4f} bits/dim")
-        state.update(epoch=epoch + 1, step_in_epoch=0, epoch_nats=0.0, epoch_images=0)
-        epoch_nats.zero_()
-        state["done"] = state["epoch"] >= epochs or state["global_step"] >= total_steps
-        save_resume()  # also at the very end: a crash while writing outputs or logging loses nothing
+            fault_point(state["global_step"], interrupt_after_steps)
+        end_epoch(loop, state, started)
         last_save = time.monotonic()
-        if dist.world_size > 1:  # [DDP] the others wait while rank 0 validates and writes
-            torch.distributed.barrier()
-
-    history = {
-        "experiment": cfg["name"],
-        "epochs": state["history"],
-        "total_steps": state["global_step"],
-        "wall_seconds": state["wall_seconds"],
-        "device": str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})",
-        "world_size": dist.world_size,
-        "precision": "bf16-autocast" if amp is not None else "fp32",
-        "n_params": n_params,
-        "best_epoch": state["best"]["epoch"] if state["best"] else None,
-        "best_valid_bits_per_dim": state["best"]["valid_bits_per_dim"] if state["best"] else None,
-    }
-    if dist.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        _save_atomic(
-            {
-                "state_dict": state["best"]["state_dict"],
-                "config": dict(cfg),
-                "data": data_shape(meta) | {"n_classes": meta.get("n_classes")},
-                "epoch": state["best"]["epoch"],
-                "steps": state["best"]["steps"],
-                "valid_bits_per_dim": state["best"]["valid_bits_per_dim"],
-                "n_params": n_params,
-            },
-            out_dir / "model.pt",
-        )
-        _write_text_atomic(out_dir / "history.json", json.dumps(history, indent=2) + "\n")
-    if dist.world_size > 1:
+    history = finish(loop, state, Path(out_dir))
+    if loop.dist.world_size > 1:  # [DDP]
         torch.distributed.destroy_process_group()
     return history
 
@@ -630,23 +479,9 @@ def _diverged_message(cfg: Mapping[str, Any], loss: float, state: Mapping[str, A
                       steps_per_epoch: int, resume: Path) -> str:
     """``step``: the global step of the first non-finite loss; it lies in the current epoch (the guard is
     read at every epoch end), ``state`` is where the loop was when it read the guard."""
-    kept = (f"the last good checkpoint {resume} (step {_resume_step(resume)}) is kept" if resume.exists()
-            else "no checkpoint had been written yet")
+    kept = (f"the last good checkpoint {resume} (step {checkpoint.resume_step(resume)}) is kept"
+            if resume.exists() else "no checkpoint had been written yet")
     batch = state["step_in_epoch"] - (state["global_step"] - step)
     return (f"training loss of {cfg['name']} is {loss} at epoch {state['epoch']}, step {step}"
             f" (batch {batch} of the epoch); {kept}. Lower optimizer.lr or set grad_clip"
             f" for experiments.{cfg['name']} and rerun (the same params diverge again at the same step)")
-
-
-def _resume_step(path: Path) -> int | str:
-    try:
-        return int(load_checkpoint(path, "")["state"]["global_step"])
-    except Exception:  # noqa: BLE001 - only for the message
-        return "?"
-
-
-def clear_scratch(scratch_dir: Path) -> None:
-    """Remove the resumable checkpoint once the whole stage (outputs and tracking) has finished."""
-    path = Path(scratch_dir) / "resume.pt"
-    if path.exists():
-        path.unlink()

@@ -32,7 +32,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
@@ -46,6 +45,8 @@ from pydantic import AfterValidator, Field
 
 from pixelzoo.data import formats
 from pixelzoo.errors import UserError, kill_point
+from pixelzoo.integrity import file_sha256
+from pixelzoo.safety import make_atomic
 
 MANIFEST = "SOURCE.json"
 TIMEOUT_S = 10.0  # per socket operation: an unreachable host fails in seconds, not minutes
@@ -64,7 +65,7 @@ class RemoteFile:
 
     def digest(self, path: Path) -> str:
         """The hash this file is verified by: of its bytes, or of its decompressed content."""
-        return sha256_gunzip(path) if self.gunzip else sha256_file(path)
+        return sha256_gunzip(path) if self.gunzip else file_sha256(path, cached=False)
 
     @property
     def what(self) -> str:
@@ -249,14 +250,6 @@ def _both_ways(mirror: str, kind: str) -> str:
             "internet and rerun (the files then come from torchvision's mirror, checked by sha256).")
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def sha256_gunzip(path: Path) -> str:
     """sha256 of a gzip file's decompressed bytes; a file that is not valid gzip gets a readable marker."""
     h = hashlib.sha256()
@@ -401,17 +394,6 @@ def make_cifar10_fixture(n_train: int, n_test: int, size: int, seed: int
     return (x[:n_train], y[:n_train]), (x[n_train:], y[n_train:])
 
 
-def _atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        writer(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 def _savez(path: Path, **arrays: np.ndarray) -> None:
     with open(path, "wb") as f:  # a file object, so numpy does not append ".npz" to the temp name
         np.savez(f, **arrays)
@@ -440,12 +422,12 @@ def _generate_fixture(kind: str, spec: dict[str, Any], raw_dir: Path) -> list[st
         start += n
         if kind == "amat_fixture":  # fixed binarization at half intensity, like a thresholded digit
             rel = f"binarized_mnist_{split}.amat"
-            _atomic_write(raw_dir / rel, lambda p, xs=xs: formats.write_amat(p, (xs >= 128).astype(np.uint8)))
+            make_atomic(raw_dir / rel, lambda p, xs=xs: formats.write_amat(p, (xs >= 128).astype(np.uint8)))
             written.append(rel)
             continue
         for what, arr in (("images-idx3", xs), ("labels-idx1", ys.astype(np.uint8))):
             rel = _idx_name(spec["folder"], split, what)
-            _atomic_write(raw_dir / rel, lambda p, arr=arr: formats.write_idx_gz(p, arr))
+            make_atomic(raw_dir / rel, lambda p, arr=arr: formats.write_idx_gz(p, arr))
             written.append(rel)
     return written
 
@@ -453,13 +435,13 @@ def _generate_fixture(kind: str, spec: dict[str, Any], raw_dir: Path) -> list[st
 def _generate(kind: str, spec: dict[str, Any], raw_dir: Path) -> list[str]:
     if kind == "sklearn_digits":
         x, y = _digits()
-        _atomic_write(raw_dir / DIGITS_FILE, lambda p: _savez(p, images=x, target=y))
+        make_atomic(raw_dir / DIGITS_FILE, lambda p: _savez(p, images=x, target=y))
         return [DIGITS_FILE]
     if kind in ("amat_fixture", "idx_fixture"):
         return _generate_fixture(kind, spec, raw_dir)
     train, test = make_cifar10_fixture(spec["n_train"], spec["n_test"], spec["size"], spec["seed"])
     names = [str(i) for i in range(10)]
-    _atomic_write(raw_dir / CIFAR10_FILE, lambda p: formats.write_cifar_tar(p, train, test, names))
+    make_atomic(raw_dir / CIFAR10_FILE, lambda p: formats.write_cifar_tar(p, train, test, names))
     return [CIFAR10_FILE]
 
 
@@ -495,10 +477,10 @@ def download_source(name: str, spec: dict[str, Any], raw_dir: str | Path,
         rel = _generate(kind, spec, raw_dir)
     kill_point("download")  # crash tests: the files are there, the manifest that marks completeness not yet
     manifest = {"source": name, "kind": kind, "params": spec,
-                "files": {r: sha256_file(raw_dir / r) for r in rel}}
+                "files": {r: file_sha256(raw_dir / r, cached=False) for r in rel}}
     if contents:
         manifest["contents_sha256"] = contents
-    _atomic_write(raw_dir / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=2) + "\n"))
+    make_atomic(raw_dir / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=2) + "\n"))
     print(f"[download@{name}] complete: {', '.join(rel)}", flush=True)
     return manifest
 
@@ -552,7 +534,7 @@ def load_source(name: str, spec: dict[str, Any], raw_dir: str | Path) -> RawSour
         raise DataError(f"{raw_dir} holds kind {manifest.get('kind')!r}, params say {spec['kind']!r}; "
                         f"run `dvc repro download@{name}`")
     for rel, expected in manifest["files"].items():
-        actual = sha256_file(raw_dir / rel) if (raw_dir / rel).is_file() else "(missing)"
+        actual = file_sha256(raw_dir / rel, cached=False) if (raw_dir / rel).is_file() else "(missing)"
         if actual != expected:
             raise DataError(f"{raw_dir / rel}: sha256 {actual} differs from {expected} recorded in "
                             f"{manifest_path}; run `dvc repro download@{name}`")

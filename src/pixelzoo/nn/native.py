@@ -24,10 +24,11 @@ import platform
 import shlex
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import torch
+
+from pixelzoo import safety
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +62,9 @@ def _build(compiler: list[str], flags: list[str]) -> Path:
     target = _cache_dir() / f"lstm_cells-{key}.so"
     if target.exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-    os.close(fd)
-    try:
-        subprocess.run(
-            [*compiler, *flags, str(SOURCE), "-o", tmp, "-lm"], check=True, capture_output=True, text=True
-        )
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return target
+    # The temp name carries the pid: two processes compiling at once each rename a whole library.
+    return safety.make_atomic(target, lambda tmp: subprocess.run(
+        [*compiler, *flags, str(SOURCE), "-o", str(tmp), "-lm"], check=True, capture_output=True, text=True))
 
 
 class Kernels:
@@ -126,7 +119,8 @@ def kernels() -> Kernels | None:
         except subprocess.CalledProcessError:
             path = _build(compiler, PORTABLE)
         return Kernels(ctypes.CDLL(str(path)))
-    except (OSError, RuntimeError, subprocess.CalledProcessError) as err:  # RuntimeError: no home directory
+    # RuntimeError: no home directory; WriteFailed: the cache folder cannot be written
+    except (OSError, RuntimeError, subprocess.CalledProcessError, safety.WriteFailed) as err:
         detail = getattr(err, "stderr", "") or err
         log.warning("building %s failed, the recurrent scan runs on torch ops: %s", SOURCE.name, detail)
         return None

@@ -22,8 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pixelzoo.pipeline.settings import ParamsError
-
-LAUNCHED_ENV = "PIXELZOO_LAUNCHED"
+from pixelzoo.pipeline.tracking.names import ENV_LAUNCHED
 
 
 def launcher_argv(launcher: Any, where: str = "launcher") -> list[str] | None:
@@ -56,14 +55,14 @@ def relaunch_command(
     None as well inside a process that a launcher started (no endless re-launching).
     """
     prefix = launcher_argv(launcher, where)
-    if prefix is None or os.environ.get(LAUNCHED_ENV) == "1":
+    if prefix is None or os.environ.get(ENV_LAUNCHED) == "1":
         return None
     return [*prefix, script, *args]
 
 
 def relaunch(command: list[str]) -> None:
     """Replace this process by ``command`` (signals from DVC then reach the launcher directly)."""
-    os.environ[LAUNCHED_ENV] = "1"
+    os.environ[ENV_LAUNCHED] = "1"
     sys.stdout.flush()
     sys.stderr.flush()
     os.execvp(command[0], command)

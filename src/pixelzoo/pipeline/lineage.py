@@ -23,64 +23,96 @@ from typing import Any
 from pixelzoo import commands, integrity
 from pixelzoo.data.datasets import load_meta, read_split
 from pixelzoo.errors import UserError
+from pixelzoo.pipeline import layout
 from pixelzoo.pipeline import provenance as rules
 from pixelzoo.pipeline.settings import load_checked, resolve_experiment
 from pixelzoo.pipeline.tracking import client as tracking
-from pixelzoo.report.collect import read_pointer
+from pixelzoo.pipeline.tracking.names import TAG_COMMIT, TAG_DATA, TAG_DIRTY, TAG_DVC_EXP
 
-STAGES = ("train", "evaluate", "sample")
+STAGES = tuple(layout.STAGE_DIRS)  # the tracked stages, in pipeline order
 
 
 def lineage(experiment: str) -> tuple[list[str], bool]:
     """Report lines for ``experiment`` and whether anything is stale (run from the repository root)."""
-    from mlflow.tracking import MlflowClient
-
     params = load_checked()
-    lines: list[str] = []
-    stale = False
+    lines, stale = _metrics_lines(experiment)
 
     def flag(ok: bool, what: str) -> None:
         nonlocal stale
         stale |= not ok
         lines.append(f"  {'ok   ' if ok else 'STALE'}  {what}")
 
-    metrics_file = tracking.metrics_path(experiment)
-    if metrics_file.exists():
-        m = json.loads(metrics_file.read_text())
-        lines.append(
-            f"{experiment}: {m['split']} {m['test_bits_per_dim']:.4f} bits/dim, "
-            f"{m['test_nats_per_image']:.3f} nats/image over {m['n_images']} images "
-            f"({m['model']} on {m['dataset']}, {m['n_params']} parameters)  [{metrics_file}]"
-        )
-    else:
-        lines.append(f"{experiment}: no {metrics_file} yet (run `dvc repro evaluate@{experiment}`)")
-        stale = True
-
     commit_now, dirty_now = tracking.git_state()
     cfg_now = resolve_experiment(params, experiment)
-    meta = load_meta(tracking.data_dir(cfg_now["dataset"]))
+    meta = load_meta(layout.data_dir(cfg_now["dataset"]))
+    runs, pointers, missing = _runs(experiment, lines)
+    stale |= missing
+    lines += _params_and_data_lines(runs, meta)
+
+    root = Path.cwd()
+    where = rules.code_root(root)
+    lines.append(f"checks against the workspace (commit {commit_now[:12]}{', dirty' if dirty_now else ''}; "
+                 f"code compared in {where}):")
+    verdict = rules.resolve(root, params, experiment, pointers, rules.RunStore())
+    for stage in runs:
+        reasons = [r.split(": ", 1)[1] for r in verdict.stale if r.startswith(f"{stage}: ")]
+        flag(not reasons, f"{stage}: " + ("; ".join(reasons) or "params, data and code match"))
+        t = runs[stage].data.tags
+        if t.get(TAG_DIRTY) == "true":
+            lines.append(f"  note   {stage}: ran on a dirty tree; its code cannot be compared")
+        elif tracking.code_changes_since(t.get(TAG_COMMIT, "unknown"), cwd=where) is None:
+            commit = t.get(TAG_COMMIT, "?")[:12]
+            lines.append(f"  note   {stage}: commit {commit} unknown in {where}; code not compared")
+    lines.extend(f"  note   {u}" for u in verdict.unchecked)
+    lines.append("files re-hashed now (data arrays, checkpoint, code) against what each run measured:")
+    for verdict, what in measured_checks(experiment, runs, layout.data_dir(cfg_now["dataset"]), meta):
+        stale |= verdict != "ok"
+        lines.append(f"  {verdict:<8} {what}")
+    return lines, stale
+
+
+def _metrics_lines(experiment: str) -> tuple[list[str], bool]:
+    """The committed metrics line, or why there is none (then the experiment is stale)."""
+    metrics_file = layout.metrics_path(experiment)
+    if not metrics_file.exists():
+        return [f"{experiment}: no {metrics_file} yet (run `dvc repro evaluate@{experiment}`)"], True
+    m = json.loads(metrics_file.read_text())
+    return [f"{experiment}: {m['split']} {m['test_bits_per_dim']:.4f} bits/dim, "
+            f"{m['test_nats_per_image']:.3f} nats/image over {m['n_images']} images "
+            f"({m['model']} on {m['dataset']}, {m['n_params']} parameters)  [{metrics_file}]"], False
+
+
+def _runs(experiment: str, lines: list[str]) -> tuple[dict[str, Any], dict[str, tracking.RunPointer], bool]:
+    """Each tracked stage's MLflow run, read once through its pointer; a line per stage into ``lines``;
+    True when a stage has no pointer."""
+    from mlflow.tracking import MlflowClient
 
     lines.append("runs:")
     runs: dict[str, Any] = {}
+    pointers: dict[str, tracking.RunPointer] = {}
+    missing = False
     for stage in STAGES:
-        pointer = tracking.read_pointer(tracking.stage_dir(experiment, stage))
+        pointer = tracking.read_pointer(layout.pointer_path(experiment, stage), stage)
         if pointer is None:
-            lines.append(f"  {stage:<9} no run pointer in {tracking.stage_dir(experiment, stage)}")
-            stale = True
+            lines.append(f"  {stage:<9} no run pointer in {layout.stage_dir(experiment, stage)}")
+            missing = True
             continue
-        run = MlflowClient(tracking_uri=pointer["tracking_uri"]).get_run(pointer["run_id"])
-        runs[stage] = run
+        run = MlflowClient(tracking_uri=pointer.tracking_uri).get_run(pointer.run_id)
+        runs[stage], pointers[stage] = run, pointer
         t = run.data.tags
         lines.append(
-            f"  {stage:<9} {run.info.run_id}  {pointer['run_name']}  {run.info.status}  "
-            f"commit {t.get('git.commit', '?')[:12]}{' (dirty)' if t.get('git.dirty') == 'true' else ''}"
-            f"  dvc exp {t.get('dvc.exp_name', '-')}  [{pointer['tracking_uri']}]"
+            f"  {stage:<9} {run.info.run_id}  {pointer.run_name}  {run.info.status}  "
+            f"commit {t.get(TAG_COMMIT, '?')[:12]}{' (dirty)' if t.get(TAG_DIRTY) == 'true' else ''}"
+            f"  dvc exp {t.get(TAG_DVC_EXP, '-')}  [{pointer.tracking_uri}]"
         )
+    return runs, pointers, missing
 
+
+def _params_and_data_lines(runs: Mapping[str, Any], meta: Mapping[str, Any]) -> list[str]:
+    lines = []
     if "train" in runs:
         lines.append("params (as resolved for train):")
         lines.extend(f"  {k} = {v}" for k, v in sorted(runs["train"].data.params.items()))
-
     lines.append(
         f"data: {meta['name']} (source {meta['source']}, {meta['levels']} levels, "
         f"{meta['channels']}x{meta['height']}x{meta['width']})"
@@ -89,29 +121,7 @@ def lineage(experiment: str) -> tuple[list[str], bool]:
         f"  {split}: sha256 {h}  ({meta['counts'][split]} images)" for split, h in meta["sha256"].items()
     )
     lines.extend(f"  raw {name}: sha256 {h}" for name, h in meta.get("raw_sha256", {}).items())
-
-    root = Path.cwd()
-    where = rules.code_root(root)
-    lines.append(f"checks against the workspace (commit {commit_now[:12]}{', dirty' if dirty_now else ''}; "
-                 f"code compared in {where}):")
-    pointers = {st: read_pointer(tracking.stage_dir(experiment, st) / tracking.POINTER_NAME, st)
-                for st in runs}
-    verdict = rules.resolve(root, params, experiment, pointers, rules.RunStore())
-    for stage in runs:
-        reasons = [r.split(": ", 1)[1] for r in verdict.stale if r.startswith(f"{stage}: ")]
-        flag(not reasons, f"{stage}: " + ("; ".join(reasons) or "params, data and code match"))
-        t = runs[stage].data.tags
-        if t.get("git.dirty") == "true":
-            lines.append(f"  note   {stage}: ran on a dirty tree; its code cannot be compared")
-        elif tracking.code_changes_since(t.get("git.commit", "unknown"), cwd=where) is None:
-            commit = t.get("git.commit", "?")[:12]
-            lines.append(f"  note   {stage}: commit {commit} unknown in {where}; code not compared")
-    lines.extend(f"  note   {u}" for u in verdict.unchecked)
-    lines.append("files re-hashed now (data arrays, checkpoint, code) against what each run measured:")
-    for verdict, what in measured_checks(experiment, runs, tracking.data_dir(cfg_now["dataset"]), meta):
-        stale |= verdict != "ok"
-        lines.append(f"  {verdict:<8} {what}")
-    return lines, stale
+    return lines
 
 
 def measured_checks(
@@ -123,7 +133,7 @@ def measured_checks(
     out: list[tuple[str, str]] = []
     on_disk: dict[str, str] = {}
     for split in sorted({k.rsplit(".", 1)[1] for r in runs.values() for k in r.data.tags
-                         if k.startswith("dataset.sha256.")}):
+                         if k.startswith(TAG_DATA + ".")}):
         try:
             on_disk[split] = read_split(data, split)[2]
         except UserError as err:
@@ -135,14 +145,14 @@ def measured_checks(
                                     f"{data / 'meta.json'} records {recorded}"))
     for stage, run in runs.items():
         t = run.data.tags
-        for key in sorted(k for k in t if k.startswith("dataset.sha256.")):
+        for key in sorted(k for k in t if k.startswith(TAG_DATA + ".")):
             split = key.rsplit(".", 1)[1]
             if split in on_disk:
                 ok = t[key] == on_disk[split]
                 out.append(("ok" if ok else "STALE", f"{stage}: read {split} data sha256 {t[key]}"
                             + ("" if ok else f", on disk now {on_disk[split]}")))
-        if stage in integrity.STAGE_CODE:
-            now = integrity.code_digest(integrity.STAGE_CODE[stage], Path.cwd())
+        if stage in layout.STAGE_DIRS:
+            now = integrity.code_digest(layout.stage_code(stage), Path.cwd())
             rec = t.get(tracking.TAG_CODE, "(not recorded)")
             out.append(("ok" if rec == now else "STALE",
                         f"{stage}: code sha256 {rec}" + ("" if rec == now else f", now {now}")))
@@ -152,7 +162,7 @@ def measured_checks(
 
 def _checkpoint_checks(experiment: str, runs: Mapping[str, Any]) -> list[tuple[str, str]]:
     train = runs.get("train")
-    path = tracking.stage_dir(experiment, "train") / "model.pt"
+    path = layout.stage_dir(experiment, "train") / "model.pt"
     if train is None or not path.exists():
         return []
     recorded = train.data.tags.get(tracking.TAG_CHECKPOINT)

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pixelzoo.pipeline import layout
 from pixelzoo.pipeline.settings import config_digest, stage_config
 from pixelzoo.pipeline.tracking import client as tracking
-
-TAG_COMMIT, TAG_DIRTY, TAG_DATA = "git.commit", "git.dirty", "dataset.sha256"
+from pixelzoo.pipeline.tracking.names import TAG_COMMIT, TAG_DATA, TAG_DIRTY
 
 
 @dataclass
@@ -124,7 +124,7 @@ def resolve(
     """
     lin = Lineage()
     where, code_cache = code_root(root), {} if code_cache is None else code_cache
-    meta_path = root / tracking.data_dir(str(params["experiments"][key].get("dataset"))) / "meta.json"
+    meta_path = root / layout.data_dir(str(params["experiments"][key].get("dataset"))) / "meta.json"
     data_now = tracking.dataset_digest(json.loads(meta_path.read_text())) if meta_path.exists() else None
     for stage in sorted(pointers, key=lambda s: s != "evaluate"):  # evaluate first
         ptr = pointers[stage]

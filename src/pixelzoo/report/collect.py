@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from pixelzoo import integrity
-from pixelzoo.pipeline import provenance
+from pixelzoo.pipeline import layout, provenance
 from pixelzoo.pipeline.settings import resolve_experiment
-from pixelzoo.pipeline.tracking import client as tracking
+from pixelzoo.pipeline.tracking.client import RunPointer, read_pointer
 
 METRIC_KEYS = ("test_nats_per_image", "test_bits_per_dim", "n_images")
-POINTER_KEYS = ("run_id", "tracking_uri", "experiment_name", "run_name")
 EPOCH_KEYS = ("steps", "train_bits_per_dim", "valid_bits_per_dim")  # written by pixelzoo.training.train
 SAMPLE_FIGURES = (
     ("grid", "unconditional samples"),
@@ -27,37 +26,6 @@ SAMPLE_FIGURES = (
     ("completions", "completions of occluded test images"),
 )
 BITS_FIGURES = ("bits_map", "bits_examples")  # written by stages/evaluate.py
-
-
-@dataclass(frozen=True)
-class RunPointer:
-    """The MLflow run a stage wrote (``mlflow_run.json``)."""
-
-    stage: str
-    run_id: str
-    tracking_uri: str
-    experiment_name: str
-    run_name: str
-    experiment_id: str | None = None
-
-    @property
-    def url(self) -> str | None:
-        """A link into the MLflow UI when the tracking server is reachable over http(s)."""
-        return self.ui_url(None)
-
-    def ui_url(self, local_ui: str | None, experiment_id: str | None = None) -> str | None:
-        """The run's page in the MLflow UI: the server itself for an http(s) tracking URI, else
-        ``local_ui`` (where ``mlflow ui --backend-store-uri <tracking uri>`` serves a local store)."""
-        if self.tracking_uri.startswith(("http://", "https://")):
-            base = self.tracking_uri
-        elif local_ui:
-            base = local_ui
-        else:
-            return None
-        base, exp_id = base.rstrip("/"), experiment_id or self.experiment_id
-        if exp_id:
-            return f"{base}/#/experiments/{exp_id}/runs/{self.run_id}"
-        return f"{base}/#/runs/{self.run_id}"  # the UI resolves the experiment itself
 
 
 @dataclass
@@ -140,23 +108,6 @@ def read_history(path: Path) -> dict[str, Any] | None:
     return history
 
 
-def read_pointer(path: Path, stage: str) -> RunPointer | None:
-    """A run pointer file, or None when the stage has not run."""
-    if not path.exists():
-        return None
-    obj = _read_json(path)
-    _require(obj, POINTER_KEYS, path)
-    exp_id = obj.get("experiment_id")
-    return RunPointer(
-        stage=stage,
-        run_id=str(obj["run_id"]),
-        tracking_uri=str(obj["tracking_uri"]),
-        experiment_name=str(obj["experiment_name"]),
-        run_name=str(obj["run_name"]),
-        experiment_id=None if exp_id is None else str(exp_id),
-    )
-
-
 def collect(root: Path, params: dict[str, Any], store: provenance.RunStore | None = None) -> list[Experiment]:
     """Every experiment of ``params['experiments']`` with whatever outputs exist under ``root``.
 
@@ -169,23 +120,23 @@ def collect(root: Path, params: dict[str, Any], store: provenance.RunStore | Non
     for key, entry in entries.items():
         resolved = resolve_experiment(params, key)
         exp = Experiment(key=str(key), entry=dict(entry or {}), resolved=resolved)
-        exp.metrics = read_metrics(root / tracking.metrics_path(key))
-        exp.history = read_history(root / tracking.stage_dir(key, "train") / "history.json")
-        for stage in tracking.STAGE_DIRS:
-            ptr = read_pointer(root / tracking.stage_dir(key, stage) / tracking.POINTER_NAME, stage)
+        exp.metrics = read_metrics(root / layout.metrics_path(key))
+        exp.history = read_history(root / layout.stage_dir(key, "train") / "history.json")
+        for stage in layout.STAGE_DIRS:
+            ptr = read_pointer(root / layout.stage_dir(key, stage) / layout.POINTER_NAME, stage)
             if ptr is not None:
                 exp.pointers[stage] = ptr
         for name, _ in SAMPLE_FIGURES:
-            png = root / tracking.stage_dir(key, "sample") / f"{name}.png"
+            png = root / layout.stage_dir(key, "sample") / f"{name}.png"
             if png.exists():
                 exp.samples[name] = png
-        npz = root / tracking.stage_dir(key, "sample") / "samples.npz"
+        npz = root / layout.stage_dir(key, "sample") / "samples.npz"
         exp.samples_npz = npz if npz.exists() else None
         for name in BITS_FIGURES:
-            png = root / tracking.stage_dir(key, "evaluate") / f"{name}.png"
+            png = root / layout.stage_dir(key, "evaluate") / f"{name}.png"
             if png.exists():
                 exp.bits_figures[name] = png
-        ckpt = root / tracking.stage_dir(key, "train") / "model.pt"
+        ckpt = root / layout.stage_dir(key, "train") / "model.pt"
         exp.checkpoint_sha256 = integrity.file_sha256(ckpt) if ckpt.exists() else None
         if store is None:
             off = "lineage look-up switched off (report.mlflow: false)"

@@ -152,6 +152,7 @@ def update(workdir: Path, root: Path, reason: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     from pixelzoo.integrity import PROJECT_ROOT
+    from pixelzoo.pipeline.tracking.names import ENV_ROOT
 
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=fmt)
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         if name == "update":
             p.add_argument("--reason", required=True, help="why the baseline changes (kept in the file)")
     args = parser.parse_args(argv)
-    root = Path(os.environ.get("PIXELZOO_ROOT", PROJECT_ROOT))
+    root = Path(os.environ.get(ENV_ROOT, PROJECT_ROOT))
     workdir = args.workdir or root / ".work" / "ci"
     if args.cmd == "update":
         update(workdir, root, args.reason)

@@ -31,41 +31,40 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pixelzoo import integrity, safety
+from pixelzoo import integrity
 from pixelzoo.errors import MissingInput, UserError
+from pixelzoo.pipeline import layout
+from pixelzoo.pipeline.layout import POINTER_NAME, repo_root, stage_dir
 from pixelzoo.pipeline.tracking import server as recorder
+from pixelzoo.pipeline.tracking.names import (
+    ENV_SOURCE_COMMIT,
+    ENV_SOURCE_DIRTY,
+    TAG_CHECKPOINT,
+    TAG_CODE,
+    TAG_COMMIT,
+    TAG_CONFIG,
+    TAG_DATA,
+    TAG_DIRTY,
+    TAG_DVC_EXP,
+    TAG_EXPERIMENT,
+    TAG_FAILURE,
+    TAG_HOST,
+    TAG_KILLED,
+    TAG_ORPHANS,
+    TAG_PID,
+    TAG_PID_START,
+    TAG_STAGE,
+    TAG_SUPERSEDED_BY,
+    TAG_TRAIN_RUN,  # noqa: F401 - the stages read it as tracking.TAG_TRAIN_RUN
+)
 
-POINTER_NAME = "mlflow_run.json"
-TAG_EXPERIMENT, TAG_STAGE = "pixelzoo.experiment", "pixelzoo.stage"
-TAG_CONFIG = "pixelzoo.config_sha256"
-TAG_FAILURE = "pixelzoo.failure"  # why a FAILED run failed (exception type and message)
-TAG_CODE = "code.sha256"  # the stage's source files (integrity.STAGE_CODE), measured when it ran
-TAG_CHECKPOINT = "checkpoint.sha256"  # train: of model.pt it wrote; evaluate/sample: of the bytes loaded
-TAG_TRAIN_RUN = "train.run_id"  # evaluate/sample: the train run that wrote the checkpoint they loaded
-TAG_HOST, TAG_PID, TAG_PID_START = "pixelzoo.host", "pixelzoo.pid", "pixelzoo.pid_start"
-TAG_KILLED = "pixelzoo.killed_reason"  # set on a run found RUNNING after its process died
-TAG_SUPERSEDED_BY, TAG_ORPHANS = "pixelzoo.superseded_by", "pixelzoo.orphans_marked_killed"
 # Files the pipeline itself rewrites while it runs, and params.yaml (every run records its params as
 # resolved and lineage compares them by value; `dvc exp run -S` rewrites the file): none makes a run "dirty".
 _NOT_CODE = ("dvc.lock", "metrics/", "reports/", "params.yaml")
-# Set by pipeline.profiles.profile for runs in a profile copy: the commit of the user's checkout, not the
-# copy's.
-ENV_SOURCE_COMMIT, ENV_SOURCE_DIRTY = "PIXELZOO_SOURCE_COMMIT", "PIXELZOO_SOURCE_DIRTY"
 
 
 class TrackingUnavailable(UserError, RuntimeError):
     """The tracking store cannot be reached or written; raised before any work starts."""
-
-
-def repo_root() -> Path:
-    """``DVC_ROOT`` when DVC runs us; else the nearest ancestor of the cwd holding ``.dvc`` or ``.git``."""
-    if os.environ.get("DVC_ROOT"):
-        return Path(os.environ["DVC_ROOT"]).resolve()
-    here = Path.cwd().resolve()
-    for d in (here, *here.parents):
-        if (d / ".dvc").is_dir() or (d / ".git").exists():
-            return d
-    raise TrackingUnavailable(f"{here} is not inside a DVC/git repository; run from the pixelzoo checkout")
 
 
 def tracking_uri() -> str:
@@ -148,31 +147,6 @@ def init_store(experiment_name: str) -> str:
         ) from err
 
 
-# ----------------------------------------------------------------------------- layout
-# Where each stage writes (docs/architecture.md); stages and lineage both use these.
-STAGE_DIRS = {"train": "train", "evaluate": "evaluate", "sample": "samples"}
-
-
-# Each path built from a params name is refused (safety.PathEscape) if it leaves its root: the second
-# wall behind the schema's name check, before anything there is created, cleaned or deleted.
-def data_dir(dataset: str) -> Path:
-    return safety.under("data/processed", dataset, what=f"processed data of dataset {dataset!r}")
-
-
-def stage_dir(experiment: str, stage: str) -> Path:
-    safety.under("outputs", experiment, what=f"outputs of experiment {experiment!r}")
-    return Path("outputs") / experiment / STAGE_DIRS[stage]
-
-
-def metrics_path(experiment: str) -> Path:
-    return safety.under("metrics", f"{experiment}.json", what=f"metrics of experiment {experiment!r}")
-
-
-def scratch_dir(experiment: str) -> Path:
-    """Resumable checkpoints: never a DVC output (DVC deletes outputs before re-running a stage)."""
-    return safety.under("scratch", experiment, what=f"scratch folder of experiment {experiment!r}")
-
-
 # ----------------------------------------------------------------------------- provenance
 def git_state(cwd: Path | None = None) -> tuple[str, bool]:
     """(commit, dirty) the stage runs from: the source checkout's when ``PIXELZOO_SOURCE_COMMIT`` is set
@@ -250,23 +224,23 @@ def provenance_tags(
     tags = {
         TAG_EXPERIMENT: experiment,
         TAG_STAGE: stage,
-        "git.commit": commit,
-        "git.dirty": str(dirty).lower(),
+        TAG_COMMIT: commit,
+        TAG_DIRTY: str(dirty).lower(),
         TAG_CONFIG: config_digest(config),
-        TAG_CODE: integrity.code_digest(integrity.STAGE_CODE[stage]) if stage in integrity.STAGE_CODE else "",
+        TAG_CODE: integrity.code_digest(layout.stage_code(stage)) if stage in layout.STAGE_DIRS else "",
         "dataset.name": str(meta.get("name", config.get("dataset"))),
         # the build of the dataset (meta.json, checked against every split read) ...
-        "dataset.sha256": dataset_digest(meta),
+        TAG_DATA: dataset_digest(meta),
         TAG_HOST: me["host"],
         TAG_PID: me["pid"],
         TAG_PID_START: me["start"],
     }
     # ... and the digest of each split as measured on the arrays this stage actually read
-    tags.update({f"dataset.sha256.{split}": h for split, h in data.items()})
+    tags.update({f"{TAG_DATA}.{split}": h for split, h in data.items()})
     if os.environ.get(ENV_SOURCE_COMMIT):  # the copy's own throw-away commit, for completeness
         tags["pixelzoo.profile_copy_commit"] = repo_state()[0]
     if os.environ.get("DVC_EXP_NAME"):
-        tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
+        tags[TAG_DVC_EXP] = os.environ["DVC_EXP_NAME"]
     if os.environ.get("DVC_EXP_BASELINE_REV"):
         tags["dvc.exp_baseline_rev"] = os.environ["DVC_EXP_BASELINE_REV"]
     return tags
@@ -514,18 +488,18 @@ def stage_run(
 def train_record(experiment: str) -> tuple[str, str | None]:
     """(run id, checkpoint sha256) recorded by the train run whose pointer sits beside ``model.pt``."""
     where = stage_dir(experiment, "train")
-    pointer = read_pointer(where)
+    pointer = read_pointer(where / POINTER_NAME, "train")
     if pointer is None:
         raise MissingInput(f"{where / POINTER_NAME} not found: train@{experiment} has not finished; "
                            f"run `dvc repro train@{experiment}`")
     try:
-        tags = connect().call("run_tags", pointer["tracking_uri"], pointer["run_id"], env=_short_retries())
+        tags = connect().call("run_tags", pointer.tracking_uri, pointer.run_id, env=_short_retries())
     except Exception as err:  # noqa: BLE001
         raise TrackingUnavailable(
-            f"cannot read train run {pointer['run_id']} of {where} from {pointer['tracking_uri']} "
+            f"cannot read train run {pointer.run_id} of {where} from {pointer.tracking_uri} "
             f"({_why(err)[:200]})"
         ) from err
-    return pointer["run_id"], tags.get(TAG_CHECKPOINT)
+    return pointer.run_id, tags.get(TAG_CHECKPOINT)
 
 
 @contextmanager
@@ -558,6 +532,56 @@ def write_pointer(pointer_dir: Path, run: StageRun, uri: str, experiment_name: s
     return path
 
 
-def read_pointer(pointer_dir: Path) -> dict[str, str] | None:
-    path = Path(pointer_dir) / POINTER_NAME
-    return json.loads(path.read_text()) if path.exists() else None
+@dataclass(frozen=True)
+class RunPointer:
+    """The MLflow run a stage wrote (``mlflow_run.json``)."""
+
+    stage: str
+    run_id: str
+    tracking_uri: str
+    experiment_name: str
+    run_name: str
+    experiment_id: str | None = None
+
+    @property
+    def url(self) -> str | None:
+        """A link into the MLflow UI when the tracking server is reachable over http(s)."""
+        return self.ui_url(None)
+
+    def ui_url(self, local_ui: str | None, experiment_id: str | None = None) -> str | None:
+        """The run's page in the MLflow UI: the server itself for an http(s) tracking URI, else
+        ``local_ui`` (where ``mlflow ui --backend-store-uri <tracking uri>`` serves a local store)."""
+        if self.tracking_uri.startswith(("http://", "https://")):
+            base = self.tracking_uri
+        elif local_ui:
+            base = local_ui
+        else:
+            return None
+        base, exp_id = base.rstrip("/"), experiment_id or self.experiment_id
+        if exp_id:
+            return f"{base}/#/experiments/{exp_id}/runs/{self.run_id}"
+        return f"{base}/#/runs/{self.run_id}"  # the UI resolves the experiment itself
+
+
+POINTER_KEYS = ("run_id", "tracking_uri", "experiment_name", "run_name")
+
+
+def read_pointer(path: Path, stage: str) -> RunPointer | None:
+    """The run pointer file ``path`` of ``stage`` (the one reader: stages, lineage, the report), or None
+    when the stage has not run; a broken file is a ValueError that says to re-run the stage."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        obj = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); re-run the stage that writes it") from err
+    missing = [k for k in POINTER_KEYS if k not in obj]
+    if missing:
+        raise ValueError(
+            f"{path} lacks {', '.join(missing)} (see docs/architecture.md); re-run the stage that writes it"
+        )
+    exp_id = obj.get("experiment_id")
+    return RunPointer(stage=stage, run_id=str(obj["run_id"]), tracking_uri=str(obj["tracking_uri"]),
+                      experiment_name=str(obj["experiment_name"]), run_name=str(obj["run_name"]),
+                      experiment_id=None if exp_id is None else str(exp_id))

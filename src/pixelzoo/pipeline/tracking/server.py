@@ -36,11 +36,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from pixelzoo import model_registry
+from pixelzoo.pipeline.tracking.names import ENV_SOCKET
 
 # Store URIs served by MLflow's SQLAlchemy store: its module (~0.6 s) is imported before the first request.
 _DB_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 _ENV_PREFIX = "MLFLOW_"
-ENV_SOCKET = "PIXELZOO_TRACKING_SOCKET"  # set for the stages of a profile run: its shared tracking process
 
 
 def _mlflow_env() -> dict[str, str]:
