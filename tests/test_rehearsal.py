@@ -128,9 +128,9 @@ def test_rehearsal_catches_the_unlabelled_sampling_crash(rehearsal_run, tmp_path
     run = rehearsal_run.copy(tmp_path / "crash")
     stage = run.root / "stages" / "sample.py"
     src = stage.read_text()
-    fixed = re.search(r"n_classes = int\(meta\[\"n_classes\"\]\) if conditional else 0", src)
+    fixed = re.search(r"n_classes = int\(got\.meta\[\"n_classes\"\]\) if conditional else 0", src)
     assert fixed, "the fix this test plants against has moved; update the test"
-    stage.write_text(src.replace(fixed.group(0), 'n_classes = int(meta["n_classes"])'))
+    stage.write_text(src.replace(fixed.group(0), 'n_classes = int(got.meta["n_classes"])'))
     dvc = Path(sys.executable).parent / "dvc"
     proc = subprocess.run([str(dvc) if dvc.exists() else "dvc", "repro", f"sample@{UNLABELLED}"],
                           cwd=run.root, env=run.env, capture_output=True, text=True)

@@ -6,6 +6,7 @@ module, without DVC."""
 from __future__ import annotations
 
 import csv
+import os
 import re
 import shutil
 import subprocess
@@ -174,8 +175,10 @@ def test_docs_quick_start_and_python_snippet_run_as_written(repo: Path, tmp_path
     section = text.split("## Use a trained model\n", 1)[1]
     block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
     assert block.startswith("make quick\nsource .venv/bin/activate"), block
+    outer = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")  # under `make test`: no "Entering directory" lines
     dry = subprocess.run(["make", "-n", "-o", ".venv/.installed", "quick"], cwd=clone, capture_output=True,
-                         text=True, check=True).stdout.splitlines()  # -o: this test never installs
+                         text=True, check=True,  # -o: this test never installs
+                         env={k: v for k, v in os.environ.items() if k not in outer}).stdout.splitlines()
     assert "ci/system-deps.sh dataset-fashion-mnist" in dry[0] and "pixelzoo.profile quick" in dry[1], dry
     shutil.copytree(repo, clone / ".work" / "quick")  # what `make quick` leaves there, at toy size
     (clone / ".venv").symlink_to(Path(sys.executable).parent.parent)  # the venv `make quick` made
