@@ -1,6 +1,7 @@
-"""Training img/s with the masked convolutions cropped (the default) and as ``weight * mask`` (before).
+"""Training img/s of the default forward (masked convolutions cropped, maps channels-last) and of the
+reference (``weight * mask`` on NCHW maps: the forward before issue 24).
 
-One process measures both forms of the same model, alternating a reference step and a cropped step
+One process measures both forms of the same model, alternating a reference step and a default step
 ``--rounds`` times (after one warm-up step of each), so that the machine's load hits both alike; each
 figure is the median over the rounds. A step is forward + mean categorical NLL + backward + the
 experiment's optimizer step (params.yaml), on random images of the experiment's shape (the
@@ -41,8 +42,9 @@ SHAPES = {"cifar10": (3, 32, 32), "mnist": (1, 28, 28), "amat": (1, 28, 28), "di
 
 def timed_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
                y: torch.Tensor | None, reference: bool) -> tuple[float, float]:
-    """(wall, process CPU) seconds of one training step; masked convolutions as ``weight * mask`` if
-    ``reference``. With one thread the CPU time moves less with the other jobs on a shared machine."""
+    """(wall, process CPU) seconds of one training step; masked convolutions as ``weight * mask`` on
+    NCHW maps if ``reference``. With one thread the CPU time moves less with the other jobs on a
+    shared machine."""
     with masked_reference() if reference else contextlib.nullcontext():
         start, start_cpu = time.perf_counter(), time.process_time()
         opt.zero_grad(set_to_none=True)
@@ -63,10 +65,10 @@ def measure(params: dict[str, Any], key: str, batch: int, rounds: int) -> dict[s
     opt = make_optimizer(model.parameters(), cfg["optimizer"])
     x = torch.randint(0, ds["levels"], (batch, channels, height, width))
     y = torch.randint(0, 10, (batch,)) if n_classes else None
-    times: dict[str, list[float]] = {"reference": [], "cropped": []}
-    cpu: dict[str, list[float]] = {"reference": [], "cropped": []}
+    times: dict[str, list[float]] = {"reference": [], "default": []}
+    cpu: dict[str, list[float]] = {"reference": [], "default": []}
     for r in range(rounds + 1):  # round 0 is the warm-up of both forms
-        for form in ("reference", "cropped"):
+        for form in ("reference", "default"):
             wall, cpu_s = timed_step(model, opt, x, y, form == "reference")
             if r:
                 times[form].append(round(wall, 4))
@@ -78,9 +80,9 @@ def measure(params: dict[str, Any], key: str, batch: int, rounds: int) -> dict[s
         "shape": [channels, height, width], "levels": ds["levels"], "batch": batch, "rounds": rounds,
         "step_s": times, "median_step_s": {f: round(t, 4) for f, t in med.items()},
         "img_per_s": {f: round(batch / t, 3) for f, t in med.items()},
-        "speedup": round(med["reference"] / med["cropped"], 3),
+        "speedup": round(med["reference"] / med["default"], 3),
         "cpu_step_s": cpu, "img_per_cpu_s": {f: round(batch / t, 3) for f, t in med_cpu.items()},
-        "speedup_cpu": round(med_cpu["reference"] / med_cpu["cropped"], 3),
+        "speedup_cpu": round(med_cpu["reference"] / med_cpu["default"], 3),
     }
 
 
@@ -114,7 +116,7 @@ def main() -> None:
     for key, r in stored.items():
         print(f"{key}: batch {r['batch']}, {r['threads']} thread(s): "
               f"reference {r['img_per_s']['reference']:.2f} "
-              f"img/s, cropped {r['img_per_s']['cropped']:.2f} img/s, {r['speedup']:.2f}× wall, "
+              f"img/s, default {r['img_per_s']['default']:.2f} img/s, {r['speedup']:.2f}× wall, "
               f"{r['speedup_cpu']:.2f}× CPU time "
               f"(load {r['load_avg_before'][0]:.2f} -> {r['load_avg_after'][0]:.2f})")
 

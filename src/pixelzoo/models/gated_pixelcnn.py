@@ -32,7 +32,7 @@ from pixelzoo.nn import (
     OutputHead,
     down_shift,
     gate,
-    scale_input,
+    network_input,
 )
 
 
@@ -94,7 +94,7 @@ class GatedPixelCNN(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if self.layers[0].v_cond is not None and y is None:  # conditional: never silently unconditional
             raise ValueError("this model is class-conditional (n_classes set): pass y")
-        v = h = scale_input(x, self.levels).to(self.head.net[1].weight.dtype)
+        v = h = network_input(x, self.levels, self.head.net[1].weight.dtype)
         out = None
         for i, layer in enumerate(self.layers):
             v, h_gated, h_res = layer(v, h, y)

@@ -14,7 +14,7 @@ from torch import nn
 
 from pixelzoo.models.conv_sessions import PixelCNNSession
 from pixelzoo.models.registry import register
-from pixelzoo.nn import ClassBias, MaskedConv2d, OutputHead, input_conv, scale_input
+from pixelzoo.nn import ClassBias, MaskedConv2d, OutputHead, input_conv, network_input
 
 
 class ResidualBlock(nn.Module):
@@ -65,7 +65,7 @@ class PixelCNN(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if self.cond is not None and y is None:  # a conditional model never silently runs unconditionally
             raise ValueError("this model is class-conditional (n_classes set): pass y")
-        h = self.inp(scale_input(x, self.levels).to(self.inp.weight.dtype))
+        h = self.inp(network_input(x, self.levels, self.inp.weight.dtype))
         out = self.skips[0](h) if self.skip else None
         for i, block in enumerate(self.blocks):
             r = block(h)

@@ -32,7 +32,7 @@ from pixelzoo.nn import (
     MaskedConv2d,
     gate,
     input_conv,
-    scale_input,
+    network_input,
     to_logits,
 )
 
@@ -98,7 +98,7 @@ class Seed004PixelCNN(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if self.conditional and y is None:  # a conditional model never silently runs unconditionally
             raise ValueError("this model is class-conditional (n_classes set): pass y")
-        xs = scale_input(x, self.levels).to(self.inp.weight.dtype)
+        xs = network_input(x, self.levels, self.inp.weight.dtype)
         ones = xs.new_ones(xs.shape[0], 1, *xs.shape[2:])
         h = self.inp_post(self.inp(xs) + self.border(ones))
         features = [h]

@@ -3,7 +3,7 @@
 from pixelzoo.nn.conditioning import ClassBias, as_soft_labels
 from pixelzoo.nn.gated import GatedMaskedConv2d, gate
 from pixelzoo.nn.heads import OutputHead, input_conv, to_logits
-from pixelzoo.nn.masks import MaskedConv2d, causal_mask, channel_groups, scale_input
+from pixelzoo.nn.masks import MaskedConv2d, causal_mask, channel_groups, network_input, scale_input
 from pixelzoo.nn.shifts import down_shift, right_shift
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "gate",
     "input_conv",
     "right_shift",
+    "network_input",
     "scale_input",
     "to_logits",
 ]

@@ -77,7 +77,7 @@ class MaskedConv2d(nn.Conv2d):
             return F.linear(x.flatten(1), self.masked_matrix(), self.bias)[:, :, None, None]
         plan = self._crop_plan() if _CROPPED else None
         if plan is not None:
-            return cropped_conv(x, self.weight, self.bias, plan)
+            return cropped_conv(x, self.weight, self.mask, self.bias, plan)
         return F.conv2d(x, self.weight * self.mask, self.bias, self.stride, self.padding)
 
     def _crop_plan(self) -> CropPlan | None:
@@ -100,15 +100,15 @@ class MaskedConv2d(nn.Conv2d):
         return self._crop[1]
 
     def _crop_pays(self) -> bool:
-        """Stride 1, no dilation, one weight group, "same" padding (what the plan assumes), and not a
-        1×1 that narrows: on CPU (one thread, batch 16) a 256 -> 128 grouped 1×1 ran ~10% slower split
-        into its R,G,B runs than as one masked GEMM; widening 1×1s and k×k kernels ran faster."""
+        """A kernel wider or taller than 1×1, with stride 1, no dilation, one weight group and "same" padding
+        (what the plan assumes). A 1×1 has nothing below its centre to drop; split into its R,G,B runs it
+        ran slower than one masked GEMM (one thread, PixelCNN at CIFAR size, batch 16: 4.47 s against
+        3.62 s a step; benchmarks/README.md)."""
         kh, kw = self.kernel_size
-        plain = (
-            self.stride == (1, 1) and self.dilation == (1, 1) and self.groups == 1
+        return (
+            (kh, kw) != (1, 1) and self.stride == (1, 1) and self.dilation == (1, 1) and self.groups == 1
             and self.padding == (kh // 2, kw // 2) and kh % 2 == 1 and kw % 2 == 1
         )
-        return plain and not (self.kernel_size == (1, 1) and self.out_channels < self.in_channels)
 
     def masked_matrix(self) -> torch.Tensor:
         """``weight * mask`` as an out × (in·kh·kw) matrix (computed once inside :func:`fixed_weights`)."""
@@ -126,110 +126,72 @@ _CROPPED = True
 
 @dataclass(frozen=True)
 class CropPlan:
-    """A causal mask as the few dense pieces that have non-zero weights.
+    """A raster-causal k×k mask as the part that can have non-zero weights.
 
-    The kernel centre is (``top``, ``left``) = (kh // 2, kw // 2). The rows above it (all taps
-    visible) are one ``top × kw`` convolution over the input shifted down; the taps left of it in
-    its row one ``1 × left`` convolution over the input shifted right; the centre tap a 1×1
-    convolution in which output channels ``o0:o1`` read input channels ``:e`` (one run per R,G,B
-    group, or per group of each gate block). ``centre_full``: every output reads every input at the
-    centre (mask B with one group), so the centre joins the row convolution as its last column.
+    The kernel centre is (``top``, ``left``) = (kh // 2, kw // 2). Every tap below the centre row is
+    hidden, so the layer is one ``(top + 1) × kw`` convolution over the input padded ``top`` rows at
+    the top only, its half kernel still multiplied by the mask (the taps right of the centre and the
+    channel groups at the centre: a few hidden taps cost less than a second convolution call). A 1×k
+    row kernel (``top == 0``) is a ``1 × (left + 1)`` convolution over the input padded on the left.
     """
 
     top: int
     left: int
-    runs: tuple[tuple[int, int, int], ...]
-    centre_full: bool
 
 
 def crop_plan(mask: torch.Tensor) -> CropPlan | None:
     """The :class:`CropPlan` of an out × in × kh × kw 0/1 mask, or None if it is not raster-causal.
 
-    Raster-causal: every tap above the centre row and left of the centre is 1, every tap after the
-    centre is 0, and at the centre each output channel reads a prefix of the input channels (the
-    contiguous channel groups of :func:`causal_mask` give exactly that). Anything else (an edited
-    mask, say) is not cropped and runs as ``weight * mask``.
+    Raster-causal: no tap below the centre row is visible (and for a 1×k row kernel, none right of
+    the centre). Anything else (an edited mask, say) is not
+    cropped and runs as ``weight * mask``; the rest of the mask is applied as it is, so an edited tap in
+    or above the centre row still leaks (the audit's planted leaks rely on that).
     """
-    m = mask.detach().to("cpu", torch.float64)
-    n_out, n_in, kh, kw = m.shape
-    ch, cw = kh // 2, kw // 2
-    before = torch.zeros(kh, kw, dtype=torch.bool)
-    before[:ch] = True
-    before[ch, :cw] = True
-    after = ~before
-    after[ch, cw] = False
-    if not (bool((m[:, :, before] == 1).all()) and bool((m[:, :, after] == 0).all())):
+    top, left = mask.shape[-2] // 2, mask.shape[-1] // 2
+    hidden = mask[:, :, top + 1 :] if top else mask[..., left + 1 :]
+    if bool(hidden.detach().any()):
         return None
-    centre = m[:, :, ch, cw]
-    if not bool(((centre == 0) | (centre == 1)).all()):
-        return None
-    ends = centre.sum(1).long()
-    prefix = torch.arange(n_in)[None, :] < ends[:, None]
-    if not torch.equal(centre.bool(), prefix):
-        return None
-    runs, o0 = [], 0
-    for o in range(1, n_out + 1):
-        if o == n_out or ends[o] != ends[o0]:
-            runs.append((o0, o, int(ends[o0])))
-            o0 = o
-    full = all(e == n_in for _, _, e in runs)
-    return CropPlan(ch, cw, tuple(runs), full)
+    return CropPlan(top, left)
 
 
 def cropped_conv(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, plan: CropPlan
+    x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor | None, plan: CropPlan
 ) -> torch.Tensor:
-    """``F.conv2d(x, weight * mask, bias, padding="same")`` computed from the visible taps only.
+    """``F.conv2d(x, weight * mask, bias, padding="same")`` without the hidden rows below the centre.
 
     The weight is sliced, never copied into a new parameter: the k×k weight stays the layer's
     parameter (checkpoints and optimiser state are those of the masked layer), and the hidden taps
     get exactly zero gradient, as under the mask.
     """
     top, left = plan.top, plan.left
-    parts = []
-    if top:  # rows above: input shifted down by `top` rows (its last rows are never read)
-        above = F.pad(x[..., : x.shape[-2] - 1, :], (left, left, top, 0))
-        parts.append(F.conv2d(above, weight[:, :, :top], bias))
-        bias = None
-    row_taps = left + (1 if plan.centre_full else 0)
-    if row_taps:  # same row, left of the centre (and the centre itself when it is unmasked)
-        shift = 0 if plan.centre_full else 1
-        row = F.pad(x[..., : x.shape[-1] - shift], (left, 0)) if left else x
-        parts.append(F.conv2d(row, weight[:, :, top : top + 1, :row_taps], bias))
-        bias = None
-    if not plan.centre_full:
-        parts.append(_centre(x, weight[:, :, top, left], bias, plan.runs))
-    out = parts[0]
-    for part in parts[1:]:
-        out = out + part
-    return out
-
-
-def _centre(
-    x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, runs: tuple[tuple[int, int, int], ...]
-) -> torch.Tensor:
-    """The centre tap: output channels o0:o1 read input channels :e (a block-triangular 1×1)."""
-    pieces = []
-    for o0, o1, e in runs:
-        b = None if bias is None else bias[o0:o1]
-        if e == 0:
-            piece = x.new_zeros(x.shape[0], o1 - o0, *x.shape[2:])
-            pieces.append(piece if b is None else piece + b[:, None, None])
-        else:
-            pieces.append(F.conv2d(x[:, :e], w[o0:o1, :e, None, None], b))
-    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, 1)
+    if top == 0:  # a 1×k row kernel: the taps right of the centre go
+        return F.conv2d(F.pad(x, (left, 0)), weight[..., : left + 1] * mask[..., : left + 1], bias)
+    half = weight[:, :, : top + 1] * mask[:, :, : top + 1]
+    return F.conv2d(F.pad(x, (left, left, top, 0)), half, bias)
 
 
 @contextmanager
 def masked_reference() -> Iterator[None]:
-    """Inside, masked convolutions run as ``conv(x, weight * mask)`` (the reference the cropped
-    forward must match; for tests and before/after benchmarks)."""
+    """Inside, masked convolutions run as ``conv(x, weight * mask)`` on NCHW maps (the reference the
+    cropped, channels-last forward must match; for tests and before/after benchmarks)."""
     global _CROPPED
     old, _CROPPED = _CROPPED, False
     try:
         yield
     finally:
         _CROPPED = old
+
+
+def network_input(x: torch.Tensor, levels: int, dtype: torch.dtype) -> torch.Tensor:
+    """:func:`scale_input` in ``dtype``, laid out channels-last for the convolution stacks.
+
+    Channels-last runs the masked (cropped) convolutions and the 1×1s that dominate PixelCNN's step
+    faster on CPU (one thread, CIFAR paper size, batch 16: 1.2-1.4× a training step, benchmarks/README.md)
+    and is the layout tensor-core kernels want on a GPU; every later map inherits it. Same values, another
+    summation order. Inside :func:`masked_reference` the input stays NCHW (the "before" of the benchmark).
+    """
+    xs = scale_input(x, levels).to(dtype)
+    return xs.contiguous(memory_format=torch.channels_last) if _CROPPED else xs
 
 
 def scale_input(x: torch.Tensor, levels: int) -> torch.Tensor:
