@@ -30,13 +30,13 @@ def main() -> None:
     from pixelzoo.pipeline import layout
 
     inp = stage.inputs(experiment, "evaluate")
-    cfg, split = inp.cfg, inp.cfg.get("eval_split", "test")
-    got = stage.trained(inp, (split,), cfg["evaluate"].get("device", "auto"))
+    cfg, split = inp.cfg, inp.cfg["eval_split"]
+    got = stage.trained(inp, (split,), cfg["evaluate"]["device"])
     with stage.run(inp, got.meta, {split: got.splits[split].sha256}, tags=got.tags) as run:
         resume_gc()
         x, y = got.splits[split].x, got.splits[split].y
         result, bits = evaluate_with_map(
-            got.model, x, y if cfg.get("conditional") else None, int(cfg["evaluate"]["batch_size"]),
+            got.model, x, y if cfg["conditional"] else None, int(cfg["evaluate"]["batch_size"]),
             got.device,
         )
         bits.save(run.out_dir / "bits_map.npz")

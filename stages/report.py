@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from pixelzoo import integrity, safety  # noqa: E402
 from pixelzoo.errors import run_main  # noqa: E402
-from pixelzoo.pipeline.settings import load_checked, precheck  # noqa: E402
+from pixelzoo.pipeline.settings import load_checked, precheck, report_options  # noqa: E402
 from pixelzoo.pipeline.startup import pause_gc, resume_gc  # noqa: E402
 
 PAGES = ("figures", "curves", "index.html", "README.md")  # the report's outputs in dvc.yaml
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
 
     params = load_checked(args.params)
     resume_gc()
-    out = args.out or Path((params.get("report") or {}).get("out_dir", "reports"))
+    out = args.out or Path(report_options(params)["out_dir"])
     if args.out is None:  # from params: refused if it leaves the project (pixelzoo.safety), before any write
         safety.under(".", str(out), what="report.out_dir")
     integrity.clean_stale_temps(out)

@@ -28,7 +28,7 @@ def main() -> None:
     import torch  # noqa: F401 - while MLflow loads in the tracking process
 
     inp = stage.inputs(experiment, "sample")
-    got = stage.trained(inp, ("test",), inp.cfg["sample"].get("device", "auto"))
+    got = stage.trained(inp, ("test",), inp.cfg["sample"]["device"])
     with stage.run(inp, got.meta, {"test": got.splits["test"].sha256}, tags=got.tags) as run:
         resume_gc()
         figures, labels = draw_figures(got, inp.cfg)
@@ -43,8 +43,8 @@ def draw_figures(got: Any, cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[st
     from pixelzoo import checkpoint, sampling
 
     opts, shape = cfg["sample"], checkpoint.data_shape(got.meta)
-    per_row, seed, conditional = int(opts["per_row"]), int(opts["seed"]), bool(cfg.get("conditional"))
-    method = opts.get("method", "cached")  # checked by the params schema (pixelzoo.pipeline.settings.Sample)
+    per_row, seed, conditional = int(opts["per_row"]), int(opts["seed"]), bool(cfg["conditional"])
+    method = opts["method"]
 
     def draw(figure: int, n: int, **kw: object) -> torch.Tensor:
         # One generator per figure: adding a figure never changes the others.

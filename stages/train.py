@@ -39,7 +39,7 @@ def main() -> None:
     loaded = training.load_splits(data, ("train", "valid"))  # missing or corrupt data stops us here
     training.check_model(cfg, loaded[0])
     where = f"experiments.{experiment}.launcher"
-    command = launch.relaunch_command(cfg.get("launcher", "python"), __file__, sys.argv[1:], where)
+    command = launch.relaunch_command(cfg["launcher"], __file__, sys.argv[1:], where)
     if command:  # [DDP] e.g. torchrun: check the store before any worker starts, then become the launcher
         tracking.init_store(params["tracking"]["experiment_name"])
         launch.relaunch(command)
@@ -71,7 +71,7 @@ def main() -> None:
             run.log_artifact(written / "history.json")
             # the best checkpoint as an MLflow model, registered as models:/<experiment>/<version>
             model_registry.log_trained_model(run, written / "model.pt", experiment,
-                                             checkpoint.data_shape(loaded[0]), bool(cfg.get("conditional")))
+                                             checkpoint.data_shape(loaded[0]), bool(cfg["conditional"]))
         if is_main:
             checkpoint.clear_scratch(scratch)  # only now: outputs and tracking are both complete
 

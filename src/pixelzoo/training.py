@@ -212,7 +212,7 @@ class Loop:
 
     @property
     def conditional(self) -> bool:
-        return bool(self.cfg.get("conditional", False))
+        return bool(self.cfg["conditional"])
 
     @property
     def batch_size(self) -> int:
@@ -222,9 +222,9 @@ class Loop:
 def set_up(cfg: Mapping[str, Any], data_dir: Path, scratch_dir: Path, log_metrics: MetricLogger | None,
            loaded: tuple[dict[str, Any], dict[str, Split]] | None) -> Loop:
     """Device, seeds, data, model, optimizer and the step budget, in the order that fixes the RNG draws."""
-    dist = setup_distributed(cfg.get("device", "auto") != "cpu" and torch.cuda.is_available())
-    device = pick_device(cfg.get("device", "auto"), dist)
-    amp = autocast_dtype(device, cfg.get("precision", "auto"))
+    dist = setup_distributed(cfg["device"] != "cpu" and torch.cuda.is_available())
+    device = pick_device(cfg["device"], dist)
+    amp = autocast_dtype(device, cfg["precision"])
     seed_everything(int(cfg["seed"]), device)
     if device.type == "cuda":  # [CUDA] fixed shapes: let cuDNN pick the fastest kernels
         torch.backends.cudnn.benchmark = True
@@ -241,10 +241,10 @@ def set_up(cfg: Mapping[str, Any], data_dir: Path, scratch_dir: Path, log_metric
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    if cfg.get("compile", False):  # compiled forward, same parameters: `model` stays the eager module
+    if cfg["compile"]:  # compiled forward, same parameters: `model` stays the eager module
         net = torch.compile(net)
 
-    batch_size, epochs, max_steps = int(cfg["batch_size"]), int(cfg["epochs"]), cfg.get("max_steps")
+    batch_size, epochs, max_steps = int(cfg["batch_size"]), int(cfg["epochs"]), cfg["max_steps"]
     if batch_size % dist.world_size:
         raise ValueError(
             f"batch_size {batch_size} (the global batch) is not divisible by the {dist.world_size} processes "
@@ -326,7 +326,7 @@ def train_step(loop: Loop, batch: torch.Tensor) -> tuple[torch.Tensor, int]:
     loss = nats.sum() / len(batch) * dist.world_size
     loop.optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    if loop.cfg.get("grad_clip"):
+    if loop.cfg["grad_clip"] is not None:
         torch.nn.utils.clip_grad_norm_(loop.model.parameters(), float(loop.cfg["grad_clip"]))
     step_sum, bad_elsewhere = nats.detach().double().sum(), None
     if dist.world_size > 1:  # [DDP] global sums (rank 0's resume checkpoint is the whole run's)
@@ -363,7 +363,7 @@ def validate(loop: Loop) -> float:
     part = {"total_nats": 0.0, "n_images": 0}
     if hi > lo:
         part = evaluate_nll(loop.model, valid.x[lo:hi], valid.y[lo:hi] if loop.conditional else None,
-                            int(loop.cfg.get("eval_batch_size", loop.batch_size)), loop.device)
+                            int(loop.cfg["eval_batch_size"]), loop.device)
     total, count = all_sum([part["total_nats"], float(part["n_images"])], dist, loop.device)
     if int(count) != len(valid.x):
         raise RuntimeError(f"validation counted {int(count)} images, expected {len(valid.x)}")
@@ -446,8 +446,8 @@ def train(
     """
     loop = set_up(cfg, Path(data_dir), Path(scratch_dir), log_metrics, loaded)
     state = resume(loop)
-    batch_size, log_every = loop.batch_size, int(cfg.get("log_every_steps", 100))  # params.yaml: the same 100
-    ckpt_seconds = float(cfg.get("checkpoint_minutes", 10)) * 60.0
+    batch_size, log_every = loop.batch_size, int(cfg["log_every_steps"])
+    ckpt_seconds = float(cfg["checkpoint_minutes"]) * 60.0
     started, last_save = time.monotonic() - state["wall_seconds"], time.monotonic()
     while not state["done"]:
         order = epoch_order(len(loop.train_set.x), int(cfg["seed"]), state["epoch"])  # the same on every rank

@@ -79,37 +79,45 @@ class Dataset(Section):
     n_test: PosInt | None = None
 
 
+def inherited(**constraints: Any) -> Any:
+    """A field with no default that an entry may leave unset (it inherits ``train_defaults``'): absent
+    reads as None, while an explicit ``null`` is still rejected (pydantic does not validate defaults)."""
+    return Field(default=None, **constraints)
+
+
 class Optimizer(BaseModel):
     """``name`` plus the torch optimizer's own keyword arguments (checked against its signature)."""
 
     model_config = ConfigDict(extra="allow", strict=True, protected_namespaces=())
-    name: Literal["rmsprop", "adam", "sgd"] = None  # type: ignore[assignment]  # unset: inherited
-    lr: float = Field(default=None, gt=0)  # type: ignore[assignment]
+    name: Literal["rmsprop", "adam", "sgd"] = inherited()
+    lr: float = inherited(gt=0)
 
 
 class TrainSettings(Section):
     """Knobs of ``train_defaults``, which every experiment entry may override.
 
-    Defaults of None mean "not set here" (pydantic does not validate defaults); an explicit ``null`` is
-    only accepted where the type says ``| None``.
+    The defaults here are the only ones: :func:`resolve_experiment` fills every knob a params file leaves
+    unset from them, so the loop and the stages read a complete config and state no fallback of their
+    own. ``inherited()`` knobs have no default (every params file sets them, in ``train_defaults`` or
+    the entry).
     """
 
-    device: Device = None  # type: ignore[assignment]
-    precision: Literal["auto", "fp32", "bf16"] = None  # type: ignore[assignment]
-    compile: bool = None  # type: ignore[assignment]  # torch.compile the training forward (issue 24.2)
-    optimizer: Optimizer = None  # type: ignore[assignment]
+    device: Device = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    compile: bool = False  # torch.compile the training forward (issue 24.2)
+    optimizer: Optimizer = inherited()
     grad_clip: Annotated[float, Field(gt=0)] | None = None
-    batch_size: PosInt = None  # type: ignore[assignment]
-    eval_batch_size: PosInt = None  # type: ignore[assignment]
-    epochs: PosInt = None  # type: ignore[assignment]
+    batch_size: PosInt = inherited()
+    eval_batch_size: PosInt | None = None  # None: batch_size
+    epochs: PosInt = inherited()
     max_steps: PosInt | None = None
-    seed: NonNegInt = None  # type: ignore[assignment]
-    conditional: bool = None  # type: ignore[assignment]
-    eval_split: Literal["valid", "test"] = None  # type: ignore[assignment]
-    checkpoint_minutes: Annotated[float, Field(ge=0)] = None  # type: ignore[assignment]
-    log_every_steps: PosInt = None  # type: ignore[assignment]
+    seed: NonNegInt = inherited()
+    conditional: bool = False
+    eval_split: Literal["valid", "test"] = "test"
+    checkpoint_minutes: Annotated[float, Field(ge=0)] = 10.0
+    log_every_steps: PosInt = 100
     # `python` (one process) or a launcher command, e.g. `torchrun --standalone --nproc_per_node=2`
-    launcher: str | list[str] = None  # type: ignore[assignment]
+    launcher: str | list[str] = "python"
 
 
 class Reference(Section):
@@ -126,6 +134,12 @@ class Experiment(TrainSettings):
     reference: Reference | None = None
 
 
+# Every knob's value when a params file leaves it unset (the schema's defaults, the only ones).
+TRAIN_DEFAULTS: dict[str, Any] = {
+    name: field.default for name, field in TrainSettings.model_fields.items() if name not in REQUIRED_KEYS
+}  # (inherited() knobs are REQUIRED_KEYS: a resolved experiment has them or fails)
+
+
 class Evaluate(Section):
     batch_size: PosInt
     device: Device = "auto"
@@ -134,7 +148,7 @@ class Evaluate(Section):
 class Sample(Section):
     seed: int
     device: Device = "auto"
-    method: Literal["cached", "naive"] = None  # type: ignore[assignment]  # unset: the sampler's default
+    method: Literal["cached", "naive"] = "cached"
     n_grid: PosInt
     per_row: PosInt
     n_completions: NonNegInt
@@ -148,7 +162,7 @@ class Tracking(Section):
 
 
 class ReceptiveField(Section):
-    models: list[str] = None  # type: ignore[assignment]  # unset: every registered model
+    models: list[str] | None = None  # None: every registered model
     channels: Literal[1, 3] = 1
     levels: int = Field(default=2, ge=2, le=256)
     size: int = Field(default=9, ge=3)
@@ -157,7 +171,7 @@ class ReceptiveField(Section):
 class Report(Section):
     out_dir: str = "reports"
     mlflow: bool = True
-    mlflow_ui: str | None = None  # base URL of an MLflow UI for run links of a local store
+    mlflow_ui: str = "http://127.0.0.1:5000"  # base URL of an MLflow UI for run links of a local store
     tables: list[str] = Field(default_factory=list)
     receptive_field: ReceptiveField | None = None
 
@@ -689,7 +703,9 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
 def resolve_experiment(params: Mapping[str, Any], key: str) -> dict[str, Any]:
     """The experiment ``key`` of ``params.yaml`` with ``train_defaults`` merged under it."""
     entry = section_entry(params, "experiments", key)
-    cfg = deep_merge(params.get("train_defaults") or {}, entry)
+    cfg = deep_merge(deep_merge(TRAIN_DEFAULTS, params.get("train_defaults") or {}), entry)
+    if cfg["eval_batch_size"] is None:
+        cfg["eval_batch_size"] = cfg.get("batch_size")
     missing = [k for k in REQUIRED_KEYS if k not in cfg]
     if missing:
         raise ParamsError("\n".join(f"experiments.{key}.{k}: missing (set it here or in train_defaults)"
@@ -703,8 +719,20 @@ def stage_config(params: Mapping[str, Any], key: str, stage: str) -> dict[str, A
     cfg = resolve_experiment(params, key)
     section = STAGE_SECTIONS[stage]
     if section is not None:
-        cfg[section] = copy.deepcopy(params.get(section) or {})
+        schema = Params.model_fields[section].annotation
+        cfg[section] = deep_merge(defaults_of(schema), params.get(section) or {})
     return cfg
+
+
+def report_options(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``report`` section with the schema's defaults filled in."""
+    return deep_merge(defaults_of(Report), params.get("report") or {})
+
+
+def defaults_of(schema: type[BaseModel]) -> dict[str, Any]:
+    """The schema's defaults of a section (what an unset optional key means)."""
+    return {n: f.get_default(call_default_factory=True) for n, f in schema.model_fields.items()
+            if not f.is_required()}
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -12,7 +12,7 @@ from typing import Any
 
 from pixelzoo import safety
 from pixelzoo.errors import kill_point
-from pixelzoo.pipeline import provenance
+from pixelzoo.pipeline import provenance, settings
 from pixelzoo.pipeline.tracking import client as tracking
 from pixelzoo.report import figures, gallery, reference
 from pixelzoo.report.collect import Experiment, collect
@@ -23,7 +23,6 @@ TITLE = "pixelzoo: PixelRNN / PixelCNN reproduction report"
 # Tables always shown (rows not run are marked); others only when an experiment refers to them.
 DEFAULT_TABLES = ("pixelrnn_t4_bmnist", "cifar10_test", "pixelrnn_t2_residual_skip", "pixelrnn_t3_depth")
 # Where `mlflow ui --backend-store-uri <local store>` serves by default; report.mlflow_ui overrides it.
-DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"
 STAGES = ("train", "evaluate", "sample")
 NOT_RUN = "not run"
 SPLIT_NAMES = {"valid": "validation"}  # params/metrics split names -> the papers' wording
@@ -293,12 +292,12 @@ def build_report(root: Path, params: dict[str, Any], out_dir: Path) -> Written:
     ``params`` the parsed params.yaml. Figures from an earlier report are removed first, so the report
     never shows an image of an experiment that is gone.
     """
-    opts = params.get("report") or {}
-    exps = collect(root, params, provenance.RunStore() if opts.get("mlflow", True) else None)
+    opts = settings.report_options(params)
+    exps = collect(root, params, provenance.RunStore() if opts["mlflow"] else None)
     for e in exps:  # fail early, with the valid labels, on a misspelt reference
         if e.reference is not None:
             reference.table(e.reference[0]).row(e.reference[1])
-        e.mlflow_ui = str(opts.get("mlflow_ui", DEFAULT_MLFLOW_UI))
+        e.mlflow_ui = str(opts["mlflow_ui"])
 
     fig_dir = out_dir / "figures"
     if fig_dir.exists():
@@ -431,7 +430,7 @@ def sources_section(exps: list[Experiment]) -> Section:
                    | {t.citation for t in reference.TABLES})
     trackers = sorted({p.tracking_uri for e in exps for p in e.pointers.values()})
     local = [t for t in trackers if not t.startswith(("http://", "https://"))]
-    ui = exps[0].mlflow_ui if exps else DEFAULT_MLFLOW_UI
+    ui = exps[0].mlflow_ui if exps else settings.defaults_of(settings.Report)["mlflow_ui"]
     blocks: list[Any] = [
         "Paper figures: " + " | ".join(cites) + ".",
         "Our figures: metrics/<experiment>.json (evaluation over the full test split, every image once); "
