@@ -172,7 +172,9 @@ class Report(Section):
     out_dir: str = "reports"
     mlflow: bool = True
     mlflow_ui: str = "http://127.0.0.1:5000"  # base URL of an MLflow UI for run links of a local store
-    tables: list[str] = Field(default_factory=list)
+    # The paper tables shown even when no experiment reproduces them (folded); ids: pixelzoo.report.reference
+    tables: list[str] = Field(default_factory=lambda: [
+        "pixelrnn_t4_bmnist", "cifar10_test", "pixelrnn_t2_residual_skip", "pixelrnn_t3_depth"])
     receptive_field: ReceptiveField | None = None
 
 

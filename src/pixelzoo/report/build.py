@@ -21,8 +21,6 @@ from pixelzoo.report.render import Cell, Details, Section, Table, to_html, to_ma
 
 TITLE = "pixelzoo: PixelRNN / PixelCNN reproduction report"
 # Tables always shown (rows not run are marked); others only when an experiment refers to them.
-DEFAULT_TABLES = ("pixelrnn_t4_bmnist", "cifar10_test", "pixelrnn_t2_residual_skip", "pixelrnn_t3_depth")
-# Where `mlflow ui --backend-store-uri <local store>` serves by default; report.mlflow_ui overrides it.
 STAGES = ("train", "evaluate", "sample")
 NOT_RUN = "not run"
 SPLIT_NAMES = {"valid": "validation"}  # params/metrics split names -> the papers' wording
@@ -293,34 +291,59 @@ def build_report(root: Path, params: dict[str, Any], out_dir: Path) -> Written:
     never shows an image of an experiment that is gone.
     """
     opts = settings.report_options(params)
+    exps = _collected(root, params, opts)
+    fig_dir = _fresh_dir(out_dir / "figures")
+    attached, unattached = _tables(opts, exps)
+    others = [e for e in exps if e.reference is None]
+    gate = gate_section(root, params, exps)
+    sections = [gate] if gate is not None else []
+    sections += [reference_section(reference.table(tid), exps) for tid in attached]
+    if others or not attached:
+        sections.append(other_section(others))
+    sections += [
+        curves_section(exps, attached, others, fig_dir, out_dir),
+        samples_section(root, exps, fig_dir, out_dir),
+        bits_section(exps, fig_dir, out_dir),
+    ]
+    write_curve_jsons(exps, out_dir / "curves")
+    rf_section, rf_missing = receptive_field_section(opts["receptive_field"] or {}, fig_dir, out_dir)
+    sections += [rf_section, data_section(root, params, exps)]
+    if unattached:
+        sections.append(folded_tables_section(unattached, exps))
+    sections.append(sources_section(exps))
+    html_path, md_path = _write_pages(out_dir, intro_blocks(root, params, exps, gate), sections)
+    return Written(html_path, md_path, tuple(sorted(fig_dir.rglob("*.png"))), tuple(rf_missing))
+
+
+def _collected(root: Path, params: dict[str, Any], opts: dict[str, Any]) -> list[Experiment]:
     exps = collect(root, params, provenance.RunStore() if opts["mlflow"] else None)
     for e in exps:  # fail early, with the valid labels, on a misspelt reference
         if e.reference is not None:
             reference.table(e.reference[0]).row(e.reference[1])
         e.mlflow_ui = str(opts["mlflow_ui"])
+    return exps
 
-    fig_dir = out_dir / "figures"
-    if fig_dir.exists():
-        shutil.rmtree(fig_dir)
-    fig_dir.mkdir(parents=True)
 
-    table_ids = list(opts.get("tables", DEFAULT_TABLES))
+def _fresh_dir(path: Path) -> Path:
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+def _tables(opts: dict[str, Any], exps: list[Experiment]) -> tuple[list[str], list[str]]:
+    """(tables some experiment reproduces, tables shown for reference only), in display order."""
+    table_ids = list(opts["tables"])
     for e in exps:
         if e.reference is not None and e.reference[0] not in table_ids:
             table_ids.append(e.reference[0])
     attached = [t for t in table_ids if any(e.reference and e.reference[0] == t for e in exps)]
-    unattached = [t for t in table_ids if t not in attached]
-    others = [e for e in exps if e.reference is None]
+    return attached, [t for t in table_ids if t not in attached]
 
-    sections = []
-    gate = gate_section(root, params, exps)
-    if gate is not None:
-        sections.append(gate)
-    sections += [reference_section(reference.table(tid), exps) for tid in attached]
-    if others or not attached:
-        sections.append(other_section(others))
 
-    # Learning curves: one plot per table, the table's experiments overlaid (others: one per dataset).
+def curves_section(exps: list[Experiment], attached: list[str], others: list[Experiment], fig_dir: Path,
+                   out_dir: Path) -> Section:
+    """One plot per table, the table's experiments overlaid (others: one per dataset)."""
     groups = {
         reference.table(t).title: [e for e in exps if e.reference and e.reference[0] == t] for t in attached
     }
@@ -333,46 +356,51 @@ def build_report(root: Path, params: dict[str, Any], out_dir: Path) -> Written:
         )
         for n, (title, members) in enumerate(gallery.curve_groups(exps, groups).items())
     ]
-    curve_blocks: list[Any] = [curve_figs] if curve_figs else []
+    blocks: list[Any] = [curve_figs] if curve_figs else []
     no_hist = [e.key for e in exps if not (e.history and e.history["epochs"])]
     if no_hist:
-        curve_blocks.append("No training history yet: " + ", ".join(no_hist) + ".")
-    sections.append(Section("Learning curves", "curves", curve_blocks))
+        blocks.append("No training history yet: " + ", ".join(no_hist) + ".")
+    return Section("Learning curves", "curves", blocks)
 
-    sample_blocks: list[Any] = []
+
+def samples_section(root: Path, exps: list[Experiment], fig_dir: Path, out_dir: Path) -> Section:
+    blocks: list[Any] = []
     for e in exps:
-        sample_blocks += gallery.sample_blocks(root, e, fig_dir, out_dir)
+        blocks += gallery.sample_blocks(root, e, fig_dir, out_dir)
     without = [e.key for e in exps if e.samples_npz is None]
     if without:
-        sample_blocks.append("No samples yet (sample stage not run): " + ", ".join(without) + ".")
-    sections.append(Section("Samples", "samples", sample_blocks))
+        blocks.append("No samples yet (sample stage not run): " + ", ".join(without) + ".")
+    return Section("Samples", "samples", blocks)
 
-    bits: list[Any] = [
+
+def bits_section(exps: list[Experiment], fig_dir: Path, out_dir: Path) -> Section:
+    blocks: list[Any] = [
         "Where each model spends its bits: the exact negative log-likelihood of every sub-pixel, in bits, "
         "from the evaluation pass that made the table's number (the mean of a map is the row's bits/dim). "
         "Bright sub-pixels are hard to predict."
     ]
     for e in exps:
-        bits += gallery.bits_blocks(e, fig_dir, out_dir)
+        blocks += gallery.bits_blocks(e, fig_dir, out_dir)
     no_bits = [e.key for e in exps if not e.bits_figures]
     if no_bits:
-        bits.append("No bits map yet (evaluate stage not run since it learnt to write one): "
-                    + ", ".join(no_bits) + ".")
-    sections.append(Section("Per-pixel likelihood", "bits", bits))
+        blocks.append("No bits map yet (evaluate stage not run since it learnt to write one): "
+                      + ", ".join(no_bits) + ".")
+    return Section("Per-pixel likelihood", "bits", blocks)
 
-    # One JSON per experiment for `dvc plots show` (read by the top-level `plots:` entry of dvc.yaml).
-    curve_dir = out_dir / "curves"
-    if curve_dir.exists():
-        shutil.rmtree(curve_dir)
-    curve_dir.mkdir(parents=True)
+
+def write_curve_jsons(exps: list[Experiment], curve_dir: Path) -> None:
+    """One JSON per experiment for `dvc plots show` (read by the top-level `plots:` entry of dvc.yaml)."""
+    _fresh_dir(curve_dir)
     for e in exps:
         if e.history and e.history["epochs"]:
             path = safety.under(curve_dir, f"{e.key}.json", what=f"curves of experiment {e.key!r}")
             path.write_text(json.dumps(e.history["epochs"], indent=1))
 
-    rf = dict(opts.get("receptive_field") or {})
+
+def receptive_field_section(rf: dict[str, Any], fig_dir: Path, out_dir: Path) -> tuple[Section, list[str]]:
+    """The structural maps of every registered model (or ``rf["models"]``) and what could not be drawn."""
     rf_figs, rf_missing = figures.receptive_fields(rf.get("models"), rf, fig_dir, out_dir)
-    rf_blocks: list[Any] = [
+    blocks: list[Any] = [
         "Which earlier input pixels can influence the prediction of one output pixel (red square), for "
         "every registered model, each deep enough that its reach spans the image. Structural: computed on "
         "a copy with positive weights and inputs, where no two paths can cancel, so an unseen pixel has no "
@@ -382,22 +410,23 @@ def build_report(root: Path, params: dict[str, Any], out_dir: Path) -> Written:
         "a sub-sampled image, so its order differs (future pixels in light grey)."
     ]
     if rf_figs:
-        rf_blocks.append(rf_figs)
+        blocks.append(rf_figs)
     if rf_missing:
-        rf_blocks.append("Not drawn: " + "; ".join(rf_missing) + ".")
-    sections.append(Section("Receptive fields and blind spots", "receptive-fields", rf_blocks))
-    sections.append(data_section(root, params, exps))
-    if unattached:
-        folded = [reference_section(reference.table(tid), exps) for tid in unattached]
-        blocks: list[Any] = []
-        for sec in folded:
-            blocks.append(Details(f"{sec.title} (paper figures only)", sec.blocks))
-        sections.append(Section("Paper tables not reproduced by this profile", "paper-tables", [
-            "No experiment of these params reproduces a row of these tables; their paper figures are kept "
-            "for reference, folded.", *blocks,
-        ]))
-    sections.append(sources_section(exps))
+        blocks.append("Not drawn: " + "; ".join(rf_missing) + ".")
+    return Section("Receptive fields and blind spots", "receptive-fields", blocks), rf_missing
 
+
+def folded_tables_section(unattached: list[str], exps: list[Experiment]) -> Section:
+    folded = [reference_section(reference.table(tid), exps) for tid in unattached]
+    return Section("Paper tables not reproduced by this profile", "paper-tables", [
+        "No experiment of these params reproduces a row of these tables; their paper figures are kept "
+        "for reference, folded.",
+        *(Details(f"{sec.title} (paper figures only)", sec.blocks) for sec in folded),
+    ])
+
+
+def intro_blocks(root: Path, params: dict[str, Any], exps: list[Experiment], gate: Section | None
+                 ) -> list[Any]:
     n_run = sum(e.metrics is not None for e in exps)
     n_stale = sum(_stale(e) for e in exps)
     intro: list[Any] = [
@@ -408,8 +437,12 @@ def build_report(root: Path, params: dict[str, Any], out_dir: Path) -> Written:
     ]
     if gate is not None:
         intro.append(gate.blocks[0])
+    return intro
+
+
+def _write_pages(out_dir: Path, intro: list[Any], sections: list[Section]) -> tuple[Path, Path]:
+    """Both pages appear together or not at all (a kill never leaves one page that looks complete)."""
     html_path, md_path = out_dir / "index.html", out_dir / "README.md"
-    # Both pages appear together or not at all (a kill never leaves one page that looks complete).
     pages = {html_path: to_html(TITLE, intro, sections), md_path: to_markdown(TITLE, intro, sections)}
     try:
         for path, text in pages.items():
@@ -421,7 +454,7 @@ def build_report(root: Path, params: dict[str, Any], out_dir: Path) -> Written:
     kill_point("report")
     for path in (html_path, md_path):
         os.replace(path.with_name(path.name + ".tmp"), path)
-    return Written(html_path, md_path, tuple(sorted(fig_dir.rglob("*.png"))), tuple(rf_missing))
+    return html_path, md_path
 
 
 def sources_section(exps: list[Experiment]) -> Section:
