@@ -71,3 +71,13 @@ def test_profile_without_its_real_data_stops_before_any_work(tmp_path: Path, mon
     err = capsys.readouterr().err
     assert str(tmp_path / "no") in err and FASHION_INSTALL in err
     assert not (tmp_path / "work").exists()
+
+
+def test_only_an_unknown_experiment_stops_before_any_work(tmp_path: Path, capsys) -> None:
+    from pixelzoo.pipeline.profiles import profile
+
+    assert profile.main(["cpu", "--workdir", str(tmp_path / "work"), "--only", "pixelcnn-fashion256",
+                         "pixelcnn-fashoin256"]) == 1
+    err = capsys.readouterr().err
+    assert "--only pixelcnn-fashoin256: no such experiment" in err and "pixelcnn-fashion256," in err
+    assert not (tmp_path / "work").exists()

@@ -170,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=fmt)
     parser.add_argument("profile", choices=sorted(PROFILES))
     parser.add_argument("--workdir", type=Path, help="where the copy lives (default .work/<profile>)")
+    parser.add_argument("--only", nargs="+", metavar="EXPERIMENT", default=(),
+                        help="run only these experiments' train/evaluate/sample stages (and their inputs); "
+                             "no report, no NLL gate")
     args = parser.parse_args(argv)
     root = repo_root()
     workdir = (args.workdir or root / ".work" / args.profile).resolve()
@@ -184,6 +187,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[pixelzoo] profile {args.profile!r} not run: {err}", file=sys.stderr)
         return 1
     problems = validate(loaded)  # every mistake in the profile's params, at once, before any copy or stage
+    unknown = [e for e in args.only if e not in (loaded.get("experiments") or {})]
+    if unknown:
+        print(f"[pixelzoo] profile {args.profile!r} not run: --only {', '.join(unknown)}: no such experiment "
+              f"(its experiments: {', '.join(loaded.get('experiments') or {})})", file=sys.stderr)
+        return 1
     if problems:
         print(f"[pixelzoo] profile {args.profile!r} not run: {format_problems(problems, 'its params')}",
               file=sys.stderr)
@@ -197,13 +205,15 @@ def main(argv: list[str] | None = None) -> int:
     prepare_workdir(params, workdir, root)
     print(f"[pixelzoo] profile {args.profile!r} in {workdir}", flush=True)
     try:
-        dvc_repro(workdir)
+        dvc_repro(workdir, *(f"{stage}@{e}" for e in args.only for stage in ("train", "evaluate", "sample")))
     except subprocess.CalledProcessError as err:
         print(f"[pixelzoo] dvc repro failed (exit {err.returncode}); the copy is kept in {workdir}",
               file=sys.stderr)
         return err.returncode
     commit_results(workdir)
     code = 0
+    if args.only:
+        return code
     if args.profile in NLL_GATED:  # the NLL gate has a baseline for the CI profile only
         from pixelzoo.pipeline.profiles import regression
 
