@@ -99,6 +99,10 @@ class TrainSettings(Section):
     compile: bool = None  # type: ignore[assignment]  # torch.compile the training forward (issue 24.2)
     optimizer: Optimizer = None  # type: ignore[assignment]
     grad_clip: Annotated[float, Field(gt=0)] | None = None
+    # The PixelCNN++ recipe (pixelzoo.recipe), null = off: EMA (Polyak) weights for validation and the
+    # stage output, and the learning rate times this factor after every optimizer step.
+    ema_decay: Annotated[float, Field(ge=0, lt=1)] | None = None
+    lr_decay_per_step: Annotated[float, Field(gt=0, le=1)] | None = None
     batch_size: PosInt = None  # type: ignore[assignment]
     eval_batch_size: PosInt = None  # type: ignore[assignment]
     epochs: PosInt = None  # type: ignore[assignment]
