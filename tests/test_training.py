@@ -230,6 +230,23 @@ def test_a_skipped_step_moves_neither_weights_nor_ema() -> None:
     assert all(torch.isfinite(v).all() for v in loop.ema.shadow.values())
 
 
+def test_a_model_trained_at_other_levels_than_the_data_is_refused(tmp_path: Path) -> None:
+    """Scored at the wrong K an NLL is silently wrong (K=4 logits, data in [0, 4) of K=16 levels): the
+    stages that read model.pt check its data shape against the dataset first."""
+    from pixelzoo.errors import MissingInput
+
+    data = make_dataset(tmp_path / "data")
+    out = tmp_path / "exp" / "train"
+    training.train(config(epochs=1, max_steps=1), data, out, tmp_path / "s")
+    _, ckpt = checkpoint.load_trained(out / "model.pt")
+    meta = json.loads((data / "meta.json").read_text())
+    checkpoint.check_data_fits(ckpt, meta, out / "model.pt")  # the data it was trained on: fine
+    with pytest.raises(MissingInput) as err:
+        checkpoint.check_data_fits(ckpt, meta | {"levels": 16}, out / "model.pt")
+    assert str(err.value) == (f"{out / 'model.pt'} was trained on other data than toy has now (levels 4 "
+                              "(data now: 16)); retrain it with `dvc repro train@exp`")
+
+
 def _killed_at_step_2(data: Path, tmp_path: Path) -> None:
     checkpoint.clear_scratch(tmp_path / "s")
     with pytest.raises(training.TrainingInterrupted):
