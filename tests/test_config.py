@@ -21,6 +21,7 @@ CI = yaml.safe_load((ROOT / "ci" / "params.yaml").read_text())
 PAPER = yaml.safe_load((ROOT / "params.yaml").read_text())
 EXP = "pixelcnn-digits"  # a CI-profile experiment: mutations below are derived from ci/params.yaml
 COND = next(k for k, e in CI["experiments"].items() if e.get("conditional"))
+PP = "pixelcnn_pp-rgb8"  # the CI profile's PixelCNN++ (discretized logistic mixture head)
 
 
 def shipped_params() -> dict[str, dict]:
@@ -91,6 +92,19 @@ BAD: list[tuple[str, Callable[[dict], None], str, str]] = [
      "profile.paper_number", "unknown key (did you mean paper_numbers?)"),
     ("null epochs", lambda p: p["train_defaults"].update(epochs=None), "train_defaults.epochs",
      "must be an integer, got None"),
+    # The PixelCNN++ recipe: EMA decay in [0, 1), learning-rate factor per step in (0, 1]
+    ("ema decay 1", lambda p: p["train_defaults"].update(ema_decay=1.0), "train_defaults.ema_decay",
+     "must be < 1.0, got 1.0"),
+    ("ema decay negative", lambda p: _exp(p, PP).update(ema_decay=-0.5), f"experiments.{PP}.ema_decay",
+     "must be >= 0.0, got -0.5"),
+    ("ema decay text", lambda p: _exp(p, COND).update(ema_decay="0.9995"), f"experiments.{COND}.ema_decay",
+     "must be a number, got '0.9995'"),
+    ("lr decay 0", lambda p: _exp(p).update(lr_decay_per_step=0.0), f"experiments.{EXP}.lr_decay_per_step",
+     "must be > 0.0, got 0.0"),
+    ("lr decay above 1", lambda p: p["train_defaults"].update(lr_decay_per_step=1.5),
+     "train_defaults.lr_decay_per_step", "must be <= 1.0, got 1.5"),
+    ("mixture count text", lambda p: _exp(p, PP)["model_args"].update(n_mix="x"),
+     f"experiments.{PP}.model_args.n_mix", "must be an integer, got 'x'"),
 ]
 
 
@@ -136,6 +150,25 @@ def test_every_problem_is_reported_at_once() -> None:
     missing = [f"{path}: {msg}" for _, _, path, msg in cases
                if not any(p.startswith(f"{path}: {msg}") for p in problems)]
     assert not missing and len(problems) >= len(cases)
+
+
+@pytest.mark.parametrize("n_mix", [0, -1])
+def test_a_nonsense_mixture_count_is_a_one_line_params_error_before_any_work(
+    n_mix: int, capsys: pytest.CaptureFixture
+) -> None:
+    """The schema knows n_mix is an integer; its range is the builder's check, which the train stage
+    runs (training.check_model) right after reading the data, before the run starts."""
+    from pixelzoo import training
+    from pixelzoo.errors import run_main
+
+    params = _bad_params(lambda p: _exp(p, PP)["model_args"].update(n_mix=n_mix))
+    assert config.validate(params) == []
+    cfg = config.resolve_experiment(params, PP)
+    meta = {"channels": 3, "levels": 256, "height": 8, "width": 8, "n_classes": 10}
+    assert run_main(f"train@{PP}", lambda: training.check_model(cfg, meta)) == 1
+    err = capsys.readouterr().err
+    assert err == (f"train@{PP} failed: experiments.{PP}.model_args: n_mix (mixture components) must be "
+                   f">= 1, got {n_mix}\n")
 
 
 def test_config_check_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -35,7 +35,8 @@ TORCHRUN = "torchrun --standalone --nproc_per_node=2"
 def tiny_params() -> dict:
     """The CI profile's digits set and pixelcnn-digits, shrunk; 203 train images: the last batch is short."""
     ci = yaml.safe_load((ROOT / "ci" / "params.yaml").read_text())
-    exp = {**ci["experiments"]["pixelcnn-digits"], "epochs": 2}
+    # With the PixelCNN++ recipe on: every rank keeps the same EMA (model.pt holds it) and LR decay.
+    exp = {**ci["experiments"]["pixelcnn-digits"], "epochs": 2, "ema_decay": 0.8, "lr_decay_per_step": 0.95}
     return {
         "sources": {"digits": ci["sources"]["digits"]},
         "datasets": {"digits": {**ci["datasets"]["digits"], "n_train": 203}},  # 203 = 6*32 + 11
@@ -116,6 +117,8 @@ def test_two_gloo_processes_match_one_process_at_the_same_global_batch(
     assert loss2 == pytest.approx(loss1, rel=1e-5)
     assert loss1[-1] < loss1[0]  # it learned: the comparison is not between two untouched inits
     assert_same_weights(w1, w2)
+    saved = torch.load(project / "outputs" / "ddp" / "train" / "model.pt", weights_only=True)
+    assert saved["weights"] == "ema"
     pointer = json.loads((project / "outputs" / "ddp" / "train" / "mlflow_run.json").read_text())
     assert pointer["run_name"] == "ddp:train"
 

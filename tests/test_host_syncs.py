@@ -9,14 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_training import config, make_dataset
+from test_training import RECIPE, config, make_dataset
 
 from pixelzoo import training
 
 CONVERSIONS = ("item", "tolist", "__float__", "__int__", "__bool__", "__index__")
 
 
-def _count_conversions(monkeypatch: pytest.MonkeyPatch, data: Path, out: Path, steps: int) -> int:
+def _count_conversions(monkeypatch: pytest.MonkeyPatch, data: Path, out: Path, steps: int,
+                       recipe: dict) -> int:
     calls = {"n": 0}
     for name in CONVERSIONS:
         original = getattr(torch.Tensor, name)
@@ -27,15 +28,18 @@ def _count_conversions(monkeypatch: pytest.MonkeyPatch, data: Path, out: Path, s
 
         monkeypatch.setattr(torch.Tensor, name, counted)
     # one epoch cut at `steps`: the same validation and epoch end, log points and saves never in between
-    cfg = config(epochs=1, max_steps=steps, log_every_steps=1000, checkpoint_minutes=1000)
+    cfg = config(epochs=1, max_steps=steps, log_every_steps=1000, checkpoint_minutes=1000, **recipe)
     training.train(cfg, data, out, out / "scratch")
     monkeypatch.undo()
     return calls["n"]
 
 
-def test_no_host_sync_per_training_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("recipe", [{}, RECIPE], ids=["plain", "ema+lr_decay"])
+def test_no_host_sync_per_training_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        recipe: dict) -> None:
+    """With the PixelCNN++ recipe on too: the EMA follows the step guard on the device."""
     data = make_dataset(tmp_path / "data")
-    short = _count_conversions(monkeypatch, data, tmp_path / "a", steps=2)
-    long = _count_conversions(monkeypatch, data, tmp_path / "b", steps=6)
+    short = _count_conversions(monkeypatch, data, tmp_path / "a", steps=2, recipe=recipe)
+    long = _count_conversions(monkeypatch, data, tmp_path / "b", steps=6, recipe=recipe)
     assert short > 0  # the counter sees the reads at the epoch end (it can fail)
     assert long - short == 0, f"{(long - short) / 4:.2f} host syncs per training step"

@@ -11,7 +11,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # The lower house: layers, models, the loss, evaluation, sampling, the audit, the training loop and what it
 # saves and runs on (checkpoint, device).
 LOWER = ("pixelzoo.nn", "pixelzoo.models", "pixelzoo.likelihood", "pixelzoo.evaluation", "pixelzoo.sampling",
-         "pixelzoo.audit", "pixelzoo.training", "pixelzoo.checkpoint", "pixelzoo.device")
+         "pixelzoo.audit", "pixelzoo.training", "pixelzoo.checkpoint", "pixelzoo.device", "pixelzoo.recipe")
 # What the lower house must never reach: settings, stage set-up, tracking, lineage, profiles, the report.
 PIPELINE = ("pixelzoo.pipeline", "pixelzoo.report", "pixelzoo.config", "pixelzoo.profile")
 # Circles still open, each with its way out; any other circle fails. data.sources validates a source

@@ -66,3 +66,19 @@ def test_bad_values_are_explained():
         exponential_lr(opt, 0.0)
     with pytest.raises(ValueError, match="does not match"):
         EMA(nn.Linear(1, 1)).load_state_dict(EMA(nn.Linear(1, 2, bias=False)).state_dict() | {"shadow": {}})
+
+
+def test_keep_false_leaves_the_shadow_and_keep_true_is_the_plain_update():
+    """``keep`` (the loop's step guard, on the device): False changes nothing, counters included."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    plain, guarded = EMA(model, 0.9), EMA(model, 0.9)
+    model(torch.randn(8, 3))  # moves the BatchNorm statistics and its integer counter
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    guarded.update(model, keep=torch.tensor(False))
+    assert all(torch.equal(guarded.shadow[k], plain.shadow[k]) for k in plain.shadow)  # both still the init
+    plain.update(model)
+    guarded.update(model, keep=torch.tensor(True))
+    assert all(torch.equal(guarded.shadow[k], plain.shadow[k]) for k in plain.shadow)
+    assert int(guarded.shadow["1.num_batches_tracked"]) == 1

@@ -43,6 +43,21 @@ def test_every_paper_experiment_is_rehearsed_as_itself() -> None:
                 assert small["model_args"][arg] == value, (key, arg)
 
 
+def test_the_pixelcnn_pp_rows_are_rehearsed_with_their_recipe() -> None:
+    """Derived, not listed: the PixelCNN++ rows of params.yaml run in the rehearsal as themselves (mixture
+    head, depth, dropout, EMA weights, per-step LR decay, conditioning), only narrow and short."""
+    rows = {"pixelcnn_pp-cifar10": False, "pixelcnn_pp_cond-cifar10": True}
+    for key, conditional in rows.items():
+        paper, small = PAPER["experiments"][key], DERIVED["experiments"][key]
+        assert small["model"] == "pixelcnn_pp" and bool(small.get("conditional")) is conditional, key
+        assert (small["ema_decay"], small["lr_decay_per_step"]) == (0.9995, 0.999995), key
+        assert small["optimizer"] == paper["optimizer"] == {"name": "adam", "lr": 1.0e-3}, key
+        assert small["model_args"] == {**paper["model_args"], "filters": rehearsal.WIDTHS["filters"]}, key
+        assert small["epochs"] == 1 and DERIVED["train_defaults"]["max_steps"] == rehearsal.MAX_STEPS
+    refs = {PAPER["experiments"][k]["reference"]["row"] for k in rows}
+    assert refs == {"PixelCNN++", "PixelCNN++, class-conditional"}
+
+
 def test_every_source_is_an_offline_fixture_and_datasets_keep_their_levels() -> None:
     assert list(DERIVED["sources"]) == list(PAPER["sources"])
     assert {s["kind"] for s in DERIVED["sources"].values()} <= OFFLINE_KINDS

@@ -126,9 +126,15 @@ def test_loss_decreases_and_outputs_are_complete(tmp_path: Path) -> None:
     assert again["bits_per_dim"] == pytest.approx(best["valid_bits_per_dim"], rel=1e-6)
 
 
-def test_resume_after_interruption_gives_bitwise_identical_weights(tmp_path: Path) -> None:
+# The PixelCNN++ recipe (EMA weights, per-step LR decay): a decay of 0.7 moves the EMA far from the raw
+# weights in a few steps, so a resume that lost its EMA or scheduler state would show.
+RECIPE = {"ema_decay": 0.7, "lr_decay_per_step": 0.9}
+
+
+@pytest.mark.parametrize("recipe", [{}, RECIPE], ids=["plain", "ema+lr_decay"])
+def test_resume_after_interruption_gives_bitwise_identical_weights(tmp_path: Path, recipe: dict) -> None:
     data = make_dataset(tmp_path / "data")
-    cfg = config(epochs=2)
+    cfg = config(epochs=2, **recipe)
     training.train(cfg, data, tmp_path / "a", tmp_path / "scratch_a")
     final_a = torch.load(tmp_path / "scratch_a" / "resume.pt", weights_only=True)
 
@@ -149,9 +155,96 @@ def test_resume_after_interruption_gives_bitwise_identical_weights(tmp_path: Pat
     hist_a = json.loads((tmp_path / "a" / "history.json").read_text())["epochs"]
     hist_b = json.loads((tmp_path / "b" / "history.json").read_text())["epochs"]
     assert [e["train_bits_per_dim"] for e in hist_a] == [e["train_bits_per_dim"] for e in hist_b]
+    assert [e["valid_bits_per_dim"] for e in hist_a] == [e["valid_bits_per_dim"] for e in hist_b]
+    if recipe:  # the EMA and the scheduler resumed too
+        assert partial["ema"]["updates"] == 4 and partial["lr_scheduler"]["last_epoch"] == 4
+        for key, value in final_a["ema"]["shadow"].items():
+            assert torch.equal(value, final_b["ema"]["shadow"][key]), key
+        assert final_a["lr_scheduler"] == final_b["lr_scheduler"]
+        assert final_a["optimizer"]["param_groups"] == final_b["optimizer"]["param_groups"]
+    else:
+        assert "ema" not in final_b and "lr_scheduler" not in final_b
 
     checkpoint.clear_scratch(tmp_path / "scratch_b")
     assert not (tmp_path / "scratch_b" / "resume.pt").exists()
+
+
+def test_recipe_off_is_the_plain_loop_and_on_validates_and_keeps_the_ema_weights(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "data")
+    off = config(ema_decay=None, lr_decay_per_step=None)
+    runs = {"absent": config(), "null": off, "on": config(**RECIPE)}
+    ckpts, finals = {}, {}
+    for name, cfg in runs.items():
+        training.train(cfg, data, tmp_path / name, tmp_path / f"s_{name}")
+        ckpts[name] = torch.load(tmp_path / name / "model.pt", weights_only=True)
+        finals[name] = torch.load(tmp_path / f"s_{name}" / "resume.pt", weights_only=True)
+
+    # Off (absent or null): the same weights and optimizer state bit for bit, no recipe keys anywhere.
+    absent, null = ckpts["absent"], ckpts["null"]
+    assert all(torch.equal(absent["state_dict"][k], null["state_dict"][k]) for k in absent["state_dict"])
+    assert absent["valid_bits_per_dim"] == null["valid_bits_per_dim"]
+    assert "weights" not in absent and not {"ema", "lr_scheduler"} & set(finals["null"])
+    assert finals["null"]["optimizer"]["param_groups"][0]["lr"] == 3e-3
+
+    # On: model.pt holds the EMA weights (marked so), which differ from the raw ones and score what the
+    # loop validated them at; the learning rate decayed once per optimizer step.
+    on, final = ckpts["on"], finals["on"]
+    steps = final["state"]["global_step"]
+    assert on["weights"] == "ema" and on["config"]["ema_decay"] == 0.7
+    assert final["optimizer"]["param_groups"][0]["lr"] == pytest.approx(3e-3 * 0.9**steps, rel=1e-12)
+    shadow = final["ema"]["shadow"]
+    assert not all(torch.equal(shadow[k], final["model"][k]) for k in shadow)
+    if on["epoch"] == final["state"]["history"][-1]["epoch"]:  # best = last epoch: exactly the final EMA
+        assert all(torch.equal(on["state_dict"][k], shadow[k]) for k in shadow)
+    model, _ = checkpoint.load_trained(tmp_path / "on" / "model.pt")
+    _, splits = training.load_splits(data, ("valid",))
+    again = evaluate_nll(model, splits["valid"].x, None, 5, "cpu")
+    assert again["bits_per_dim"] == pytest.approx(on["valid_bits_per_dim"], rel=1e-6)
+    raw = checkpoint.build_from_config(on["config"], on["data"])
+    raw.load_state_dict(final["model"])
+    assert evaluate_nll(raw, splits["valid"].x, None, 5, "cpu")["bits_per_dim"] != again["bits_per_dim"]
+
+
+def test_a_skipped_step_moves_neither_weights_nor_ema() -> None:
+    """The step guard's promise holds for the EMA: a non-finite loss leaves the average untouched."""
+    from types import SimpleNamespace
+
+    from pixelzoo.recipe import EMA, exponential_lr
+
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    loop = SimpleNamespace(model=model, ema=EMA(model, 0.5), scheduler=exponential_lr(opt, 0.9),
+                           guard=training.FiniteGuard(torch.device("cpu")))
+    x = torch.randn(4, 3)
+    for scale in (1.0, float("nan"), 1.0):  # a good step, a bad one, and one after it (also skipped)
+        opt.zero_grad()
+        loss = model(x).pow(2).sum() * scale
+        loss.backward()
+        before = {k: v.clone() for k, v in loop.ema.shadow.items()}
+        loop.guard.step_unless_bad(loss, opt, list(model.parameters()))
+        training.after_step(loop)
+        moved = any(not torch.equal(before[k], v) for k, v in loop.ema.shadow.items())
+        assert moved == (scale == 1.0 and loop.guard.first_bad() is None)
+    assert loop.guard.first_bad()[0] == 2
+    assert all(torch.isfinite(v).all() for v in loop.ema.shadow.values())
+
+
+def test_a_model_trained_at_other_levels_than_the_data_is_refused(tmp_path: Path) -> None:
+    """Scored at the wrong K an NLL is silently wrong (K=4 logits, data in [0, 4) of K=16 levels): the
+    stages that read model.pt check its data shape against the dataset first."""
+    from pixelzoo.errors import MissingInput
+
+    data = make_dataset(tmp_path / "data")
+    out = tmp_path / "exp" / "train"
+    training.train(config(epochs=1, max_steps=1), data, out, tmp_path / "s")
+    _, ckpt = checkpoint.load_trained(out / "model.pt")
+    meta = json.loads((data / "meta.json").read_text())
+    checkpoint.check_data_fits(ckpt, meta, out / "model.pt")  # the data it was trained on: fine
+    with pytest.raises(MissingInput) as err:
+        checkpoint.check_data_fits(ckpt, meta | {"levels": 16}, out / "model.pt")
+    assert str(err.value) == (f"{out / 'model.pt'} was trained on other data than toy has now (levels 4 "
+                              "(data now: 16)); retrain it with `dvc repro train@exp`")
 
 
 def _killed_at_step_2(data: Path, tmp_path: Path) -> None:

@@ -160,6 +160,16 @@ def load_trained(
     return model.to(device).eval(), ckpt
 
 
+def check_data_fits(ckpt: Mapping[str, Any], meta: Mapping[str, Any], path: Path) -> None:
+    """A stage output trained on other data (levels K, channels, size) than the dataset has now would be
+    scored or sampled at the wrong K without an error: a MissingInput naming the retrain command."""
+    trained, now = {k: int(ckpt["data"][k]) for k in data_shape(meta)}, data_shape(meta)
+    if trained != now:
+        diff = ", ".join(f"{k} {trained[k]} (data now: {now[k]})" for k in now if trained[k] != now[k])
+        raise MissingInput(f"{path} was trained on other data than {meta.get('name', 'the dataset')} has now "
+                           f"({diff}); retrain it with `dvc repro train@{Path(path).parent.parent.name}`")
+
+
 def resume_step(path: Path) -> int | str:
     try:
         return int(load_checkpoint(path, "")["state"]["global_step"])

@@ -184,7 +184,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the tree this pixelzoo was
 _MODEL_CODE = ("src/pixelzoo/models", "src/pixelzoo/nn", "src/pixelzoo/likelihood.py",
                "src/pixelzoo/training.py", "src/pixelzoo/checkpoint.py", "src/pixelzoo/device.py",
                "src/pixelzoo/evaluation.py", "src/pixelzoo/data/datasets.py",
-               "src/pixelzoo/optimizers.py")
+               "src/pixelzoo/optimizers.py", "src/pixelzoo/recipe.py")
 # What a resumable checkpoint depends on: the code that computes the weights (not tracking, not stages).
 RESUME_CODE = _MODEL_CODE
 # What each stage runs: pipeline.layout.stage_code (its dvc.yaml deps under src/ and stages/).

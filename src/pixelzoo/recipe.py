@@ -29,13 +29,19 @@ class EMA:
         self.updates = 0
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self, model: nn.Module, keep: torch.Tensor | None = None) -> None:
+        """``keep``: a boolean tensor on the model's device (the training loop's step guard); where it is
+        False the shadow stays exactly as it was, decided on the device (no host read per step)."""
+        weight: float | torch.Tensor = 1.0 - self.decay
+        if keep is not None:
+            weight = torch.where(keep, weight, 0.0)  # lerp by 0: s + 0·(v − s) is s bit for bit
         for k, v in model.state_dict().items():
             s = self.shadow[k]
             if s.is_floating_point():
-                s.lerp_(v.detach().to(s.dtype), 1.0 - self.decay)
+                w = weight.to(s.dtype) if isinstance(weight, torch.Tensor) else weight
+                s.lerp_(v.detach().to(s.dtype), w)
             else:
-                s.copy_(v)
+                s.copy_(v if keep is None else torch.where(keep, v, s))
         self.updates += 1
 
     def state_dict(self) -> dict:

@@ -13,6 +13,10 @@ What the loop guarantees:
 - The resumable checkpoint lives in a scratch folder that DVC does not own (DVC deletes declared
   outputs before re-running a stage); it is only removed after the stage finished completely.
 - The stage output is the checkpoint with the best validation NLL (state_dict + resolved config).
+- The PixelCNN++ recipe (:mod:`pixelzoo.recipe`), off unless set: ``lr_decay_per_step`` multiplies the
+  learning rate after every optimizer step; with ``ema_decay`` the EMA of the weights is updated after
+  every applied step and is what validation, the best-checkpoint choice and ``model.pt`` use (marked
+  ``weights: "ema"``); the scratch checkpoint holds the raw weights, the EMA and the scheduler state.
 - A NaN/Inf loss is never applied: its optimizer step (and every later one) is skipped on the device
   (:class:`FiniteGuard`), and the run stops at the next log point, checkpoint save or epoch end with
   :class:`TrainingDiverged` naming the epoch and the first bad step; the last resumable checkpoint, written
@@ -30,6 +34,7 @@ What the loop guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -51,6 +56,7 @@ from pixelzoo.evaluation import evaluate_nll
 from pixelzoo.integrity import RESUME_CODE, code_digest, config_digest
 from pixelzoo.likelihood import bits_per_dim, head_of, nll_per_image
 from pixelzoo.optimizers import OPTIMIZERS
+from pixelzoo.recipe import EMA, exponential_lr
 
 MetricLogger = Callable[[dict[str, float], int], None]
 
@@ -85,6 +91,15 @@ def check_model(cfg: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def make_recipe(cfg: Mapping[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer
+                ) -> tuple[EMA | None, torch.optim.lr_scheduler.LRScheduler | None]:
+    """The EMA of ``model`` and the per-step LR decay of ``optimizer``, each None when its knob is unset
+    (then nothing of the loop changes: runs without them are bit-identical to before they existed)."""
+    ema = EMA(model, float(cfg["ema_decay"])) if cfg["ema_decay"] is not None else None
+    decay = cfg["lr_decay_per_step"]
+    return ema, exponential_lr(optimizer, float(decay)) if decay is not None else None
 
 
 def make_optimizer(params: Any, opt_cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
@@ -203,6 +218,8 @@ class Loop:
     identity: dict[str, Any]  # what makes this the same run (config, data, code digests)
     resume_path: Path
     log_metrics: MetricLogger | None
+    ema: EMA | None = None  # the averaged weights validation and model.pt use (ema_decay)
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None  # lr_decay_per_step
     guard: FiniteGuard | None = None
     epoch_nats: torch.Tensor | None = None  # the running sum of the epoch, on the device
 
@@ -236,6 +253,7 @@ def set_up(cfg: Mapping[str, Any], data_dir: Path, scratch_dir: Path, log_metric
         raise ValueError(f"training levels must lie in [0, {levels}): checked once, not per step")
     model = build_from_config(cfg, meta).to(device)
     optimizer = make_optimizer(model.parameters(), cfg["optimizer"])
+    ema, scheduler = make_recipe(cfg, model, optimizer)
     net: nn.Module = model
     if dist.world_size > 1:  # [DDP] gradients are averaged across ranks; `model` stays the bare module
         net = nn.parallel.DistributedDataParallel(
@@ -265,7 +283,7 @@ def set_up(cfg: Mapping[str, Any], data_dir: Path, scratch_dir: Path, log_metric
         "code": code_digest(RESUME_CODE),
     }
     return Loop(cfg, dist, device, amp, meta, splits, train_set, model, net, optimizer, steps_per_epoch,
-                total_steps, identity, scratch_dir / "resume.pt", log_metrics)
+                total_steps, identity, scratch_dir / "resume.pt", log_metrics, ema, scheduler)
 
 
 def fresh_state() -> dict[str, Any]:
@@ -283,6 +301,10 @@ def resume(loop: Loop) -> dict[str, Any]:
     if ckpt is not None:
         loop.model.load_state_dict(ckpt["model"])
         loop.optimizer.load_state_dict(ckpt["optimizer"])
+        if loop.ema is not None:  # present: the config digest (which holds the knobs) matched
+            loop.ema.load_state_dict(ckpt["ema"])
+        if loop.scheduler is not None:
+            loop.scheduler.load_state_dict(ckpt["lr_scheduler"])
         checkpoint.set_rng_state(ckpt["rng"])
         state = ckpt["state"]
         if loop.dist.is_main:
@@ -307,7 +329,17 @@ def save_resume(loop: Loop, state: dict[str, Any]) -> None:
     if loop.dist.is_main:  # [DDP] rank 0 holds the same weights as every other rank
         checkpoint.save_checkpoint({"identity": loop.identity, "model": loop.model.state_dict(),
                                     "optimizer": loop.optimizer.state_dict(), "rng": checkpoint.rng_state(),
-                                    "state": state}, loop.resume_path)
+                                    "state": state, **recipe_state(loop)}, loop.resume_path)
+
+
+def recipe_state(loop: Loop) -> dict[str, Any]:
+    """The EMA and LR-scheduler states for the scratch checkpoint (only those that are on)."""
+    out = {}
+    if loop.ema is not None:
+        out["ema"] = loop.ema.state_dict()
+    if loop.scheduler is not None:
+        out["lr_scheduler"] = loop.scheduler.state_dict()
+    return out
 
 
 def train_step(loop: Loop, batch: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -334,8 +366,25 @@ def train_step(loop: Loop, batch: torch.Tensor) -> tuple[torch.Tensor, int]:
         torch.distributed.all_reduce(both)
         step_sum, bad_elsewhere = both[0], both[1] > 0
     loop.guard.step_unless_bad(loss, loop.optimizer, list(loop.model.parameters()), bad_elsewhere)
+    after_step(loop)
     loop.epoch_nats += step_sum
     return step_sum, len(batch) if dist.world_size > 1 else len(idx)
+
+
+def after_step(loop: Loop) -> None:
+    """The recipe's per-step updates, after the guarded optimizer step. The EMA follows only an applied
+    step (decided on the device). The scheduler counts every step on the host: reading the guard would be
+    a host sync, and after a skipped step nothing is saved or validated again (the run raises first)."""
+    if loop.scheduler is not None:
+        loop.scheduler.step()
+    if loop.ema is not None:  # [DDP] every rank: the bare module, the same weights everywhere
+        loop.ema.update(loop.model, keep=~loop.guard.bad)
+
+
+def eval_weights(loop: Loop) -> contextlib.AbstractContextManager[nn.Module]:
+    """Inside, ``loop.model`` holds the weights validation and model.pt use: the EMA when on (the raw
+    weights come back on exit, bit for bit), else the raw ones."""
+    return loop.ema.applied(loop.model) if loop.ema is not None else contextlib.nullcontext(loop.model)
 
 
 def log_step(loop: Loop, state: Mapping[str, Any], step_sum: torch.Tensor, n: int, bar: tqdm) -> None:
@@ -375,16 +424,17 @@ def end_epoch(loop: Loop, state: dict[str, Any], started: float) -> None:
     check_finite(loop, state)
     epoch, main = state["epoch"], loop.dist.is_main
     state["epoch_nats"] = float(loop.epoch_nats)
-    valid_bpd = validate(loop)
+    with eval_weights(loop) as weights:  # the EMA ones when on: validated, and kept if best
+        valid_bpd = validate(loop)
+        if main and (state["best"] is None or valid_bpd < state["best"]["valid_bits_per_dim"]):
+            state["best"] = {
+                "epoch": epoch, "steps": state["global_step"], "valid_bits_per_dim": valid_bpd,
+                "state_dict": {k: v.detach().cpu().clone() for k, v in weights.state_dict().items()},
+            }
     train_bpd = float(bits_per_dim(state["epoch_nats"] / max(state["epoch_images"], 1), loop.dims))
     state["wall_seconds"] = time.monotonic() - started
     state["history"].append({"epoch": epoch, "steps": state["global_step"], "train_bits_per_dim": train_bpd,
                              "valid_bits_per_dim": valid_bpd, "wall_seconds": state["wall_seconds"]})
-    if main and (state["best"] is None or valid_bpd < state["best"]["valid_bits_per_dim"]):
-        state["best"] = {
-            "epoch": epoch, "steps": state["global_step"], "valid_bits_per_dim": valid_bpd,
-            "state_dict": {k: v.detach().cpu().clone() for k, v in loop.model.state_dict().items()},
-        }
     if loop.log_metrics and main:
         loop.log_metrics(
             {"train_bits_per_dim": train_bpd, "valid_bits_per_dim": valid_bpd, "epoch": float(epoch)},
@@ -421,7 +471,7 @@ def finish(loop: Loop, state: Mapping[str, Any], out_dir: Path) -> dict[str, Any
             {"state_dict": best["state_dict"], "config": dict(loop.cfg),
              "data": checkpoint.data_shape(loop.meta) | {"n_classes": loop.meta.get("n_classes")},
              "epoch": best["epoch"], "steps": best["steps"], "valid_bits_per_dim": best["valid_bits_per_dim"],
-             "n_params": n_params},
+             "n_params": n_params, **({"weights": "ema"} if loop.ema is not None else {})},
             out_dir / "model.pt",
         )
         checkpoint.write_text(out_dir / "history.json", json.dumps(history, indent=2) + "\n")

@@ -107,6 +107,10 @@ class TrainSettings(Section):
     compile: bool = False  # torch.compile the training forward (issue 24.2)
     optimizer: Optimizer = inherited()
     grad_clip: Annotated[float, Field(gt=0)] | None = None
+    # The PixelCNN++ recipe (pixelzoo.recipe), null = off: EMA (Polyak) weights for validation and the
+    # stage output, and the learning rate times this factor after every optimizer step.
+    ema_decay: Annotated[float, Field(ge=0, lt=1)] | None = None
+    lr_decay_per_step: Annotated[float, Field(gt=0, le=1)] | None = None
     batch_size: PosInt = inherited()
     eval_batch_size: PosInt | None = None  # None: batch_size
     epochs: PosInt = inherited()

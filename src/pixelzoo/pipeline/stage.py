@@ -77,8 +77,9 @@ def trained(inp: Inputs, splits: tuple[str, ...], device: str) -> Trained:
     where = pick_device(device)
     meta, loaded = training.load_splits(inp.data, splits)
     train_run, recorded = tracking.train_record(inp.experiment)
-    model, ckpt = checkpoint.load_trained(layout.stage_dir(inp.experiment, "train") / "model.pt", where,
-                                          expected_sha256=recorded)
+    path = layout.stage_dir(inp.experiment, "train") / "model.pt"
+    model, ckpt = checkpoint.load_trained(path, where, expected_sha256=recorded)
+    checkpoint.check_data_fits(ckpt, meta, path)  # e.g. the dataset's levels changed since training
     tags = {tracking.TAG_CHECKPOINT: ckpt["sha256"], tracking.TAG_TRAIN_RUN: train_run}
     return Trained(model, ckpt, where, meta, loaded, train_run, tags)
 

@@ -22,12 +22,14 @@ GATED_PIXELCNN_PAPER = (
 )
 PIXELVAE = "Gulrajani et al., PixelVAE (a PyTorch reimplementation of Gated PixelCNN reported there)"
 PIXELCNNPP = "Salimans et al., PixelCNN++, ICLR 2017 (Table 1)"
+PIXELCNNPP_COND = "Salimans et al., PixelCNN++, ICLR 2017 (its class-conditional model)"
 PIXELSNAIL = "Chen et al., PixelSNAIL, ICML 2018"
 # Short names shown beside a row whose figure comes from another paper than its table.
 SHORT = {
     GATED_PIXELCNN_PAPER: "van den Oord et al. 2016b",
     PIXELVAE: "PixelVAE",
     PIXELCNNPP: "Salimans et al. 2017",
+    PIXELCNNPP_COND: "Salimans et al. 2017",
     PIXELSNAIL: "Chen et al. 2018",
 }
 
@@ -120,7 +122,8 @@ TABLES: tuple[RefTable, ...] = (
             RefRow("Row LSTM", 3.07, train=3.00),
             RefRow("Diagonal BiLSTM", 3.00, train=2.93),
             RefRow("Gated PixelCNN", 3.03, train=2.90, citation=GATED_PIXELCNN_PAPER),
-            RefRow("PixelCNN++", 2.92, cited=True, citation=PIXELCNNPP),
+            RefRow("PixelCNN++", 2.92, citation=PIXELCNNPP),
+            RefRow("PixelCNN++, class-conditional", 2.94, citation=PIXELCNNPP_COND),
             RefRow("PixelSNAIL", 2.85, cited=True, citation=PIXELSNAIL),
         ),
     ),
