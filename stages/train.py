@@ -30,13 +30,14 @@ def main() -> None:
     import torch._dynamo  # noqa: F401
 
     from pixelzoo import checkpoint, model_registry, training
+    from pixelzoo.data.splits import load_splits
     from pixelzoo.pipeline import launch, layout
     from pixelzoo.pipeline.tracking import client as tracking
 
     inp = stage.inputs(experiment, "train")
     params, cfg, data, out = inp.params, inp.cfg, inp.data, inp.out
     scratch = layout.scratch_dir(experiment)
-    loaded = training.load_splits(data, ("train", "valid"))  # missing or corrupt data stops us here
+    loaded = load_splits(data, ("train", "valid"))  # missing or corrupt data stops us here
     training.check_model(cfg, loaded[0])
     where = f"experiments.{experiment}.launcher"
     command = launch.relaunch_command(cfg["launcher"], __file__, sys.argv[1:], where)

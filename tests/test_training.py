@@ -14,6 +14,7 @@ from torch import nn
 from pixelzoo import checkpoint, device, training
 from pixelzoo.data.datasets import split_digest
 from pixelzoo.data.preprocess import write_processed
+from pixelzoo.data.splits import load_splits
 from pixelzoo.evaluation import evaluate_nll
 from pixelzoo.likelihood import nll_per_subpixel
 from pixelzoo.pipeline.settings import ParamsError, resolve_experiment
@@ -121,7 +122,7 @@ def test_loss_decreases_and_outputs_are_complete(tmp_path: Path) -> None:
     best = min(epochs, key=lambda e: e["valid_bits_per_dim"])
     assert ckpt["config"] == cfg and ckpt["epoch"] == best["epoch"] == history["best_epoch"]
     assert ckpt["n_params"] == history["n_params"]
-    _, splits = training.load_splits(data, ("valid",))
+    _, splits = load_splits(data, ("valid",))
     again = evaluate_nll(model, splits["valid"].x, None, 4, "cpu")
     assert again["bits_per_dim"] == pytest.approx(best["valid_bits_per_dim"], rel=1e-6)
 
@@ -197,7 +198,7 @@ def test_recipe_off_is_the_plain_loop_and_on_validates_and_keeps_the_ema_weights
     if on["epoch"] == final["state"]["history"][-1]["epoch"]:  # best = last epoch: exactly the final EMA
         assert all(torch.equal(on["state_dict"][k], shadow[k]) for k in shadow)
     model, _ = checkpoint.load_trained(tmp_path / "on" / "model.pt")
-    _, splits = training.load_splits(data, ("valid",))
+    _, splits = load_splits(data, ("valid",))
     again = evaluate_nll(model, splits["valid"].x, None, 5, "cpu")
     assert again["bits_per_dim"] == pytest.approx(on["valid_bits_per_dim"], rel=1e-6)
     raw = checkpoint.build_from_config(on["config"], on["data"])

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from pixelzoo.errors import MissingInput, UserError
+from pixelzoo.integrity import checkout_root
 
 MODEL_FILE = "model.pt"
 URI_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
@@ -165,14 +166,6 @@ class Model:
 
 
 # ---------------------------------------------------------------------- load
-def _repo_root() -> Path:
-    here = Path.cwd().resolve()
-    for d in (here, *here.parents):
-        if (d / "dvc.yaml").is_file():
-            return d
-    return here
-
-
 def checkpoint_path(ref: str | Path) -> Path:
     """The ``model.pt`` that ``ref`` (a file, a folder, or an experiment key of this checkout) names."""
     path = Path(ref)
@@ -181,7 +174,7 @@ def checkpoint_path(ref: str | Path) -> Path:
     for candidate in (path / MODEL_FILE, path / "train" / MODEL_FILE):
         if candidate.is_file():
             return candidate
-    by_key = _repo_root() / "outputs" / str(ref) / "train" / MODEL_FILE
+    by_key = (checkout_root() or Path.cwd()) / "outputs" / str(ref) / "train" / MODEL_FILE
     if by_key.is_file():
         return by_key
     raise MissingInput(

@@ -181,9 +181,19 @@ def publish_dir(tmp: str | Path, target: str | Path) -> None:
 
 # ----------------------------------------------------------------------------- which code made what
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the tree this pixelzoo was imported from
+
+
+def checkout_root(start: Path | None = None) -> Path | None:
+    """The pixelzoo checkout the commands act on: ``DVC_ROOT`` when DVC runs us; else the nearest ancestor
+    of ``start`` (the cwd) holding ``.dvc`` or ``.git``; None outside any. (``PROJECT_ROOT`` is where the
+    code lives; a profile copy under ``.work/`` is a checkout of its own.)"""
+    if os.environ.get("DVC_ROOT"):
+        return Path(os.environ["DVC_ROOT"]).resolve()
+    here = (start or Path.cwd()).resolve()
+    return next((d for d in (here, *here.parents) if (d / ".dvc").is_dir() or (d / ".git").exists()), None)
 _MODEL_CODE = ("src/pixelzoo/models", "src/pixelzoo/nn", "src/pixelzoo/likelihood.py",
                "src/pixelzoo/training.py", "src/pixelzoo/checkpoint.py", "src/pixelzoo/device.py",
-               "src/pixelzoo/evaluation.py", "src/pixelzoo/data/datasets.py",
+               "src/pixelzoo/evaluation.py", "src/pixelzoo/data/datasets.py", "src/pixelzoo/data/splits.py",
                "src/pixelzoo/optimizers.py", "src/pixelzoo/recipe.py")
 # What a resumable checkpoint depends on: the code that computes the weights (not tracking, not stages).
 RESUME_CODE = _MODEL_CODE

@@ -49,7 +49,7 @@ from tqdm import tqdm
 
 from pixelzoo import checkpoint
 from pixelzoo.checkpoint import build_from_config
-from pixelzoo.data.datasets import load_meta, load_split_measured
+from pixelzoo.data.splits import Split, load_splits
 from pixelzoo.device import DistInfo, all_sum, autocast_dtype, pick_device, setup_distributed
 from pixelzoo.errors import ParamsError, TrainingDiverged, kill_point
 from pixelzoo.evaluation import evaluate_nll
@@ -109,24 +109,6 @@ def make_optimizer(params: Any, opt_cfg: Mapping[str, Any]) -> torch.optim.Optim
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer.name must be one of {sorted(OPTIMIZERS)}, got {name!r}")
     return getattr(torch.optim, OPTIMIZERS[name])(params, **opt_cfg)
-
-
-@dataclass
-class Split:
-    x: torch.Tensor  # uint8 N×C×H×W
-    y: torch.Tensor  # int64 N
-    sha256: str = ""  # measured on these arrays when they were read (lineage logs it, resume checks it)
-
-
-def load_splits(data_dir: Path, splits: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Split]]:
-    meta = load_meta(data_dir)
-    out = {}
-    for s in splits:
-        x, y, digest = load_split_measured(data_dir, s, meta)
-        out[s] = Split(
-            torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y)), digest
-        )
-    return meta, out
 
 
 def image_nats(

@@ -9,14 +9,13 @@ deleted.
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 
 import yaml
 
 from pixelzoo import safety
 from pixelzoo.errors import UserError
-from pixelzoo.integrity import PROJECT_ROOT
+from pixelzoo.integrity import PROJECT_ROOT, checkout_root
 
 POINTER_NAME = "mlflow_run.json"  # the run pointer each tracked stage leaves beside its outputs
 # Where each tracked stage writes (docs/architecture.md).
@@ -28,14 +27,12 @@ class NotARepository(UserError, RuntimeError):
 
 
 def repo_root() -> Path:
-    """``DVC_ROOT`` when DVC runs us; else the nearest ancestor of the cwd holding ``.dvc`` or ``.git``."""
-    if os.environ.get("DVC_ROOT"):
-        return Path(os.environ["DVC_ROOT"]).resolve()
-    here = Path.cwd().resolve()
-    for d in (here, *here.parents):
-        if (d / ".dvc").is_dir() or (d / ".git").exists():
-            return d
-    raise NotARepository(f"{here} is not inside a DVC/git repository; run from the pixelzoo checkout")
+    """:func:`pixelzoo.integrity.checkout_root`, or an error naming the folder outside any checkout."""
+    root = checkout_root()
+    if root is None:
+        raise NotARepository(f"{Path.cwd()} is not inside a DVC/git repository; "
+                             "run from the pixelzoo checkout")
+    return root
 
 
 @functools.cache

@@ -188,9 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.lineage_arguments(parser)
     args = parser.parse_args(argv)
     if args.profile or args.workdir:
-        from pixelzoo.pipeline.profiles.profile import repo_root
-
-        workdir = args.workdir or repo_root() / ".work" / args.profile
+        workdir = args.workdir or integrity.PROJECT_ROOT / ".work" / args.profile
         if not (workdir / "params.yaml").is_file():
             print(f"pixelzoo-lineage: no profile copy in {workdir}; run "
                   f"`python -m pixelzoo.profile {args.profile or '<profile>'}` first", file=sys.stderr)

@@ -62,20 +62,21 @@ class Trained:
     ckpt: dict[str, Any]
     device: Any  # torch.device
     meta: dict[str, Any]
-    splits: dict[str, Any]  # name -> training.Split
+    splits: dict[str, Any]  # name -> data.splits.Split
     train_run: str
     tags: dict[str, str]  # which checkpoint bytes were read, and which train run wrote them
 
 
 def trained(inp: Inputs, splits: tuple[str, ...], device: str) -> Trained:
     """Missing or corrupt inputs stop here, and a checkpoint changed since its train run is an error."""
-    from pixelzoo import checkpoint, training
+    from pixelzoo import checkpoint
+    from pixelzoo.data.splits import load_splits
     from pixelzoo.device import pick_device
     from pixelzoo.pipeline import layout
     from pixelzoo.pipeline.tracking import client as tracking
 
     where = pick_device(device)
-    meta, loaded = training.load_splits(inp.data, splits)
+    meta, loaded = load_splits(inp.data, splits)
     train_run, recorded = tracking.train_record(inp.experiment)
     path = layout.stage_dir(inp.experiment, "train") / "model.pt"
     model, ckpt = checkpoint.load_trained(path, where, expected_sha256=recorded)

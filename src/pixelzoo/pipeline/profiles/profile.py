@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from pixelzoo import artifacts
+from pixelzoo.integrity import PROJECT_ROOT
 
 # A profile's params: a file of the project, or "derived:<module>" whose derive() maps params.yaml to them.
 PROFILES = {"ci": "ci/params.yaml", "quick": "ci/params.yaml", "cpu": "ci/cpu.yaml",
@@ -38,13 +39,6 @@ NLL_GATED = {"ci", "quick"}  # profiles whose test NLLs are checked against ci/b
 SOURCE_FILE = ".pixelzoo-source.json"
 _GIT_ID = {"GIT_AUTHOR_NAME": "pixelzoo", "GIT_AUTHOR_EMAIL": "pixelzoo@localhost",
            "GIT_COMMITTER_NAME": "pixelzoo", "GIT_COMMITTER_EMAIL": "pixelzoo@localhost"}
-
-
-def repo_root() -> Path:
-    """The tree this pixelzoo was imported from (one definition: integrity.PROJECT_ROOT)."""
-    from pixelzoo.integrity import PROJECT_ROOT
-
-    return PROJECT_ROOT
 
 
 def _git(root: Path, *args: str) -> str:
@@ -74,7 +68,7 @@ def profile_params(name: str, root: Path | None = None) -> str | dict[str, Any]:
     from pixelzoo.pipeline.settings import load_params
 
     module = importlib.import_module(f"pixelzoo.pipeline.profiles.{spec.split(':', 1)[1]}")
-    return module.derive(load_params((root or repo_root()) / "params.yaml"))
+    return module.derive(load_params((root or PROJECT_ROOT) / "params.yaml"))
 
 
 def prepare_workdir(
@@ -85,7 +79,7 @@ def prepare_workdir(
     Generated outputs are kept: files that disappeared from the source are removed from the copy; data/,
     outputs/, metrics/ and the MLflow store are left alone so DVC can reuse what is still up to date.
     """
-    root = root or repo_root()
+    root = root or PROJECT_ROOT
     derived = isinstance(params_file, Mapping)
     params_src = None if derived else (root / params_file).resolve()
     if params_src is not None and not params_src.is_file():
@@ -141,7 +135,7 @@ def source_of(workdir: Path) -> dict[str, Any] | None:
 
 def profile_env(root: Path | None = None) -> dict[str, str]:
     """Environment for stage commands in a profile copy: source revision and offline-friendly DVC."""
-    commit, dirty = source_revision(root or repo_root())
+    commit, dirty = source_revision(root or PROJECT_ROOT)
     bindir = str(Path(sys.executable).parent)
     # One thread always: the committed baseline then does not depend on the machine's core count.
     return {**os.environ, "OMP_NUM_THREADS": "1", "PIXELZOO_SOURCE_COMMIT": commit,
@@ -174,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="run only these experiments' train/evaluate/sample stages (and their inputs); "
                              "no report, no NLL gate")
     args = parser.parse_args(argv)
-    root = repo_root()
+    root = PROJECT_ROOT
     workdir = (args.workdir or root / ".work" / args.profile).resolve()
     from pixelzoo.data.sources import unobtainable_mirrors
     from pixelzoo.errors import UserError
