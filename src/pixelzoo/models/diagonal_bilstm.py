@@ -252,7 +252,7 @@ def diagonal_bilstm(
 @register(
     "diagonal_bilstm", tiny={"hidden": 6, "layers": 2, "head_hidden": 12}, forwards=(diagonal_bilstm,)
 )
-def build(
+def build_diagonal_bilstm(
     *, channels: int, levels: int, height: int, width: int, n_classes: int | None = None, **args
 ) -> PixelRNN:
     return diagonal_bilstm(channels=channels, levels=levels, n_classes=n_classes, **args)

@@ -183,7 +183,7 @@ class MultiScalePixelRNN(nn.Module):
     # model_args: the multi-scale ones (scale, base, cond_channels) + those of the chosen base model
     forwards=lambda args: (MultiScalePixelRNN, BASES.get(args.get("base", DEFAULT_BASE), row_lstm)),
 )
-def build(
+def build_multiscale_pixelrnn(
     *, channels: int, levels: int, height: int, width: int, n_classes: int | None = None, **args: Any
 ) -> MultiScalePixelRNN:
     return MultiScalePixelRNN(

@@ -121,7 +121,7 @@ def row_lstm(
 
 
 @register("row_lstm", tiny={"hidden": 6, "layers": 2, "head_hidden": 12}, forwards=(row_lstm,))
-def build(
+def build_row_lstm(
     *, channels: int, levels: int, height: int, width: int, n_classes: int | None = None, **args
 ) -> PixelRNN:
     return row_lstm(channels=channels, levels=levels, n_classes=n_classes, **args)
