@@ -141,12 +141,16 @@ def test_cached_draws_exactly_the_naive_samples(variant):
         assert torch.equal(naive[:, :, : h // 2], kw["x_init"][:, :, : h // 2])
 
 
-def test_cached_logits_equal_the_forward():
-    model = _model(3, 16, 5, 6, heads=2)
-    x = torch.randint(0, 16, (2, 3, 5, 6), generator=torch.Generator().manual_seed(3))
-    full = head_of(model).conditional_logits(model(x), x)
-    session = model.sampling_session(x.clone())
+@pytest.mark.parametrize("channels,levels,n_classes,extra", [
+    (3, 16, None, {"heads": 2}), (1, 2, 3, {"attn_blocks": 2})])
+def test_cached_logits_equal_the_forward(channels, levels, n_classes, extra):
+    # Stricter than equal draws (a small error can leave a draw unchanged): every conditional, every step.
+    model = _model(channels, levels, 5, 6, n_classes, **extra)
+    x = torch.randint(0, levels, (2, channels, 5, 6), generator=torch.Generator().manual_seed(3))
+    y = torch.tensor([2, 0]) if n_classes else None
+    full = head_of(model).conditional_logits(model(x, y), x)
+    session = model.sampling_session(x.clone(), y)
     for p in range(30):
         i, j = divmod(p, 6)
-        for c in range(3):
+        for c in range(channels):
             torch.testing.assert_close(session.logits(c, i, j), full[:, :, c, i, j], rtol=1e-10, atol=1e-10)
