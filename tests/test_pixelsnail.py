@@ -27,7 +27,8 @@ def test_paper_size_and_heads():
         model = build_model("pixelsnail", channels=3, levels=256, height=32, width=32)
     assert isinstance(model, PixelSNAIL) and isinstance(head_of(model), DiscretizedLogisticMixture)
     assert head_of(model).params == 100 and len(model.blocks) == 12 and len(model.blocks[0].res) == 4
-    assert model.blocks[0].q_out.out_channels == 16 and model.blocks[0].values == 128  # small keys, f/2 values
+    block = model.blocks[0]
+    assert block.q_out.out_channels == 16 and block.values == 128  # small keys, values of filters / 2
     assert sum(p.numel() for p in model.parameters()) == 91_301_448
     binary = _model(1, 2, SIZE, SIZE)
     assert head_of(binary) is CATEGORICAL

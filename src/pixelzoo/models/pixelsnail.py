@@ -88,7 +88,9 @@ class CausalAttention(nn.Module):
         return out.transpose(2, 3).reshape(b, -1, h, w)
 
     @staticmethod
-    def _monotone(qs: torch.Tensor, ks: torch.Tensor, vs: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    def _monotone(
+        qs: torch.Tensor, ks: torch.Tensor, vs: torch.Tensor, allowed: torch.Tensor
+    ) -> torch.Tensor:
         # The structural copy's form: the same connections with positive slopes in q, k and v (softmax
         # normalisation has negative ones): mean over the allowed keys of exp(q·k/√d) v.
         scores = torch.exp(qs @ ks.transpose(2, 3) / math.sqrt(qs.shape[-1])) * allowed
@@ -114,7 +116,9 @@ class AttentionBlock(nn.Module):
     ) -> None:
         super().__init__()
         f, self.key_size, self.values = filters, key_size, filters // 2
-        self.res = nn.ModuleList(GatedResNet(f, "down_right", 0, dropout, n_classes) for _ in range(nr_resnet))
+        self.res = nn.ModuleList(
+            GatedResNet(f, "down_right", 0, dropout, n_classes) for _ in range(nr_resnet)
+        )
         self.kv_res = NinGatedResNet(channels + f + 2, 0, dropout, n_classes)
         self.kv_out = nn.Conv2d(channels + f + 2, key_size + self.values, 1)
         self.q_res = NinGatedResNet(f + 2, 0, dropout, n_classes)
@@ -138,7 +142,8 @@ class SnailEval(FullEval):
         return h[:, start : start + length]
 
     def background(self, h: torch.Tensor) -> torch.Tensor:
-        return background(h.shape[2], h.shape[3], h.dtype, h.device, self.monotone).expand(h.shape[0], -1, -1, -1)
+        bg = background(h.shape[2], h.shape[3], h.dtype, h.device, self.monotone)
+        return bg.expand(h.shape[0], -1, -1, -1)
 
     def attend(self, m: CausalAttention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return m(q, k, v)
@@ -173,7 +178,8 @@ class PixelSNAIL(nn.Module):
         self.ul_init = nn.ModuleList([ShiftedConv2d(c_in, f, (1, 3), "down"),
                                       ShiftedConv2d(c_in, f, (2, 1), "down_right")])
         self.blocks = nn.ModuleList(
-            AttentionBlock(channels, f, nr_resnet, key_size, heads, dropout, n_classes) for _ in range(attn_blocks)
+            AttentionBlock(channels, f, nr_resnet, key_size, heads, dropout, n_classes)
+            for _ in range(attn_blocks)
         )
         self.nin_out = nn.Conv2d(f, n_out, 1)
         self.monotone = False
