@@ -27,7 +27,7 @@ import torch
 from pixelzoo import sampling
 from pixelzoo.likelihood import head_of, nll_per_image
 from pixelzoo.models import build_model
-from pixelzoo.models.pixelsnail import CausalAttention
+from pixelzoo.nn.attention import CausalAttention
 
 SETTINGS = {"28x28x1": (1, 28, 2), "32x32x3": (3, 32, 256)}
 

@@ -9,7 +9,8 @@ from pixelzoo import sampling
 from pixelzoo.audit import audit_model, reachability, reachability_model
 from pixelzoo.likelihood import CATEGORICAL, DiscretizedLogisticMixture, head_of
 from pixelzoo.models import build_model
-from pixelzoo.models.pixelsnail import CausalAttention, PixelSNAIL
+from pixelzoo.models.pixelsnail import PixelSNAIL
+from pixelzoo.nn.attention import CausalAttention
 
 N, SIZE = 3, 8
 TINY = {"attn_blocks": 1, "nr_resnet": 1, "filters": 8, "n_mix": 2, "key_size": 4}

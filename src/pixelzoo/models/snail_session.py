@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pixelzoo.models.pixelsnail import CausalAttention, background
 from pixelzoo.models.pp_session import Node, PixelCNNPPSession, _Tracer
+from pixelzoo.nn.attention import CausalAttention, background
 
 
 class _SnailTracer(_Tracer):
