@@ -156,3 +156,12 @@ def test_cached_logits_equal_the_forward(channels, levels, n_classes, extra):
         i, j = divmod(p, 6)
         for c in range(channels):
             torch.testing.assert_close(session.logits(c, i, j), full[:, :, c, i, j], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.slow
+def test_structural_map_has_full_context_at_32x32():
+    # ~50 s and ~1 GiB on one CPU thread (chunks of 16 rows keep the 1,024×1,024 score maps small).
+    torch.manual_seed(0)
+    model = build_model("pixelsnail", channels=1, levels=4, height=32, width=32, **TINY)
+    s = reachability_model(model, 1, 4, 32, 32, chunk=16).summary()
+    assert s["n_leaks"] == 0 and s["n_unseen_earlier"] == 0 and s["n_blind_spot"] == 0, s
