@@ -46,3 +46,13 @@ def test_sampling_is_reproducible_and_follows_the_logits():
     assert torch.equal(a, b) and a.min() >= 0 and a.max() <= 6 and len(a.unique()) == 7
     with pytest.raises(ValueError):
         sample_from_logits(torch.zeros(2, 3, 4))
+
+
+def test_log1mexp_gradient_is_finite_at_both_ends():
+    # The branch torch.where does not take must not poison the gradient (NaN after a confident fit).
+    from pixelzoo.likelihood import log1mexp
+
+    d = torch.tensor([1e-20, 1e-12, 1e-3, 0.5, 2.0, 50.0], dtype=torch.float64, requires_grad=True)
+    log1mexp(d).sum().backward()
+    assert torch.isfinite(d.grad).all()
+    torch.testing.assert_close(log1mexp(d.detach()), torch.log(-torch.expm1(-d.detach())))

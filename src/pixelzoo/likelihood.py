@@ -135,7 +135,11 @@ def head_of(model: torch.nn.Module) -> Head:
 
 def log1mexp(d: torch.Tensor) -> torch.Tensor:
     """log(1 − exp(−d)) for d > 0, stable at both ends (Mächler 2012: expm1 below ln 2, log1p above)."""
-    return torch.where(d < math.log(2.0), torch.log(-torch.expm1(-d)), torch.log1p(-torch.exp(-d)))
+    # Each branch gets an argument inside its own range: the branch not taken must stay finite, or its
+    # infinite gradient times where's zero is NaN (a wide unused mixture component has d -> 0).
+    small = d < math.log(2.0)
+    d_small, d_large = torch.where(small, d, math.log(2.0)), torch.where(small, math.log(2.0), d)
+    return torch.where(small, torch.log(-torch.expm1(-d_small)), torch.log1p(-torch.exp(-d_large)))
 
 
 class DiscretizedLogisticMixture(Head):

@@ -126,6 +126,8 @@ def _window(buf: torch.Tensor, r0: int, r1: int, c0: int, c1: int) -> torch.Tens
 class PixelCNNPPSession:
     """``logits(c, i, j)``: the exact conditional of sub-pixel (c, i, j); caches computed up to i·W+j."""
 
+    tracer_class = _Tracer  # a model with more operations (PixelSNAIL's attention) brings a subclass
+
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> None:
         if model.training:
             raise RuntimeError("cached sampling needs the model in eval mode (call model.eval())")
@@ -135,7 +137,7 @@ class PixelCNNPPSession:
             raise ValueError("this model is class-conditional (n_classes set): pass y")
         self.m, self.x, self.y = model, x, y
         self.n, self.channels, self.height, self.width = x.shape
-        tracer = _Tracer(self.height, self.width, self.channels)
+        tracer = self.tracer_class(self.height, self.width, self.channels)
         self.out = model.graph(tracer, None, y)
         self.nodes = tracer.nodes
         hw = self.height * self.width
@@ -229,5 +231,8 @@ class PixelCNNPPSession:
                 self._run(node, row, c0, c1)
         self.done = max(self.done, p)
         self.last = (p, c)
-        params = self.out.buf[:, :, i, j]
-        return self.m.likelihood_head.pixel_logits(params, self.x[:, :, i, j], c)
+        return self.pixel_logits(self.out.buf[:, :, i, j], self.x[:, :, i, j], c)
+
+    def pixel_logits(self, params: torch.Tensor, xpix: torch.Tensor, c: int) -> torch.Tensor:
+        """n×K log-probabilities of channel c from the network's n×P output at the pixel."""
+        return self.m.likelihood_head.pixel_logits(params, xpix, c)

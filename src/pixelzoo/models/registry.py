@@ -42,6 +42,7 @@ _MODEL_MODULES = (
     "pixelzoo.models.diagonal_bilstm",
     "pixelzoo.models.multiscale",
     "pixelzoo.models.pixelcnn_pp",
+    "pixelzoo.models.pixelsnail",
 )
 
 
