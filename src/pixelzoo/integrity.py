@@ -185,12 +185,16 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the tree this pixelzoo was
 
 def checkout_root(start: Path | None = None) -> Path | None:
     """The pixelzoo checkout the commands act on: ``DVC_ROOT`` when DVC runs us; else the nearest ancestor
-    of ``start`` (the cwd) holding ``.dvc`` or ``.git``; None outside any. (``PROJECT_ROOT`` is where the
-    code lives; a profile copy under ``.work/`` is a checkout of its own.)"""
+    of ``start`` (the cwd) holding ``dvc.yaml``, ``.dvc`` or ``.git``; None outside any. (``PROJECT_ROOT``
+    is where the code lives; a profile copy under ``.work/`` is a checkout of its own.)"""
     if os.environ.get("DVC_ROOT"):
         return Path(os.environ["DVC_ROOT"]).resolve()
     here = (start or Path.cwd()).resolve()
-    return next((d for d in (here, *here.parents) if (d / ".dvc").is_dir() or (d / ".git").exists()), None)
+    for d in (here, *here.parents):
+        if (d / "dvc.yaml").is_file() or (d / ".dvc").is_dir() or (d / ".git").exists():
+            return d
+    return None
+
 _MODEL_CODE = ("src/pixelzoo/models", "src/pixelzoo/nn", "src/pixelzoo/likelihood.py",
                "src/pixelzoo/training.py", "src/pixelzoo/checkpoint.py", "src/pixelzoo/device.py",
                "src/pixelzoo/evaluation.py", "src/pixelzoo/data/datasets.py", "src/pixelzoo/data/splits.py",

@@ -124,7 +124,7 @@ TABLES: tuple[RefTable, ...] = (
             RefRow("Gated PixelCNN", 3.03, train=2.90, citation=GATED_PIXELCNN_PAPER),
             RefRow("PixelCNN++", 2.92, citation=PIXELCNNPP),
             RefRow("PixelCNN++, class-conditional", 2.94, citation=PIXELCNNPP_COND),
-            RefRow("PixelSNAIL", 2.85, cited=True, citation=PIXELSNAIL),
+            RefRow("PixelSNAIL", 2.85, citation=PIXELSNAIL),
         ),
     ),
     RefTable(

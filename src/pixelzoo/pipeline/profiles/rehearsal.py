@@ -33,8 +33,10 @@ from pixelzoo.data.sources import REMOTE_FILES
 MAX_STEPS = 2
 IMAGES = {"train": 40, "valid": 8, "test": 8}  # per fixture source (valid carved from train where needed)
 CIFAR_SIZE = 8  # fixture side; the sampler's cost grows with C·H·W forwards, the format does not change
-# Width-like model args and their rehearsal ceiling (divisible by 3: RGB models split maps into R,G,B).
-WIDTHS = {"hidden": 6, "head_hidden": 12, "features": 6, "cond_channels": 3, "filters": 6}
+# Width-like model args and their rehearsal ceiling (divisible by 3: RGB models split maps into R,G,B),
+# and PixelSNAIL's depth and key size (its paper rows would run 91M parameters otherwise).
+WIDTHS = {"hidden": 6, "head_hidden": 12, "features": 6, "cond_channels": 3, "filters": 6,
+          "attn_blocks": 1, "key_size": 6}
 PROFILE = {
     "name": "rehearsal",
     "description": "Offline rehearsal of the paper profile: every default experiment and stage, on a few "
