@@ -4,8 +4,8 @@ import math
 
 import pytest
 import torch
+from draws import assert_cached_draws_naive, labels_for
 
-from pixelzoo import sampling
 from pixelzoo.audit import audit_model, reachability, reachability_model
 from pixelzoo.likelihood import CATEGORICAL, DiscretizedLogisticMixture, head_of
 from pixelzoo.models import build_model
@@ -122,25 +122,7 @@ VARIANTS = {  # name -> (channels, levels, height, width, n_classes, labels, com
 def test_cached_draws_exactly_the_naive_samples(variant):
     channels, levels, h, w, n_classes, labels, completion, extra = VARIANTS[variant]
     model = _model(channels, levels, h, w, n_classes, **extra)
-    y = None
-    if labels == "index":
-        y = torch.tensor([0, 2, 1])
-    elif labels == "soft":
-        y = torch.softmax(torch.randn(N, n_classes, generator=torch.Generator().manual_seed(1)), 1)
-    kw: dict = {"channels": channels, "height": h, "width": w, "levels": levels, "y": y}
-    if completion:
-        gen = torch.Generator().manual_seed(2)
-        kw["x_init"] = torch.randint(0, levels, (N, channels, h, w), generator=gen)
-        kw["known"] = sampling.top_half_known(channels, h, w)
-
-    def draw(method: str) -> torch.Tensor:
-        return sampling.sample(model, N, generator=torch.Generator().manual_seed(7), method=method, **kw)
-
-    naive, cached = draw("naive"), draw("cached")
-    assert torch.equal(cached, naive), f"{(cached != naive).sum()} sub-pixels differ"
-    assert naive.unique().numel() > 1
-    if completion:
-        assert torch.equal(naive[:, :, : h // 2], kw["x_init"][:, :, : h // 2])
+    assert_cached_draws_naive(model, N, channels, levels, h, w, labels_for(labels, N, n_classes), completion)
 
 
 @pytest.mark.parametrize("channels,levels,n_classes,extra", [
