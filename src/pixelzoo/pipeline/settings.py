@@ -65,6 +65,9 @@ class Profile(Section):
     name: str
     description: str
     paper_numbers: bool
+    # Train every experiment once per seed (pixelzoo.pipeline.profiles.replicates): the report and its
+    # table give each row's mean and spread. None: one run per experiment, at its own seed.
+    seeds: Annotated[list[NonNegInt], Field(min_length=2)] | None = None
 
 
 class Dataset(Section):
@@ -136,6 +139,8 @@ class Experiment(TrainSettings):
     dataset: str
     model_args: dict[str, Any] = Field(default_factory=dict)
     reference: Reference | None = None
+    # Written by the profile's seed expansion: this entry re-runs experiment <replicate_of> at another seed.
+    replicate_of: str | None = None
 
 
 # Every knob's value when a params file leaves it unset (the schema's defaults, the only ones).
@@ -455,6 +460,10 @@ def _experiment_problems(key: str, params: Mapping[str, Any]) -> list[Problem]:
                            "set conditional: false, or use a labelled dataset"))
     if isinstance(cfg.get("optimizer"), dict):
         out += _optimizer_problems(at, cfg["optimizer"], defaults.get("optimizer") or {})
+    base = cfg.get("replicate_of")
+    if isinstance(base, str) and (base == key or base not in params["experiments"]):
+        out.append(Problem(f"{at}.replicate_of", f"{base!r} is not another experiment of this file",
+                           _did_you_mean(base, params["experiments"]) or "name the experiment it re-runs"))
     return out
 
 

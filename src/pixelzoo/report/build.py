@@ -14,7 +14,7 @@ from pixelzoo import safety
 from pixelzoo.errors import kill_point
 from pixelzoo.pipeline import provenance, settings
 from pixelzoo.pipeline.tracking import client as tracking
-from pixelzoo.report import figures, gallery, reference
+from pixelzoo.report import figures, gallery, reference, seeds
 from pixelzoo.report.collect import Experiment, collect
 from pixelzoo.report.context import gate_section, profile_banner
 from pixelzoo.report.render import Cell, Details, Section, Table, to_html, to_markdown
@@ -298,12 +298,18 @@ def build_report(root: Path, params: dict[str, Any], out_dir: Path) -> Written:
     gate = gate_section(root, params, exps)
     sections = [gate] if gate is not None else []
     sections += [reference_section(reference.table(tid), exps) for tid in attached]
+    spread = seeds.seeds_table(exps, _stale)
+    seeds.write_table(spread, out_dir / "table.md")
+    if spread is not None:
+        sections.append(seeds.seeds_section(spread))
     if others or not attached:
         sections.append(other_section(others))
+    first = [e for e in exps if not e.entry.get("replicate_of")]  # figures: one seed per experiment
     sections += [
-        curves_section(exps, attached, others, fig_dir, out_dir),
-        samples_section(root, exps, fig_dir, out_dir),
-        bits_section(exps, fig_dir, out_dir),
+        curves_section(first, attached, [e for e in others if not e.entry.get("replicate_of")], fig_dir,
+                       out_dir),
+        samples_section(root, first, fig_dir, out_dir),
+        bits_section(first, fig_dir, out_dir),
     ]
     write_curve_jsons(exps, out_dir / "curves")
     rf_section, rf_missing = receptive_field_section(opts["receptive_field"] or {}, fig_dir, out_dir)

@@ -72,9 +72,11 @@ def profile_params(name: str, root: Path | None = None) -> str | dict[str, Any]:
 
 
 def prepare_workdir(
-    params_file: str | Path | Mapping[str, Any], workdir: Path, root: Path | None = None
+    params_file: str | Path | Mapping[str, Any], workdir: Path, root: Path | None = None,
+    origin: str | None = None,
 ) -> Path:
-    """Copy the project into ``workdir`` with ``params_file`` (or a params mapping) as its params.yaml.
+    """Copy the project into ``workdir`` with ``params_file`` (or a params mapping, generated from
+    ``origin``) as its params.yaml.
 
     Generated outputs are kept: files that disappeared from the source are removed from the copy; data/,
     outputs/, metrics/ and the MLflow store are left alone so DVC can reuse what is still up to date.
@@ -97,7 +99,7 @@ def prepare_workdir(
     if derived:
         from pixelzoo.pipeline.profiles.rehearsal import dump
 
-        (workdir / "params.yaml").write_text(dump(params_file))
+        (workdir / "params.yaml").write_text(dump(params_file, *([origin] if origin else [])))
     else:
         shutil.copy2(params_src, workdir / "params.yaml")
     manifest.write_text("\n".join(files))
@@ -157,6 +159,19 @@ def dvc_repro(workdir: Path, *targets: str, env: dict[str, str] | None = None) -
         subprocess.run(cmd, cwd=workdir, check=True, env=stage_env)
 
 
+def run_lanes(workdir: Path, experiments: list[str], jobs: int, params: Any, root: Path,
+              origin: str | None) -> None:
+    """The experiments' stages on ``jobs`` lanes (:mod:`pixelzoo.pipeline.profiles.lanes`), every stage
+    recording into the copy's MLflow store through one tracking process."""
+    from pixelzoo.pipeline.profiles import lanes
+    from pixelzoo.pipeline.tracking import server as recorder
+
+    env = profile_env(root)
+    uri = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(workdir).resolve() / 'mlflow.db'}"
+    with recorder.shared(uri, {**env, "MLFLOW_TRACKING_URI": uri}) as stage_env:
+        lanes.run(workdir, experiments, jobs, params, root, origin, stage_env)
+
+
 def main(argv: list[str] | None = None) -> int:
     fmt = argparse.RawDescriptionHelpFormatter
     # `pixelzoo profile` (pixelzoo.cli) sets argv[0] to its own name; run as a module, name the module
@@ -167,12 +182,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", metavar="EXPERIMENT", default=(),
                         help="run only these experiments' train/evaluate/sample stages (and their inputs); "
                              "no report, no NLL gate")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="train N experiments at a time, one core each (pipeline/profiles/lanes.py); "
+                             "default 1")
     args = parser.parse_args(argv)
     root = PROJECT_ROOT
     workdir = (args.workdir or root / ".work" / args.profile).resolve()
     from pixelzoo.data.sources import unobtainable_mirrors
     from pixelzoo.errors import UserError
-    from pixelzoo.pipeline.settings import format_problems, load_params, validate
+    from pixelzoo.pipeline.profiles import replicates
+    from pixelzoo.pipeline.settings import Problem, format_problems, load_params, validate
 
     try:
         params = profile_params(args.profile, root)
@@ -181,11 +200,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[pixelzoo] profile {args.profile!r} not run: {err}", file=sys.stderr)
         return 1
     problems = validate(loaded)  # every mistake in the profile's params, at once, before any copy or stage
+    origin = None
+    if not problems and (loaded.get("profile") or {}).get("seeds"):  # one experiment per row and seed
+        origin = f"{replicates.__name__}.expand from {params}: edit {params}"
+        params = replicates.expand(loaded)
+        loaded = params
     unknown = [e for e in args.only if e not in (loaded.get("experiments") or {})]
     if unknown:
         print(f"[pixelzoo] profile {args.profile!r} not run: --only {', '.join(unknown)}: no such experiment "
               f"(its experiments: {', '.join(loaded.get('experiments') or {})})", file=sys.stderr)
         return 1
+    if args.jobs < 1:
+        problems.append(Problem("--jobs", f"must be at least 1, got {args.jobs}", "one lane per core"))
     if problems:
         print(f"[pixelzoo] profile {args.profile!r} not run: {format_problems(problems, 'its params')}",
               file=sys.stderr)
@@ -196,10 +222,13 @@ def main(argv: list[str] | None = None) -> int:
     if missing:  # before any work: a long profile must not fail at its first stage after minutes of copying
         print("[pixelzoo] " + "\n[pixelzoo] ".join(missing), file=sys.stderr)
         return 1
-    prepare_workdir(params, workdir, root)
+    prepare_workdir(params, workdir, root, origin)
     print(f"[pixelzoo] profile {args.profile!r} in {workdir}", flush=True)
     try:
-        dvc_repro(workdir, *(f"{stage}@{e}" for e in args.only for stage in ("train", "evaluate", "sample")))
+        if args.jobs > 1:
+            run_lanes(workdir, list(args.only or loaded["experiments"]), args.jobs, params, root, origin)
+        if not (args.only and args.jobs > 1):
+            dvc_repro(workdir, *(f"{s}@{e}" for e in args.only for s in ("train", "evaluate", "sample")))
     except subprocess.CalledProcessError as err:
         print(f"[pixelzoo] dvc repro failed (exit {err.returncode}); the copy is kept in {workdir}",
               file=sys.stderr)

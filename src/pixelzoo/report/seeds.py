@@ -1,0 +1,70 @@
+"""The seed table: one row per experiment trained at several seeds (``profile.seeds``), with the mean and
+spread of its test NLL over the seeds (:mod:`pixelzoo.pipeline.profiles.replicates` made the runs)."""
+
+from __future__ import annotations
+
+import os
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+
+from pixelzoo.pipeline.profiles.replicates import groups
+from pixelzoo.report.collect import Experiment
+from pixelzoo.report.render import Cell, Section, Table, to_markdown
+
+HEADER = ["Experiment", "Model", "Params", "Seeds", "bits/dim: mean ± s.d.", "min – max",
+          "nats/image: mean ± s.d."]
+NOTE = ("Mean and sample standard deviation over the training seeds (initialisation, batch order, "
+        "dropout); the data split is the same for every seed. ⚠: a run is stale (see its lineage).")
+
+
+def _spread(values: list[float], digits: int) -> str:
+    mean = statistics.fmean(values)
+    sd = statistics.stdev(values) if len(values) > 1 else float("nan")
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
+def _row(members: list[Experiment], stale: Callable[[Experiment], bool]) -> list[Cell]:
+    base, run = members[0], [e for e in members if e.metrics is not None]
+    bpd = [float(e.metrics["test_bits_per_dim"]) for e in run if e.metrics]
+    nats = [float(e.metrics["test_nats_per_image"]) for e in run if e.metrics]
+    mark = " ⚠" if any(stale(e) for e in run) else ""
+    model = base.model + (", class-cond." if base.resolved.get("conditional") else "")
+    figs = [Cell("not run", cls="notrun"), Cell("—"), Cell("—")]
+    if bpd:
+        figs = [Cell(_spread(bpd, 4) + mark, cls="num"), Cell(f"{min(bpd):.4f} – {max(bpd):.4f}", cls="num"),
+                Cell(_spread(nats, 2), cls="num")]
+    seeds = ", ".join(str(e.resolved["seed"]) for e in run) or "—"
+    n_params = base.n_params
+    return [Cell(base.key), Cell(model), Cell(f"{n_params:,}" if n_params else "—", cls="num"),
+            Cell(f"{len(run)} of {len(members)} ({seeds})"), *figs]
+
+
+def seeds_table(exps: list[Experiment], stale: Callable[[Experiment], bool]) -> Table | None:
+    """The table, or None when no experiment has replicates."""
+    by_key = {e.key: e for e in exps}
+    found = groups({e.key: e.entry for e in exps})
+    if not found:
+        return None
+    rows = [_row([by_key[k] for k in keys], stale) for keys in found.values()]
+    return Table(HEADER, rows, note=NOTE)
+
+
+def seeds_section(table: Table) -> Section:
+    return Section("Mean and spread over seeds", "seeds", [
+        "Every experiment below was trained once per seed; its other runs (`<experiment>-seed<N>`) are "
+        "listed under Other experiments. Curves, samples and bits maps show the first seed.", table])
+
+
+def write_table(table: Table | None, path: Path) -> Path:
+    """The table alone as Markdown (what the README's results table is copied from); without replicates
+    a line that says so, never an earlier run's table."""
+    if table is None:
+        text = "No experiment of this params file was trained at several seeds (profile.seeds).\n"
+    else:
+        page = to_markdown("Mean and spread over seeds", [], [Section("table", "table", [table])])
+        text = page.split("## table\n\n", 1)[1]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
