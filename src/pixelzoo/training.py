@@ -291,9 +291,39 @@ def resume(loop: Loop) -> dict[str, Any]:
         state = ckpt["state"]
         if loop.dist.is_main:
             print(f"resuming {loop.cfg['name']} from {loop.resume_path} at step {state['global_step']}")
+    else:
+        init_from_data(loop)
     loop.guard = FiniteGuard(loop.device, state["global_step"])
     loop.epoch_nats = torch.tensor(float(state["epoch_nats"]), dtype=torch.float64, device=loop.device)
     return state
+
+
+def init_from_data(loop: Loop) -> None:
+    """A fresh start only: a model with a ``data_init_(x, y)`` hook (PixelCNN++ weight normalisation)
+    sets its initial weights from the first training batch. It runs in training mode (dropout as in the
+    official init) under its own seed inside a forked RNG, so the loop's random stream is the one it
+    would be without it; models without the hook are not touched at all. The optimizer holds the same
+    tensors (changed in place, before its first step, so it has no state yet); the EMA starts again from
+    the initialised weights. Never on a resume: the checkpoint holds the weights it made. [DDP] every rank initialises on the whole global batch, then rank 0's
+    result is broadcast so that the ranks cannot differ by rounding."""
+    data_init = getattr(loop.model, "data_init_", None)
+    if data_init is None:
+        return
+    idx = epoch_order(len(loop.train_set.x), int(loop.cfg["seed"]), 0)[: loop.batch_size]
+    x = loop.train_set.x[idx.to(loop.train_set.x.device)].to(loop.device).long()
+    y = loop.train_set.y[idx.to(loop.train_set.y.device)].to(loop.device) if loop.conditional else None
+    cuda = [loop.device] if loop.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(int(loop.cfg["seed"]))
+        loop.model.train()
+        changed = data_init(x, y)
+    if not changed:  # e.g. PixelCNN++ without weight_norm: the RNG state came back as it was
+        return
+    if loop.dist.world_size > 1:  # [DDP]
+        for t in loop.model.state_dict().values():
+            torch.distributed.broadcast(t, 0)
+    if loop.ema is not None:
+        loop.ema = EMA(loop.model, loop.ema.decay)
 
 
 def check_finite(loop: Loop, state: Mapping[str, Any]) -> None:
