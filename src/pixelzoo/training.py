@@ -304,8 +304,9 @@ def init_from_data(loop: Loop) -> None:
     official init) under its own seed inside a forked RNG, so the loop's random stream is the one it
     would be without it; models without the hook are not touched at all. The optimizer holds the same
     tensors (changed in place, before its first step, so it has no state yet); the EMA starts again from
-    the initialised weights. Never on a resume: the checkpoint holds the weights it made. [DDP] every rank initialises on the whole global batch, then rank 0's
-    result is broadcast so that the ranks cannot differ by rounding."""
+    the initialised weights. Never on a resume: the checkpoint holds the weights it made. [DDP] every
+    rank initialises on the whole global batch, then rank 0's result is broadcast so that the ranks
+    cannot differ by rounding."""
     data_init = getattr(loop.model, "data_init_", None)
     if data_init is None:
         return

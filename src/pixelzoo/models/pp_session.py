@@ -227,7 +227,7 @@ class PixelCNNPPSession:
         if (p, c) <= self.last:
             raise ValueError(f"sub-pixel (c={c}, i={i}, j={j}) requested after (c={self.last[1]}, raster "
                              f"pixel {self.last[0]}): calls must follow the generation order")
-        with parametrize.cached():  # weight-normalised layers: each weight computed once per call, not per run
+        with parametrize.cached():  # weight-normalised layers: each weight once per call, not per run
             for s in range(self.done + 1, p + 1):  # every pixel before p is final now
                 for node, row, c0, c1 in self.schedule[s]:
                     self._run(node, row, c0, c1)
