@@ -247,6 +247,20 @@ def test_weight_norm_is_initialised_on_the_first_batch_once_and_reloads(tmp_path
     assert again["bits_per_dim"] == pytest.approx(ckpt["valid_bits_per_dim"], rel=1e-6)
 
 
+def test_pixelcnn_pp_without_weight_norm_trains_as_if_the_init_hook_did_not_exist(tmp_path: Path,
+                                                                                   monkeypatch) -> None:
+    """Its data_init_ is a no-op and the forked RNG comes back unchanged: with dropout drawing from the
+    stream, the weights are bit for bit those of a loop that never calls the hook."""
+    data = make_dataset(tmp_path / "data")
+    off = {**WN["model_args"], "weight_norm": False}  # dropout 0.5 (the default) draws from the stream
+    cfg = config(epochs=1, max_steps=3, model="pixelcnn_pp", model_args=off)
+    training.train(cfg, data, tmp_path / "a", tmp_path / "sa")
+    monkeypatch.setattr(training, "init_from_data", lambda loop: None)
+    training.train(cfg, data, tmp_path / "b", tmp_path / "sb")
+    a, b = (torch.load(tmp_path / s / "resume.pt", weights_only=True)["model"] for s in ("sa", "sb"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_a_skipped_step_moves_neither_weights_nor_ema() -> None:
     """The step guard's promise holds for the EMA: a non-finite loss leaves the average untouched."""
     from types import SimpleNamespace
