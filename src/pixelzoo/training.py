@@ -113,12 +113,13 @@ def make_optimizer(params: Any, opt_cfg: Mapping[str, Any]) -> torch.optim.Optim
 
 def image_nats(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, amp: torch.dtype | None,
-    check_levels: bool = True,
+    check_levels: bool = True, bare: nn.Module | None = None,
 ) -> torch.Tensor:
-    """Per-image NLL in nats; the forward may run under autocast, the loss is always fp32."""
+    """Per-image NLL in nats; the forward may run under autocast, the loss is always fp32. ``bare``: the
+    unwrapped module when ``model`` is a wrapper ([DDP] does not forward ``likelihood_head``)."""
     with torch.autocast(x.device.type, dtype=amp, enabled=amp is not None):
         logits = model(x, y)
-    return nll_per_image(logits.float(), x, head_of(model), check_levels)
+    return nll_per_image(logits.float(), x, head_of(bare if bare is not None else model), check_levels)
 
 
 class TrainingInterrupted(RuntimeError):
@@ -364,7 +365,7 @@ def train_step(loop: Loop, batch: torch.Tensor) -> tuple[torch.Tensor, int]:
         idx = idx.to(loop.train_set.x.device, non_blocking=True)
     x = loop.train_set.x[idx].to(loop.device, non_blocking=True).long()
     y = loop.train_set.y[idx].to(loop.device, non_blocking=True) if loop.conditional else None
-    nats = image_nats(loop.net, x, y, loop.amp, check_levels=False)  # range checked once, in set_up
+    nats = image_nats(loop.net, x, y, loop.amp, check_levels=False, bare=loop.model)  # levels: set_up
     # [DDP] sum over this rank's images / global batch, times world: DDP's average over ranks then is the
     # mean over the whole global batch, as in one process.
     # (sum / n * world: with one process bit-identical to the mean, so CPU baselines do not move)
