@@ -17,6 +17,8 @@ What the loop guarantees:
   learning rate after every optimizer step; with ``ema_decay`` the EMA of the weights is updated after
   every applied step and is what validation, the best-checkpoint choice and ``model.pt`` use (marked
   ``weights: "ema"``); the scratch checkpoint holds the raw weights, the EMA and the scheduler state.
+- A model with a ``data_init_(x, y)`` hook (PixelCNN++ ``weight_norm``) is initialised from the first
+  training batch once, on a fresh start (:func:`init_from_data`), in a forked RNG: never on a resume.
 - A NaN/Inf loss is never applied: its optimizer step (and every later one) is skipped on the device
   (:class:`FiniteGuard`), and the run stops at the next log point, checkpoint save or epoch end with
   :class:`TrainingDiverged` naming the epoch and the first bad step; the last resumable checkpoint, written
