@@ -216,8 +216,9 @@ def _pp(channels: int, **args) -> nn.Module:
                        **{"nr_resnet": 1, "filters": 8, "n_mix": 2, **args})
 
 
-def test_pixelcnn_pp_follows_the_rgb_order_only_through_the_coupling():
-    model = _pp(3)
+@pytest.mark.parametrize("args", [{}, {"weight_norm": True}], ids=["plain", "weight_norm"])
+def test_pixelcnn_pp_follows_the_rgb_order_only_through_the_coupling(args):
+    model = _pp(3, **args)
     dist = audit_model(model, 3, 4, SIZE, SIZE, batch=2)
     net = audit_model(model, 3, 4, SIZE, SIZE, batch=2, outputs="network")
     assert dist.unit == "subpixel" and net.unit == "pixel"

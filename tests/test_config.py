@@ -105,6 +105,10 @@ BAD: list[tuple[str, Callable[[dict], None], str, str]] = [
      "train_defaults.lr_decay_per_step", "must be <= 1.0, got 1.5"),
     ("mixture count text", lambda p: _exp(p, PP)["model_args"].update(n_mix="x"),
      f"experiments.{PP}.model_args.n_mix", "must be an integer, got 'x'"),
+    ("weight norm text", lambda p: _exp(p, PP)["model_args"].update(weight_norm="yes"),
+     f"experiments.{PP}.model_args.weight_norm", "must be true or false, got 'yes'"),
+    ("weight norm number", lambda p: _exp(p, PP)["model_args"].update(weight_norm=1),
+     f"experiments.{PP}.model_args.weight_norm", "must be true or false, got 1"),
 ]
 
 

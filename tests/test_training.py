@@ -130,9 +130,12 @@ def test_loss_decreases_and_outputs_are_complete(tmp_path: Path) -> None:
 # The PixelCNN++ recipe (EMA weights, per-step LR decay): a decay of 0.7 moves the EMA far from the raw
 # weights in a few steps, so a resume that lost its EMA or scheduler state would show.
 RECIPE = {"ema_decay": 0.7, "lr_decay_per_step": 0.9}
+# PixelCNN++ with weight normalisation: its data-dependent init runs on a fresh start only.
+WN = {"model": "pixelcnn_pp", "model_args": {"nr_resnet": 1, "filters": 4, "n_mix": 2, "weight_norm": True}}
 
 
-@pytest.mark.parametrize("recipe", [{}, RECIPE], ids=["plain", "ema+lr_decay"])
+@pytest.mark.parametrize("recipe", [{}, RECIPE, {**WN, **RECIPE}],
+                         ids=["plain", "ema+lr_decay", "weight_norm"])
 def test_resume_after_interruption_gives_bitwise_identical_weights(tmp_path: Path, recipe: dict) -> None:
     data = make_dataset(tmp_path / "data")
     cfg = config(epochs=2, **recipe)
@@ -157,7 +160,7 @@ def test_resume_after_interruption_gives_bitwise_identical_weights(tmp_path: Pat
     hist_b = json.loads((tmp_path / "b" / "history.json").read_text())["epochs"]
     assert [e["train_bits_per_dim"] for e in hist_a] == [e["train_bits_per_dim"] for e in hist_b]
     assert [e["valid_bits_per_dim"] for e in hist_a] == [e["valid_bits_per_dim"] for e in hist_b]
-    if recipe:  # the EMA and the scheduler resumed too
+    if "ema_decay" in recipe:  # the EMA and the scheduler resumed too
         assert partial["ema"]["updates"] == 4 and partial["lr_scheduler"]["last_epoch"] == 4
         for key, value in final_a["ema"]["shadow"].items():
             assert torch.equal(value, final_b["ema"]["shadow"][key]), key
@@ -204,6 +207,58 @@ def test_recipe_off_is_the_plain_loop_and_on_validates_and_keeps_the_ema_weights
     raw = checkpoint.build_from_config(on["config"], on["data"])
     raw.load_state_dict(final["model"])
     assert evaluate_nll(raw, splits["valid"].x, None, 5, "cpu")["bits_per_dim"] != again["bits_per_dim"]
+
+
+def test_weight_norm_is_initialised_on_the_first_batch_once_and_reloads(tmp_path: Path, monkeypatch) -> None:
+    """A fresh start runs the model's data_init_ once, on the first training batch, in training mode,
+    without moving the loop's random stream; the EMA starts from the initialised weights; a resume does
+    not run it again; model.pt rebuilds the weight-normalised model."""
+    from pixelzoo.models.pixelcnn_pp import PixelCNNPP
+
+    data, calls = make_dataset(tmp_path / "data"), []
+    real = PixelCNNPP.data_init_
+
+    def spy(self, x, y=None):
+        calls.append((x.clone(), self.training))
+        return real(self, x, y)
+
+    monkeypatch.setattr(PixelCNNPP, "data_init_", spy)
+    cfg = config(epochs=1, ema_decay=0.7, **WN)
+    loop = training.set_up(cfg, data, tmp_path / "s0", None, None)
+    built = {k: v.clone() for k, v in loop.model.state_dict().items()}
+    rng = torch.get_rng_state()
+    training.resume(loop)
+    assert torch.equal(torch.get_rng_state(), rng)  # the init forked its own stream
+    first = loop.train_set.x[training.epoch_order(50, 0, 0)[:8]].long()
+    assert len(calls) == 1 and torch.equal(calls[0][0], first) and calls[0][1]
+    now = loop.model.state_dict()
+    assert any(not torch.equal(built[k], now[k]) for k in now)
+    assert all(torch.equal(loop.ema.shadow[k], now[k]) for k in now)
+
+    calls.clear()
+    with pytest.raises(training.TrainingInterrupted):
+        training.train(cfg, data, tmp_path / "o", tmp_path / "s", interrupt_after_steps=2)
+    training.train(cfg, data, tmp_path / "o", tmp_path / "s")  # the resume
+    assert len(calls) == 1  # the fresh start only
+    model, ckpt = checkpoint.load_trained(tmp_path / "o" / "model.pt")
+    assert model.weight_norm and any("parametrizations" in k for k in model.state_dict())
+    _, splits = load_splits(data, ("valid",))
+    again = evaluate_nll(model, splits["valid"].x, None, 5, "cpu")
+    assert again["bits_per_dim"] == pytest.approx(ckpt["valid_bits_per_dim"], rel=1e-6)
+
+
+def test_pixelcnn_pp_without_weight_norm_trains_as_if_the_init_hook_did_not_exist(tmp_path: Path,
+                                                                                   monkeypatch) -> None:
+    """Its data_init_ is a no-op and the forked RNG comes back unchanged: with dropout drawing from the
+    stream, the weights are bit for bit those of a loop that never calls the hook."""
+    data = make_dataset(tmp_path / "data")
+    off = {**WN["model_args"], "weight_norm": False}  # dropout 0.5 (the default) draws from the stream
+    cfg = config(epochs=1, max_steps=3, model="pixelcnn_pp", model_args=off)
+    training.train(cfg, data, tmp_path / "a", tmp_path / "sa")
+    monkeypatch.setattr(training, "init_from_data", lambda loop: None)
+    training.train(cfg, data, tmp_path / "b", tmp_path / "sb")
+    a, b = (torch.load(tmp_path / s / "resume.pt", weights_only=True)["model"] for s in ("sa", "sb"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_a_skipped_step_moves_neither_weights_nor_ema() -> None:

@@ -17,6 +17,8 @@ What the loop guarantees:
   learning rate after every optimizer step; with ``ema_decay`` the EMA of the weights is updated after
   every applied step and is what validation, the best-checkpoint choice and ``model.pt`` use (marked
   ``weights: "ema"``); the scratch checkpoint holds the raw weights, the EMA and the scheduler state.
+- A model with a ``data_init_(x, y)`` hook (PixelCNN++ ``weight_norm``) is initialised from the first
+  training batch once, on a fresh start (:func:`init_from_data`), in a forked RNG: never on a resume.
 - A NaN/Inf loss is never applied: its optimizer step (and every later one) is skipped on the device
   (:class:`FiniteGuard`), and the run stops at the next log point, checkpoint save or epoch end with
   :class:`TrainingDiverged` naming the epoch and the first bad step; the last resumable checkpoint, written
@@ -113,12 +115,13 @@ def make_optimizer(params: Any, opt_cfg: Mapping[str, Any]) -> torch.optim.Optim
 
 def image_nats(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, amp: torch.dtype | None,
-    check_levels: bool = True,
+    check_levels: bool = True, bare: nn.Module | None = None,
 ) -> torch.Tensor:
-    """Per-image NLL in nats; the forward may run under autocast, the loss is always fp32."""
+    """Per-image NLL in nats; the forward may run under autocast, the loss is always fp32. ``bare``: the
+    unwrapped module when ``model`` is a wrapper ([DDP] does not forward ``likelihood_head``)."""
     with torch.autocast(x.device.type, dtype=amp, enabled=amp is not None):
         logits = model(x, y)
-    return nll_per_image(logits.float(), x, head_of(model), check_levels)
+    return nll_per_image(logits.float(), x, head_of(bare if bare is not None else model), check_levels)
 
 
 class TrainingInterrupted(RuntimeError):
@@ -291,9 +294,40 @@ def resume(loop: Loop) -> dict[str, Any]:
         state = ckpt["state"]
         if loop.dist.is_main:
             print(f"resuming {loop.cfg['name']} from {loop.resume_path} at step {state['global_step']}")
+    else:
+        init_from_data(loop)
     loop.guard = FiniteGuard(loop.device, state["global_step"])
     loop.epoch_nats = torch.tensor(float(state["epoch_nats"]), dtype=torch.float64, device=loop.device)
     return state
+
+
+def init_from_data(loop: Loop) -> None:
+    """A fresh start only: a model with a ``data_init_(x, y)`` hook (PixelCNN++ weight normalisation)
+    sets its initial weights from the first training batch. It runs in training mode (dropout as in the
+    official init) under its own seed inside a forked RNG, so the loop's random stream is the one it
+    would be without it; models without the hook are not touched at all. The optimizer holds the same
+    tensors (changed in place, before its first step, so it has no state yet); the EMA starts again from
+    the initialised weights. Never on a resume: the checkpoint holds the weights it made. [DDP] every
+    rank initialises on the whole global batch, then rank 0's result is broadcast so that the ranks
+    cannot differ by rounding."""
+    data_init = getattr(loop.model, "data_init_", None)
+    if data_init is None:
+        return
+    idx = epoch_order(len(loop.train_set.x), int(loop.cfg["seed"]), 0)[: loop.batch_size]
+    x = loop.train_set.x[idx.to(loop.train_set.x.device)].to(loop.device).long()
+    y = loop.train_set.y[idx.to(loop.train_set.y.device)].to(loop.device) if loop.conditional else None
+    cuda = [loop.device] if loop.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(int(loop.cfg["seed"]))
+        loop.model.train()
+        changed = data_init(x, y)
+    if not changed:  # e.g. PixelCNN++ without weight_norm: the RNG state came back as it was
+        return
+    if loop.dist.world_size > 1:  # [DDP]
+        for t in loop.model.state_dict().values():
+            torch.distributed.broadcast(t, 0)
+    if loop.ema is not None:
+        loop.ema = EMA(loop.model, loop.ema.decay)
 
 
 def check_finite(loop: Loop, state: Mapping[str, Any]) -> None:
@@ -333,7 +367,7 @@ def train_step(loop: Loop, batch: torch.Tensor) -> tuple[torch.Tensor, int]:
         idx = idx.to(loop.train_set.x.device, non_blocking=True)
     x = loop.train_set.x[idx].to(loop.device, non_blocking=True).long()
     y = loop.train_set.y[idx].to(loop.device, non_blocking=True) if loop.conditional else None
-    nats = image_nats(loop.net, x, y, loop.amp, check_levels=False)  # range checked once, in set_up
+    nats = image_nats(loop.net, x, y, loop.amp, check_levels=False, bare=loop.model)  # levels: set_up
     # [DDP] sum over this rank's images / global batch, times world: DDP's average over ranks then is the
     # mean over the whole global batch, as in one process.
     # (sum / n * world: with one process bit-identical to the mean, so CPU baselines do not move)

@@ -16,7 +16,9 @@ Discretized Logistic Mixture Likelihood and Other Modifications").
 - Class conditioning (``n_classes``): a learned per-block bias on the gate pre-activation.
 
 Paper CIFAR-10 size is the default: 5 blocks per resolution, 160 filters, 10 mixture components.
-Weight normalisation with data-dependent init is not implemented (not measured here).
+``weight_norm`` (off by default): every convolution, transposed convolution and nin layer is weight-
+normalised (Salimans & Kingma 2016, ``torch.nn.utils.parametrizations.weight_norm``) and
+:meth:`PixelCNNPP.data_init_` gives it the official code's data-dependent init.
 
 The forward is written once against a small evaluator (:class:`FullEval` runs it on whole maps); the
 cached sampler (:mod:`pixelzoo.models.pp_session`) replays the same graph position by position.
@@ -29,6 +31,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 
 from pixelzoo.likelihood import DiscretizedLogisticMixture
 from pixelzoo.models.registry import register
@@ -118,6 +121,7 @@ class PixelCNNPP(nn.Module):
         n_mix: int,
         dropout: float,
         n_classes: int | None,
+        weight_norm: bool = False,
     ) -> None:
         super().__init__()
         self.channels, self.levels, self.n_classes = channels, levels, n_classes
@@ -144,6 +148,30 @@ class PixelCNNPP(nn.Module):
         self.upsize_ul = nn.ModuleList(ShiftedDeconv2d(f, f, (2, 2), "down_right") for _ in range(2))
         self.nin_out = nn.Conv2d(f, self.likelihood_head.params, 1)
         self.monotone = False
+        self.weight_norm = weight_norm
+        if weight_norm:  # off: not one parameter, key or RNG draw differs from the plain model
+            for m in _convolutions(self):
+                _weight_norm(m, dim=1 if isinstance(m, nn.ConvTranspose2d) else 0)  # g per output channel
+
+    @torch.no_grad()
+    def data_init_(self, x: torch.Tensor, y: torch.Tensor | None = None) -> bool:
+        """Data-dependent init of the weight-normalised layers on the batch ``x`` (openai/pixel-cnn
+        ``nn.py``): in forward order, each layer's g and bias are set so that its output on ``x`` has per-
+        channel mean 0 and std ``init_scale`` (0.1 for the second convolution of a gated ResNet block,
+        1 elsewhere). One forward pass: a hook rescales each output, so later layers already see rescaled
+        inputs. Runs in the model's current mode (dropout draws when training). Returns whether it
+        changed anything (not without weight_norm: then it is a no-op)."""
+        if not self.weight_norm:
+            return False
+        small = {block.conv_out.conv for block in self.modules() if isinstance(block, GatedResNet)}
+        hooks = [m.register_forward_hook(_data_init_hook(0.1 if m in small else 1.0))
+                 for m in _convolutions(self)]
+        try:
+            self(x, y)
+        finally:
+            for h in hooks:
+                h.remove()
+        return True
 
     def monotone_(self) -> None:
         """For the structural audit: concat_elu's −x half becomes +x (same connections, positive slopes)."""
@@ -184,6 +212,25 @@ class PixelCNNPP(nn.Module):
         return PixelCNNPPSession(self, x, y)
 
 
+def _convolutions(model: nn.Module) -> list[nn.Module]:
+    """Every Conv2d / ConvTranspose2d, in module order (collected first: weight_norm edits the tree)."""
+    return [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+
+
+def _data_init_hook(init_scale: float) -> Any:
+    def hook(m: nn.Module, inputs: Any, out: torch.Tensor) -> torch.Tensor:
+        # out = conv(x, g·v/|v|) + b; with s = init_scale / std(out): g ← g·s, b ← s·(b − mean(out))
+        # makes the layer output s·(out − mean), which is returned so that later layers see it.
+        mean, var = out.mean((0, 2, 3)), out.var((0, 2, 3), unbiased=False)
+        s = init_scale / torch.sqrt(var + 1e-8)  # the official code's epsilon for convolutions
+        g = m.parametrizations.weight.original0
+        g.mul_(s.view_as(g))
+        m.bias.copy_(s * (m.bias - mean))
+        return (out - mean[:, None, None]) * s[:, None, None]
+
+    return hook
+
+
 @register("pixelcnn_pp", tiny={"nr_resnet": 1, "filters": 8, "n_mix": 2})
 def build_pixelcnn_pp(
     *,
@@ -196,8 +243,10 @@ def build_pixelcnn_pp(
     filters: int = 160,
     n_mix: int = 10,
     dropout: float = 0.5,
+    weight_norm: bool = False,
 ) -> PixelCNNPP:
-    """Defaults: the paper's CIFAR-10 model (5 blocks per resolution, 160 filters, 10 components)."""
+    """Defaults: the paper's CIFAR-10 model (5 blocks per resolution, 160 filters, 10 components);
+    ``weight_norm`` as in the paper's code (needs :meth:`PixelCNNPP.data_init_` before training)."""
     del height, width  # fully convolutional (odd sizes: the up-sampling is cropped to the shortcut)
     if nr_resnet < 1 or filters < 1:
         raise ValueError(f"nr_resnet and filters must be >= 1, got {nr_resnet} and {filters}")
@@ -205,4 +254,4 @@ def build_pixelcnn_pp(
         raise ValueError(f"n_mix (mixture components) must be >= 1, got {n_mix}")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-    return PixelCNNPP(channels, levels, nr_resnet, filters, n_mix, dropout, n_classes)
+    return PixelCNNPP(channels, levels, nr_resnet, filters, n_mix, dropout, n_classes, weight_norm)

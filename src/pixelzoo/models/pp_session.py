@@ -23,6 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 from pixelzoo.nn import scale_input
 from pixelzoo.nn.shifted_convs import ShiftedConv2d, ShiftedDeconv2d, concat_elu
@@ -226,9 +227,10 @@ class PixelCNNPPSession:
         if (p, c) <= self.last:
             raise ValueError(f"sub-pixel (c={c}, i={i}, j={j}) requested after (c={self.last[1]}, raster "
                              f"pixel {self.last[0]}): calls must follow the generation order")
-        for s in range(self.done + 1, p + 1):  # every pixel before p is final now
-            for node, row, c0, c1 in self.schedule[s]:
-                self._run(node, row, c0, c1)
+        with parametrize.cached():  # weight-normalised layers: each weight once per call, not per run
+            for s in range(self.done + 1, p + 1):  # every pixel before p is final now
+                for node, row, c0, c1 in self.schedule[s]:
+                    self._run(node, row, c0, c1)
         self.done = max(self.done, p)
         self.last = (p, c)
         return self.pixel_logits(self.out.buf[:, :, i, j], self.x[:, :, i, j], c)
