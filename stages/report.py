@@ -22,7 +22,7 @@ from pixelzoo.errors import run_main  # noqa: E402
 from pixelzoo.pipeline.settings import load_checked, precheck, report_options  # noqa: E402
 from pixelzoo.pipeline.startup import pause_gc, resume_gc  # noqa: E402
 
-PAGES = ("figures", "curves", "index.html", "README.md")  # the report's outputs in dvc.yaml
+PAGES = ("figures", "curves", "table.md", "index.html", "README.md")  # the report's outputs in dvc.yaml
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -32,6 +32,12 @@ ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN = "torchrun --standalone --nproc_per_node=2"
 
 
+# PixelCNN++ with weight norm: the mixture head (a wrapper that hid it once gave the categorical loss) and
+# the data-dependent init, made on the whole global batch and broadcast from rank 0.
+PP = {"model": "pixelcnn_pp", "dataset": "digits", "epochs": 2,
+      "model_args": {"nr_resnet": 1, "filters": 4, "n_mix": 2, "dropout": 0.0, "weight_norm": True}}
+
+
 def tiny_params() -> dict:
     """The CI profile's digits set and pixelcnn-digits, shrunk; 203 train images: the last batch is short."""
     ci = yaml.safe_load((ROOT / "ci" / "params.yaml").read_text())
@@ -41,7 +47,8 @@ def tiny_params() -> dict:
         "sources": {"digits": ci["sources"]["digits"]},
         "datasets": {"digits": {**ci["datasets"]["digits"], "n_train": 203}},  # 203 = 6*32 + 11
         "train_defaults": {**ci["train_defaults"], "checkpoint_minutes": 0, "log_every_steps": 1},
-        "experiments": {"one": exp, "ddp": {**exp, "launcher": TORCHRUN}},
+        "experiments": {"one": exp, "ddp": {**exp, "launcher": TORCHRUN},
+                        "pp_one": PP, "pp_ddp": {**PP, "launcher": TORCHRUN}},
         "evaluate": ci["evaluate"],
         "sample": ci["sample"],
         "tracking": {"experiment_name": "pixelzoo-ddp-test"},
@@ -177,3 +184,16 @@ def test_bad_launcher_is_one_clear_error(project: Path) -> None:
         (project / "params.yaml").write_text(yaml.safe_dump(params))
     assert proc.returncode != 0
     assert "experiments.ddp.launcher" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_pixelcnn_pp_with_weight_norm_on_two_processes_matches_one(project: Path) -> None:
+    for experiment in ("pp_one", "pp_ddp"):
+        proc = train(project, experiment)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (h1, w1), (h2, w2) = outputs(project, "pp_one"), outputs(project, "pp_ddp")
+    assert (h1["world_size"], h2["world_size"]) == (1, 2)
+    for e1, e2 in zip(h1["epochs"], h2["epochs"], strict=True):
+        assert e2["valid_bits_per_dim"] == pytest.approx(e1["valid_bits_per_dim"], rel=1e-5)
+    losses = step_losses(project, "pp_one")
+    assert losses[-1] < losses[0] and step_losses(project, "pp_ddp") == pytest.approx(losses, rel=1e-5)
+    assert_same_weights(w1, w2)

@@ -306,6 +306,10 @@ def test_stage_script_writes_report(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "reports" / "index.html").is_file() and (tmp_path / "reports" / "README.md").is_file()
     assert "46 figures" in res.stdout
+    # every output dvc.yaml declares for the stage is there (DVC fails the stage on a missing one)
+    outs = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["report"]["outs"]
+    declared = [next(iter(o)) if isinstance(o, dict) else o for o in outs]
+    assert [p for p in declared if not (tmp_path / p).exists()] == []
 
 
 def test_changed_keys_compares_flattened_configs() -> None:
