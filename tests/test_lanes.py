@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from mlflow.tracking import MlflowClient
 
 from pixelzoo.pipeline.settings import load_params
 
@@ -45,14 +46,24 @@ def test_seeds_on_two_lanes_land_in_one_copy(tmp_path: Path, monkeypatch, capsys
                             capture_output=True, text=True, check=True).stdout
     assert "up to date" in status, status  # adopted: the copy's dvc.lock vouches for every run
     store = f"sqlite:///{work.resolve() / 'mlflow.db'}"
+    client = MlflowClient(store)
+    name = load_params(work / "params.yaml")["tracking"]["experiment_name"]
+    experiment = client.get_experiment_by_name(name)
+    assert experiment.artifact_location == (work.resolve() / "mlruns").as_uri()  # the copy's, not a lane's
     for k in runs:
-        pointer = json.loads((work / "outputs" / k / "train" / "mlflow_run.json").read_text())
-        assert pointer["tracking_uri"] == store
-    table = (work / "reports" / "table.md").read_text()
+        for stage in ("train", "evaluate", "sample"):
+            pointer = json.loads((work / "outputs" / k / stage / "mlflow_run.json").read_text())
+            assert pointer["tracking_uri"] == store
+            assert client.get_run(pointer["run_id"]).info.status == "FINISHED"
+    lines = (work / "reports" / "table.md").read_text().splitlines()
+    table = {ln.split(" | ")[0].strip("| "): ln for ln in lines}
     for k in KEYS:
-        assert f"| {k} |" in table and "| 2 of 2 (0, 1) |" in table
+        assert "| 2 of 2 (0, 1) |" in table[k]
     md = (work / "reports" / "README.md").read_text()
     assert "STALE" not in md and "## Mean and spread over seeds" in md
+    n_runs = len(client.search_runs([experiment.experiment_id]))
+    assert profile.main(["cpu", "--workdir", str(work), "--jobs", "2"]) == 0  # a rerun: nothing to do
+    assert len(client.search_runs([experiment.experiment_id])) == n_runs
 
 
 def test_jobs_below_one_is_refused_before_any_work(tmp_path: Path, capsys) -> None:

@@ -66,10 +66,20 @@ def test_report_gives_mean_and_spread_per_row(tmp_path: Path) -> None:
     md = written.markdown.read_text()
     assert "## Mean and spread over seeds" in md and row in md
     assert md.count("seed004-seed1") >= 1 and "curves_" in md  # listed; figures show the first seed only
-    assert not any("seed004-seed1" in p.name for p in written.figures)
+    assert written.figures and not any("seed004-seed1" in str(p) for p in written.figures)
 
 
 def test_table_file_says_when_there_are_no_seeds(tmp_path: Path) -> None:
     params = write_fixture_outputs(tmp_path)
     build_report(tmp_path, params, tmp_path / "reports")
     assert "No experiment" in (tmp_path / "reports" / "table.md").read_text()
+
+
+def test_a_seed_twice_or_a_name_a_replica_would_take_is_refused() -> None:
+    params = load_params(CPU)
+    params["profile"]["seeds"] = [0, 1, 1]
+    params["experiments"]["pixelcnn-fashion2-seed1"] = params["experiments"]["pixelcnn-fashion2"]
+    found = {p.path: p.message for p in replicates.problems(params)}
+    assert found["profile.seeds"] == "seed 1 is listed more than once"
+    assert "pixelcnn-fashion2's run at seed 1" in found["experiments.pixelcnn-fashion2-seed1"]
+    assert replicates.problems(load_params(CPU)) == []

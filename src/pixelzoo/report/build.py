@@ -294,20 +294,11 @@ def build_report(root: Path, params: dict[str, Any], out_dir: Path) -> Written:
     exps = _collected(root, params, opts)
     fig_dir = _fresh_dir(out_dir / "figures")
     attached, unattached = _tables(opts, exps)
-    others = [e for e in exps if e.reference is None]
+    first = [e for e in exps if not e.entry.get("replicate_of")]  # one run per experiment: the first seed
     gate = gate_section(root, params, exps)
-    sections = [gate] if gate is not None else []
-    sections += [reference_section(reference.table(tid), exps) for tid in attached]
-    spread = seeds.seeds_table(exps, _stale)
-    seeds.write_table(spread, out_dir / "table.md")
-    if spread is not None:
-        sections.append(seeds.seeds_section(spread))
-    if others or not attached:
-        sections.append(other_section(others))
-    first = [e for e in exps if not e.entry.get("replicate_of")]  # figures: one seed per experiment
+    sections = ([gate] if gate is not None else []) + _result_tables(exps, first, attached, out_dir)
     sections += [
-        curves_section(first, attached, [e for e in others if not e.entry.get("replicate_of")], fig_dir,
-                       out_dir),
+        curves_section(first, attached, [e for e in first if e.reference is None], fig_dir, out_dir),
         samples_section(root, first, fig_dir, out_dir),
         bits_section(first, fig_dir, out_dir),
     ]
@@ -319,6 +310,21 @@ def build_report(root: Path, params: dict[str, Any], out_dir: Path) -> Written:
     sections.append(sources_section(exps))
     html_path, md_path = _write_pages(out_dir, intro_blocks(root, params, exps, gate), sections)
     return Written(html_path, md_path, tuple(sorted(fig_dir.rglob("*.png"))), tuple(rf_missing))
+
+
+def _result_tables(exps: list[Experiment], first: list[Experiment], attached: list[str], out_dir: Path
+                   ) -> list[Section]:
+    """Paper tables (first seeds), the seed table (also written alone to table.md), Other experiments
+    (rows of no paper table and every further seed's run)."""
+    sections = [reference_section(reference.table(tid), first) for tid in attached]
+    spread = seeds.seeds_table(exps, _stale)
+    seeds.write_table(spread, out_dir / "table.md")
+    if spread is not None:
+        sections.append(seeds.seeds_section(spread))
+    others = [e for e in exps if e.reference is None or e.entry.get("replicate_of")]
+    if others or not attached:
+        sections.append(other_section(others))
+    return sections
 
 
 def _collected(root: Path, params: dict[str, Any], opts: dict[str, Any]) -> list[Experiment]:

@@ -20,8 +20,9 @@ NOTE = ("Mean and sample standard deviation over the training seeds (initialisat
 
 def _spread(values: list[float], digits: int) -> str:
     mean = statistics.fmean(values)
-    sd = statistics.stdev(values) if len(values) > 1 else float("nan")
-    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+    if len(values) < 2:
+        return f"{mean:.{digits}f} ± —"  # one finished seed: no spread yet
+    return f"{mean:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def _row(members: list[Experiment], stale: Callable[[Experiment], bool]) -> list[Cell]:

@@ -172,7 +172,7 @@ def run_lanes(workdir: Path, experiments: list[str], jobs: int, params: Any, roo
         lanes.run(workdir, experiments, jobs, params, root, origin, stage_env)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     # `pixelzoo profile` (pixelzoo.cli) sets argv[0] to its own name; run as a module, name the module
     prog = sys.argv[0] if sys.argv[0].startswith("pixelzoo ") else "python -m pixelzoo.profile"
@@ -181,13 +181,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="where the copy lives (default .work/<profile>)")
     parser.add_argument("--only", nargs="+", metavar="EXPERIMENT", default=(),
                         help="run only these experiments' train/evaluate/sample stages (and their inputs); "
-                             "no report, no NLL gate")
+                             "no report, no NLL gate; with profile.seeds name each run "
+                             "(<experiment>-seed<N>), or it runs the first seed only")
     parser.add_argument("--jobs", type=int, default=1, metavar="N",
                         help="train N experiments at a time, one core each (pipeline/profiles/lanes.py); "
                              "default 1")
-    args = parser.parse_args(argv)
-    root = PROJECT_ROOT
-    workdir = (args.workdir or root / ".work" / args.profile).resolve()
+    return parser
+
+
+def _checked(args: argparse.Namespace, root: Path) -> tuple[Any, dict[str, Any], str | None] | None:
+    """(params as prepare_workdir takes them, the parsed params, their origin) after every check, or None
+    once the problems are printed: nothing is copied or run for a mistake."""
     from pixelzoo.data.sources import unobtainable_mirrors
     from pixelzoo.errors import UserError
     from pixelzoo.pipeline.profiles import replicates
@@ -198,44 +202,62 @@ def main(argv: list[str] | None = None) -> int:
         loaded = params if isinstance(params, Mapping) else load_params(root / params)
     except UserError as err:
         print(f"[pixelzoo] profile {args.profile!r} not run: {err}", file=sys.stderr)
-        return 1
-    problems = validate(loaded)  # every mistake in the profile's params, at once, before any copy or stage
+        return None
+    problems = validate(loaded) + replicates.problems(loaded)  # every mistake at once, before any copy
     origin = None
     if not problems and (loaded.get("profile") or {}).get("seeds"):  # one experiment per row and seed
-        origin = f"{replicates.__name__}.expand from {params}: edit {params}"
-        params = replicates.expand(loaded)
-        loaded = params
+        spec = PROFILES[args.profile]
+        origin = f"{replicates.__name__}.expand from {spec}: edit {spec}"
+        params = loaded = replicates.expand(loaded)
     unknown = [e for e in args.only if e not in (loaded.get("experiments") or {})]
     if unknown:
         print(f"[pixelzoo] profile {args.profile!r} not run: --only {', '.join(unknown)}: no such experiment "
               f"(its experiments: {', '.join(loaded.get('experiments') or {})})", file=sys.stderr)
-        return 1
+        return None
     if args.jobs < 1:
         problems.append(Problem("--jobs", f"must be at least 1, got {args.jobs}", "one lane per core"))
     if problems:
         print(f"[pixelzoo] profile {args.profile!r} not run: {format_problems(problems, 'its params')}",
               file=sys.stderr)
-        return 1
+        return None
     notes, missing = unobtainable_mirrors(loaded.get("sources") or {})  # a missing mirror: download instead
     for note in notes:
         print(f"[pixelzoo] {note}", flush=True)
     if missing:  # before any work: a long profile must not fail at its first stage after minutes of copying
         print("[pixelzoo] " + "\n[pixelzoo] ".join(missing), file=sys.stderr)
-        return 1
-    prepare_workdir(params, workdir, root, origin)
-    print(f"[pixelzoo] profile {args.profile!r} in {workdir}", flush=True)
+        return None
+    return params, loaded, origin
+
+
+def _run_stages(args: argparse.Namespace, workdir: Path, checked: tuple[Any, dict[str, Any], str | None],
+                root: Path) -> int:
+    """The stages (on lanes with --jobs), then the copy's commit of its results; a failure says where."""
+    params, loaded, origin = checked
     try:
         if args.jobs > 1:
             run_lanes(workdir, list(args.only or loaded["experiments"]), args.jobs, params, root, origin)
         if not (args.only and args.jobs > 1):
             dvc_repro(workdir, *(f"{s}@{e}" for e in args.only for s in ("train", "evaluate", "sample")))
     except subprocess.CalledProcessError as err:
-        print(f"[pixelzoo] dvc repro failed (exit {err.returncode}); the copy is kept in {workdir}",
+        where = f" at {err.key} in {err.lane}" if hasattr(err, "lane") else ""
+        print(f"[pixelzoo] dvc repro failed (exit {err.returncode}){where}; the copy is kept in {workdir}",
               file=sys.stderr)
         return err.returncode
     commit_results(workdir)
-    code = 0
-    if args.only:
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    root = PROJECT_ROOT
+    workdir = (args.workdir or root / ".work" / args.profile).resolve()
+    checked = _checked(args, root)
+    if checked is None:
+        return 1
+    prepare_workdir(checked[0], workdir, root, checked[2])
+    print(f"[pixelzoo] profile {args.profile!r} in {workdir}", flush=True)
+    code = _run_stages(args, workdir, checked, root)
+    if code or args.only:
         return code
     if args.profile in NLL_GATED:  # the NLL gate has a baseline for the CI profile only
         from pixelzoo.pipeline.profiles import regression

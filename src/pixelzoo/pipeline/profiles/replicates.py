@@ -14,9 +14,28 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
+from pixelzoo.pipeline.settings import Problem
+
 
 def replica_key(key: str, seed: int) -> str:
     return f"{key}-seed{seed}"
+
+
+def problems(params: Mapping[str, Any]) -> list[Problem]:
+    """What the schema cannot see: a seed listed twice (a replica identical to another run would shrink
+    the spread), and an experiment whose name a replica would take."""
+    seeds = (params.get("profile") or {}).get("seeds") or []
+    out = [Problem("profile.seeds", f"seed {s} is listed more than once", "list each seed once")
+           for s in sorted({s for s in seeds if seeds.count(s) > 1})]
+    keys = params.get("experiments") or {}
+    if any(entry.get("replicate_of") for entry in keys.values()):
+        return out  # already expanded
+    for key in keys:
+        for seed in seeds[1:]:
+            if replica_key(key, seed) in keys:
+                out.append(Problem(f"experiments.{replica_key(key, seed)}",
+                                   f"is the name of {key}'s run at seed {seed} (profile.seeds)", "rename it"))
+    return out
 
 
 def expand(params: Mapping[str, Any]) -> dict[str, Any]:
