@@ -83,3 +83,16 @@ def test_a_seed_twice_or_a_name_a_replica_would_take_is_refused() -> None:
     assert found["profile.seeds"] == "seed 1 is listed more than once"
     assert "pixelcnn-fashion2's run at seed 1" in found["experiments.pixelcnn-fashion2-seed1"]
     assert replicates.problems(load_params(CPU)) == []
+
+
+def test_a_runs_code_is_what_dvc_yaml_names_for_its_stage() -> None:
+    """Lineage calls a run stale for a change in its stage's code deps only, as DVC does: a profile
+    runner or report change leaves trained models current."""
+    from pixelzoo.pipeline.provenance import ALL_CODE, stage_code
+
+    root = CPU.parents[1]
+    train = stage_code(root, "train")
+    assert "src/pixelzoo/training.py" in train and "src/pixelzoo/models" in train
+    assert not any(p.startswith(("src/pixelzoo/pipeline/profiles", "src/pixelzoo/report")) for p in train)
+    assert "src/pixelzoo/pipeline/provenance.py" in stage_code(root, "report")
+    assert stage_code(root, "no_such_stage") == ALL_CODE

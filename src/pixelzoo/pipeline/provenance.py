@@ -14,11 +14,14 @@ nothing else is trusted for lineage.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from pixelzoo.pipeline import layout
 from pixelzoo.pipeline.settings import config_digest, stage_config
@@ -93,14 +96,36 @@ def code_root(root: Path) -> Path:
     return Path(source["root"]) if source and Path(source["root"]).is_dir() else Path(root)
 
 
-def code_change(commit: str | None, dirty: bool, where: Path, cache: dict[str, Any]) -> str | None:
-    """Why the code of a run at ``commit`` is stale in ``where``, or None. A dirty run's code cannot be
-    identified and an unknown commit cannot be compared: neither is called stale (the commit is shown)."""
+ALL_CODE = ("src", "stages", "dvc.yaml")  # when dvc.yaml does not name a stage's code
+
+
+def stage_code(where: Path, stage: str) -> tuple[str, ...]:
+    """The code a stage's runs depend on, as dvc.yaml declares it (its ``src/`` and ``stages/`` deps): a
+    change elsewhere (the profile runner, the report) leaves its runs current, as it does for DVC."""
+    try:
+        spec = _dvc_stages(where / "dvc.yaml")[stage]
+        deps = (spec.get("do") or spec).get("deps") or []
+    except (OSError, KeyError, TypeError, AttributeError, yaml.YAMLError):
+        return ALL_CODE
+    code = tuple(d for d in deps if isinstance(d, str) and d.startswith(("src/", "stages/")))
+    return code or ALL_CODE
+
+
+@functools.lru_cache(maxsize=8)  # one report reads it for every run of every experiment
+def _dvc_stages(path: Path) -> dict[str, Any]:
+    return (yaml.safe_load(path.read_text()) or {})["stages"]
+
+
+def code_change(commit: str | None, dirty: bool, where: Path, cache: dict[str, Any],
+                paths: tuple[str, ...] = ALL_CODE) -> str | None:
+    """Why the code (``paths``) of a run at ``commit`` is stale in ``where``, or None. A dirty run's code
+    cannot be identified and an unknown commit cannot be compared: neither is called stale (the commit
+    is shown)."""
     if not commit or dirty:
         return None
-    if commit not in cache:
-        cache[commit] = tracking.code_changes_since(commit, cwd=where)
-    changed = cache[commit]
+    if (commit, paths) not in cache:
+        cache[commit, paths] = tracking.code_changes_since(commit, paths, cwd=where)
+    changed = cache[commit, paths]
     if not changed:
         return None
     # A long list buries the table: name a few files and count the rest (`git diff` gives them all).
@@ -150,7 +175,8 @@ def resolve(
         if run.tags.get(tracking.TAG_CONFIG) != config_digest(cfg_now):
             keys = changed_keys(run.params, cfg_now)
             lin.stale.append(f"{stage}: params changed since it ran ({', '.join(keys) or 'config digest'})")
-        code = code_change(run.tags.get(TAG_COMMIT), run.tags.get(TAG_DIRTY) == "true", where, code_cache)
+        code = code_change(run.tags.get(TAG_COMMIT), run.tags.get(TAG_DIRTY) == "true", where, code_cache,
+                           stage_code(where, stage))
         if code:
             lin.stale.append(f"{stage}: {code}")
     return lin
