@@ -53,8 +53,9 @@ def seeds_table(exps: list[Experiment], stale: Callable[[Experiment], bool]) -> 
 
 def seeds_section(table: Table) -> Section:
     return Section("Mean and spread over seeds", "seeds", [
-        "Every experiment below was trained once per seed; its other runs (`<experiment>-seed<N>`) are "
-        "listed under Other experiments. Curves, samples and bits maps show the first seed.", table])
+        "Every experiment below was trained once per seed; its runs at the other seeds, named "
+        "<experiment>-seed<N>, are listed under Other experiments. Curves, samples and bits maps show the "
+        "first seed. Lower is better.", table])
 
 
 def write_table(table: Table | None, path: Path) -> Path:
