@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pixelzoo import integrity
+from pixelzoo.pipeline.profiles.profile import dvc_executable
 
 STAGES = ("train", "evaluate", "sample")
 
@@ -43,13 +44,8 @@ class _Lane:
     done: list[str] = field(default_factory=list)
 
 
-def _dvc() -> str:
-    dvc = Path(sys.executable).parent / "dvc"
-    return str(dvc) if dvc.exists() else "dvc"
-
-
 def _repro(cwd: Path, targets: list[str], env: Mapping[str, str]) -> None:
-    subprocess.run([_dvc(), "repro", *targets], cwd=cwd, check=True, env=dict(env))
+    subprocess.run([dvc_executable(), "repro", *targets], cwd=cwd, check=True, env=dict(env))
 
 
 def lane_dirs(workdir: Path, jobs: int) -> list[Path]:
@@ -62,7 +58,7 @@ def _targets(keys: list[str]) -> list[str]:
 
 def pending(workdir: Path, keys: list[str], env: Mapping[str, str]) -> list[str]:
     """The experiments whose stages are not up to date in the copy (a rerun runs only those)."""
-    out = subprocess.run([_dvc(), "status", "--json", *_targets(keys)], cwd=workdir, check=True,
+    out = subprocess.run([dvc_executable(), "status", "--json", *_targets(keys)], cwd=workdir, check=True,
                          capture_output=True, text=True, env=dict(env)).stdout
     changed = set(json.loads(out or "{}"))
     return [k for k in keys if any(t in changed for t in _targets([k]))]
@@ -82,10 +78,10 @@ def _seed_lane(workdir: Path, lane: Path, params: Any, root: Path, origin: str |
     """A copy of the project with the copy's params, lock and preprocessed data (not re-made), using the
     copy's DVC cache (DVC counts an output missing from its cache as changed; the cache is
     content-addressed, so lanes may share it)."""
-    from pixelzoo.pipeline.profiles.profile import prepare_workdir
+    from pixelzoo.pipeline.profiles.profile import prepare_workdir  # (profile imports this module)
 
     prepare_workdir(params, lane, root, origin)
-    subprocess.run([_dvc(), "cache", "dir", "--local", str((workdir / ".dvc" / "cache").resolve())],
+    subprocess.run([dvc_executable(), "cache", "dir", "--local", str((workdir / ".dvc" / "cache").resolve())],
                    cwd=lane, check=True, capture_output=True)
     shutil.copy2(workdir / "dvc.lock", lane / "dvc.lock")
     shutil.copytree(workdir / "data", lane / "data", dirs_exist_ok=True)
@@ -114,8 +110,8 @@ def _adopt(workdir: Path, lane: Path, keys: list[str], env: Mapping[str, str]) -
         shutil.copytree(lane / "outputs" / key, tmp)
         integrity.publish_dir(tmp, workdir / "outputs" / key)
         shutil.copy2(lane / "metrics" / f"{key}.json", workdir / "metrics" / f"{key}.json")
-    subprocess.run([_dvc(), "commit", "--force", "--quiet", *_targets(keys)], cwd=workdir, check=True,
-                   env=dict(env))
+    subprocess.run([dvc_executable(), "commit", "--force", "--quiet", *_targets(keys)], cwd=workdir,
+                   check=True, env=dict(env))
 
 
 def run(workdir: Path, experiments: list[str], jobs: int, params: str | Mapping[str, Any], root: Path,

@@ -145,14 +145,19 @@ def profile_env(root: Path | None = None) -> dict[str, str]:
             "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
 
 
+def dvc_executable() -> str:
+    """This interpreter's dvc (the venv's), else the one on PATH."""
+    dvc = Path(sys.executable).parent / "dvc"
+    return str(dvc) if dvc.exists() else "dvc"
+
+
 def dvc_repro(workdir: Path, *targets: str, env: dict[str, str] | None = None) -> None:
     """Run ``dvc repro`` in the profile copy with this interpreter's dvc; raise on failure. Its stages
     share one tracking process (pipeline.tracking.server.shared): MLflow is loaded once, not once per
     stage."""
     from pixelzoo.pipeline.tracking import server as recorder
 
-    dvc = Path(sys.executable).parent / "dvc"
-    cmd = [str(dvc) if dvc.exists() else "dvc", "repro", *targets]
+    cmd = [dvc_executable(), "repro", *targets]
     env = env or profile_env()
     uri = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(workdir).resolve() / 'mlflow.db'}"
     with recorder.shared(uri, env) as stage_env:
