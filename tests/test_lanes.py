@@ -12,6 +12,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from pixelzoo.pipeline import layout
 from pixelzoo.pipeline.settings import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +53,7 @@ def test_seeds_on_two_lanes_land_in_one_copy(tmp_path: Path, monkeypatch, capsys
     assert experiment.artifact_location == (work.resolve() / "mlruns").as_uri()  # the copy's, not a lane's
     for k in runs:
         for stage in ("train", "evaluate", "sample"):
-            pointer = json.loads((work / "outputs" / k / stage / "mlflow_run.json").read_text())
+            pointer = json.loads((work / layout.stage_dir(k, stage) / "mlflow_run.json").read_text())
             assert pointer["tracking_uri"] == store
             assert client.get_run(pointer["run_id"]).info.status == "FINISHED"
     lines = (work / "reports" / "table.md").read_text().splitlines()

@@ -296,7 +296,8 @@ def build_report(root: Path, params: dict[str, Any], out_dir: Path) -> Written:
     attached, unattached = _tables(opts, exps)
     first = [e for e in exps if not e.entry.get("replicate_of")]  # one run per experiment: the first seed
     gate = gate_section(root, params, exps)
-    sections = ([gate] if gate is not None else []) + _result_tables(exps, first, attached, out_dir)
+    results, table_md = _result_tables(exps, first, attached)
+    sections = ([gate] if gate is not None else []) + results
     sections += [
         curves_section(first, attached, [e for e in first if e.reference is None], fig_dir, out_dir),
         samples_section(root, first, fig_dir, out_dir),
@@ -308,23 +309,22 @@ def build_report(root: Path, params: dict[str, Any], out_dir: Path) -> Written:
     if unattached:
         sections.append(folded_tables_section(unattached, exps))
     sections.append(sources_section(exps))
-    html_path, md_path = _write_pages(out_dir, intro_blocks(root, params, exps, gate), sections)
+    html_path, md_path = _write_pages(out_dir, intro_blocks(root, params, exps, gate), sections, table_md)
     return Written(html_path, md_path, tuple(sorted(fig_dir.rglob("*.png"))), tuple(rf_missing))
 
 
-def _result_tables(exps: list[Experiment], first: list[Experiment], attached: list[str], out_dir: Path
-                   ) -> list[Section]:
-    """Paper tables (first seeds), the seed table (also written alone to table.md), Other experiments
-    (rows of no paper table and every further seed's run)."""
+def _result_tables(exps: list[Experiment], first: list[Experiment], attached: list[str]
+                   ) -> tuple[list[Section], str]:
+    """Paper tables (first seeds), the seed table, Other experiments (rows of no paper table and every
+    further seed's run); and the seed table alone as Markdown (table.md)."""
     sections = [reference_section(reference.table(tid), first) for tid in attached]
     spread = seeds.seeds_table(exps, _stale)
-    seeds.write_table(spread, out_dir / "table.md")
     if spread is not None:
         sections.append(seeds.seeds_section(spread))
     others = [e for e in exps if e.reference is None or e.entry.get("replicate_of")]
     if others or not attached:
         sections.append(other_section(others))
-    return sections
+    return sections, seeds.table_markdown(spread)
 
 
 def _collected(root: Path, params: dict[str, Any], opts: dict[str, Any]) -> list[Experiment]:
@@ -452,10 +452,13 @@ def intro_blocks(root: Path, params: dict[str, Any], exps: list[Experiment], gat
     return intro
 
 
-def _write_pages(out_dir: Path, intro: list[Any], sections: list[Section]) -> tuple[Path, Path]:
-    """Both pages appear together or not at all (a kill never leaves one page that looks complete)."""
+def _write_pages(out_dir: Path, intro: list[Any], sections: list[Section], table_md: str
+                 ) -> tuple[Path, Path]:
+    """The pages (and table.md) appear together or not at all (a kill never leaves one page that looks
+    complete)."""
     html_path, md_path = out_dir / "index.html", out_dir / "README.md"
-    pages = {html_path: to_html(TITLE, intro, sections), md_path: to_markdown(TITLE, intro, sections)}
+    pages = {out_dir / "table.md": table_md, html_path: to_html(TITLE, intro, sections),
+             md_path: to_markdown(TITLE, intro, sections)}
     try:
         for path, text in pages.items():
             path.with_name(path.name + ".tmp").write_text(text)
@@ -464,7 +467,7 @@ def _write_pages(out_dir: Path, intro: list[Any], sections: list[Section]) -> tu
             page.with_name(page.name + ".tmp").unlink(missing_ok=True)
         raise safety.write_error(path.with_name(path.name + ".tmp"), err, kept=False) from err
     kill_point("report")
-    for path in (html_path, md_path):
+    for path in pages:
         os.replace(path.with_name(path.name + ".tmp"), path)
     return html_path, md_path
 

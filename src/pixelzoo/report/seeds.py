@@ -3,10 +3,8 @@ spread of its test NLL over the seeds (:mod:`pixelzoo.pipeline.profiles.replicat
 
 from __future__ import annotations
 
-import os
 import statistics
 from collections.abc import Callable
-from pathlib import Path
 
 from pixelzoo.pipeline.profiles.replicates import groups
 from pixelzoo.report.collect import Experiment
@@ -58,15 +56,10 @@ def seeds_section(table: Table) -> Section:
         "first seed. Lower is better.", table])
 
 
-def write_table(table: Table | None, path: Path) -> Path:
-    """The table alone as Markdown (what the README's results table is copied from); without replicates
-    a line that says so, never an earlier run's table."""
+def table_markdown(table: Table | None) -> str:
+    """The table alone as Markdown (``table.md``: what the README's results table is copied from);
+    without replicates a line that says so, never an earlier run's table."""
     if table is None:
-        text = "No experiment of this params file was trained at several seeds (profile.seeds).\n"
-    else:
-        page = to_markdown("Mean and spread over seeds", [], [Section("table", "table", [table])])
-        text = page.split("## table\n\n", 1)[1]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+        return "No experiment of this params file was trained at several seeds (profile.seeds).\n"
+    page = to_markdown("Mean and spread over seeds", [], [Section("table", "table", [table])])
+    return page.split("## table\n\n", 1)[1]

@@ -19,13 +19,12 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pixelzoo import integrity
-from pixelzoo.pipeline.profiles.profile import dvc_executable
 
 STAGES = ("train", "evaluate", "sample")
 
@@ -42,6 +41,12 @@ class LaneFailed(subprocess.CalledProcessError):
 class _Lane:
     path: Path
     done: list[str] = field(default_factory=list)
+
+
+def dvc_executable() -> str:
+    """This interpreter's dvc (the venv's), else the one on PATH."""
+    dvc = Path(sys.executable).parent / "dvc"
+    return str(dvc) if dvc.exists() else "dvc"
 
 
 def _repro(cwd: Path, targets: list[str], env: Mapping[str, str]) -> None:
@@ -74,13 +79,11 @@ def _init_store(workdir: Path, env: Mapping[str, str]) -> None:
                    env={**env, "DVC_ROOT": str(workdir), "PYTHONPATH": str(workdir / "src")})
 
 
-def _seed_lane(workdir: Path, lane: Path, params: Any, root: Path, origin: str | None) -> None:
-    """A copy of the project with the copy's params, lock and preprocessed data (not re-made), using the
-    copy's DVC cache (DVC counts an output missing from its cache as changed; the cache is
-    content-addressed, so lanes may share it)."""
-    from pixelzoo.pipeline.profiles.profile import prepare_workdir  # (profile imports this module)
-
-    prepare_workdir(params, lane, root, origin)
+def _seed_lane(workdir: Path, lane: Path, copy_project: Callable[[Path], Any]) -> None:
+    """A copy of the project (``copy_project``: the profile's prepare_workdir) with the copy's lock and
+    preprocessed data (not re-made), using the copy's DVC cache (DVC counts an output missing from its
+    cache as changed; the cache is content-addressed, so lanes may share it)."""
+    copy_project(lane)
     subprocess.run([dvc_executable(), "cache", "dir", "--local", str((workdir / ".dvc" / "cache").resolve())],
                    cwd=lane, check=True, capture_output=True)
     shutil.copy2(workdir / "dvc.lock", lane / "dvc.lock")
@@ -114,10 +117,11 @@ def _adopt(workdir: Path, lane: Path, keys: list[str], env: Mapping[str, str]) -
                    check=True, env=dict(env))
 
 
-def run(workdir: Path, experiments: list[str], jobs: int, params: str | Mapping[str, Any], root: Path,
-        origin: str | None, env: Mapping[str, str]) -> None:
-    """Train, evaluate and sample ``experiments`` on ``jobs`` lanes (``env``: the stages' environment,
-    with the shared tracking process); raise :class:`LaneFailed` if a stage fails."""
+def run(workdir: Path, experiments: list[str], jobs: int, copy_project: Callable[[Path], Any],
+        env: Mapping[str, str]) -> None:
+    """Train, evaluate and sample ``experiments`` on ``jobs`` lanes (``copy_project(folder)`` makes a
+    lane's copy; ``env``: the stages' environment, with the shared tracking process); raise
+    :class:`LaneFailed` if a stage fails."""
     from pixelzoo.pipeline.settings import load_params
 
     exps = load_params(workdir / "params.yaml")["experiments"]
@@ -129,7 +133,7 @@ def run(workdir: Path, experiments: list[str], jobs: int, params: str | Mapping[
         todo.put(key)
     lanes = [_Lane(path) for path in lane_dirs(workdir, jobs)]
     for lane in lanes[1:]:
-        _seed_lane(workdir, lane.path, params, root, origin)
+        _seed_lane(workdir, lane.path, copy_project)
     failed: list[LaneFailed] = []
     threads = [threading.Thread(target=_work, args=(lane, todo, failed, env)) for lane in lanes]
     try:

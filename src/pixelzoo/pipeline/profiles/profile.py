@@ -145,16 +145,11 @@ def profile_env(root: Path | None = None) -> dict[str, str]:
             "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
 
 
-def dvc_executable() -> str:
-    """This interpreter's dvc (the venv's), else the one on PATH."""
-    dvc = Path(sys.executable).parent / "dvc"
-    return str(dvc) if dvc.exists() else "dvc"
-
-
 def dvc_repro(workdir: Path, *targets: str, env: dict[str, str] | None = None) -> None:
     """Run ``dvc repro`` in the profile copy with this interpreter's dvc; raise on failure. Its stages
     share one tracking process (pipeline.tracking.server.shared): MLflow is loaded once, not once per
     stage."""
+    from pixelzoo.pipeline.profiles.lanes import dvc_executable
     from pixelzoo.pipeline.tracking import server as recorder
 
     cmd = [dvc_executable(), "repro", *targets]
@@ -174,7 +169,8 @@ def run_lanes(workdir: Path, experiments: list[str], jobs: int, params: Any, roo
     env = profile_env(root)
     uri = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(workdir).resolve() / 'mlflow.db'}"
     with recorder.shared(uri, {**env, "MLFLOW_TRACKING_URI": uri}) as stage_env:
-        lanes.run(workdir, experiments, jobs, params, root, origin, stage_env)
+        lanes.run(workdir, experiments, jobs, lambda lane: prepare_workdir(params, lane, root, origin),
+                  stage_env)
 
 
 def _parser() -> argparse.ArgumentParser:
