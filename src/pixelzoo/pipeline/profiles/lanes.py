@@ -129,9 +129,11 @@ def run(workdir: Path, experiments: list[str], jobs: int, copy_project: Callable
     _repro(workdir, [f"preprocess@{d}" for d in datasets], env)  # once, in the copy: lanes copy its data
     _init_store(workdir, env)
     todo: queue.Queue[str] = queue.Queue()
-    for key in pending(workdir, experiments, env):
+    keys = pending(workdir, experiments, env)
+    for key in keys:
         todo.put(key)
-    lanes = [_Lane(path) for path in lane_dirs(workdir, jobs)]
+    # no more lanes than experiments to run: each lane costs a copy of the project and its data
+    lanes = [_Lane(path) for path in lane_dirs(workdir, max(1, min(jobs, len(keys))))]
     for lane in lanes[1:]:
         _seed_lane(workdir, lane.path, copy_project)
     failed: list[LaneFailed] = []
