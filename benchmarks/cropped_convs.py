@@ -3,14 +3,22 @@ reference (``weight * mask`` on NCHW maps: the forward before issue 24).
 
 One process measures both forms of the same model, alternating a reference step and a default step
 ``--rounds`` times (after one warm-up step of each), so that the machine's load hits both alike; each
-figure is the median over the rounds. A step is forward + mean categorical NLL + backward + the
-experiment's optimizer step (params.yaml), on random images of the experiment's shape (the
-convolutions' cost does not depend on the pixel values). Intra-op threads are pinned (``--threads``);
-the load average before and after the run is recorded (the machine may be shared).
+figure is the median over the rounds. A step is what the training loop does: forward + the per-image
+NLL in nats summed over the batch / batch size (``training.image_nats``) + backward + the experiment's
+optimizer step (params.yaml), on random images of the experiment's shape (the convolutions' cost does
+not depend on the pixel values). Intra-op threads are pinned (``--threads``); the load average before and
+after the run is recorded (the machine may be shared).
+
+Host memory (``--host-memory``): ``reused`` is what the train stage runs with
+(``pipeline.startup.reuse_freed_memory``: no page faults per step); ``glibc`` is glibc's default (the
+stages before it); ``both`` (the default) measures ``glibc`` in a child process, then ``reused``. The
+training step before issue 24 is the reference form under ``glibc``; the one now, the default form
+under ``reused``.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/cropped_convs.py --experiment pixelcnn-cifar10
 
-writes ``benchmarks/results/cropped_convs.json`` (one entry per experiment, replaced on a rerun).
+writes ``benchmarks/results/cropped_convs.json`` (one entry per experiment and host-memory mode,
+replaced on a rerun).
 """
 
 from __future__ import annotations
@@ -21,18 +29,20 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from pixelzoo.models import build_model
 from pixelzoo.nn.masks import masked_reference
 from pixelzoo.pipeline.settings import load_params, resolve_experiment
-from pixelzoo.training import make_optimizer
+from pixelzoo.pipeline.startup import reuse_freed_memory
+from pixelzoo.training import image_nats, make_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "cropped_convs.json"
@@ -48,7 +58,7 @@ def timed_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tens
     with masked_reference() if reference else contextlib.nullcontext():
         start, start_cpu = time.perf_counter(), time.process_time()
         opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x, y), x).backward()
+        (image_nats(model, x, y, None, check_levels=False).sum() / len(x)).backward()
         opt.step()
         return time.perf_counter() - start, time.process_time() - start_cpu
 
@@ -94,7 +104,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--params", default=str(ROOT / "params.yaml"))
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--host-memory", choices=("both", "reused", "glibc"), default="both",
+                        help="reused: as the train stage runs; glibc: glibc's default; both: each")
     args = parser.parse_args()
+    if args.host_memory == "both":  # glibc's default needs a process that never switched it off
+        child = [a for a in sys.argv[1:] if a not in ("--host-memory", "both", "--host-memory=both")]
+        subprocess.run([sys.executable, __file__, *child, "--host-memory", "glibc"], check=True)
+        args.host_memory = "reused"
+    if args.host_memory == "reused" and not reuse_freed_memory():
+        args.host_memory = "glibc (reuse_freed_memory did not apply)"
     torch.set_num_threads(args.threads)
     params = load_params(args.params)
     out = Path(args.out)
@@ -103,14 +121,14 @@ def main() -> None:
         load_before = os.getloadavg()
         result = measure(params, key, args.batch, args.rounds)
         result.update(
-            threads=args.threads, torch=torch.__version__, cpus=os.cpu_count(),
+            host_memory=args.host_memory, threads=args.threads, torch=torch.__version__, cpus=os.cpu_count(),
             machine=f"{platform.machine()} {platform.processor() or ''}".strip(),
             load_avg_before=[round(v, 2) for v in load_before],
             load_avg_after=[round(v, 2) for v in os.getloadavg()],
             date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         )
         print(json.dumps(result), flush=True)
-        stored[key] = result
+        stored[f"{key}, host memory {args.host_memory}"] = result
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(stored, indent=1) + "\n")
     for key, r in stored.items():

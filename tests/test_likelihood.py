@@ -56,3 +56,43 @@ def test_log1mexp_gradient_is_finite_at_both_ends():
     log1mexp(d).sum().backward()
     assert torch.isfinite(d.grad).all()
     torch.testing.assert_close(log1mexp(d.detach()), torch.log(-torch.expm1(-d.detach())))
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_levels_last_logits_give_the_same_nll_and_gradient_without_a_copy(channels):
+    """Channels-last maps (the conv stacks) reach the loss with the K levels innermost: the loss reads
+    them in place (no layout copy forward or backward: on CIFAR-size PixelCNN the copies cost ~0.3 s of
+    a 5 s step), and matches cross-entropy on the usual layout in value and gradient."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from pixelzoo.nn.heads import to_logits
+
+    class Ops(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.names: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+            sizes = [a.numel() for a in args if isinstance(a, torch.Tensor)]
+            if func.__name__.split(".")[0] in ("copy_", "clone", "_to_copy") and max(sizes) > x.numel():
+                self.names.append(func.__name__)  # a copy of logits (K per sub-pixel), not of indices
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    k, b, h, w = 7, 2, 4, 5
+    out = torch.randn(b, channels * k, h, w)  # the loss runs in float32 whatever the model's dtype
+    x = torch.randint(0, k, (b, channels, h, w))
+    grads, copies = [], []
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        leaf = out.clone().contiguous(memory_format=fmt).requires_grad_()
+        logits = to_logits(leaf, channels, k)
+        manual = -torch.log_softmax(logits, 1).gather(1, x[:, None]).squeeze(1).flatten(1).sum(1)
+        with Ops() as ops:
+            nats = nll_per_image(logits, x)
+            nats.sum().backward()
+        torch.testing.assert_close(nats, manual)
+        grads.append(leaf.grad)
+        copies.append(ops.names)
+    torch.testing.assert_close(grads[1], grads[0])
+    assert grads[1].is_contiguous(memory_format=torch.channels_last)
+    assert copies[1] == [], copies

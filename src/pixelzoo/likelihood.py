@@ -53,7 +53,21 @@ def nll_per_subpixel(
     if head is not None and head is not CATEGORICAL:
         return head.nll_per_subpixel(logits, x, check_levels)
     _check(logits, x, check_levels)
-    return F.cross_entropy(logits.float(), x.long(), reduction="none")  # class dim is K
+    logits = logits.float()
+    if logits.stride(1) == 1 and logits.permute(0, 3, 4, 2, 1).is_contiguous():
+        return _cross_entropy_levels_last(logits, x)
+    return F.cross_entropy(logits, x.long(), reduction="none")  # class dim is K
+
+
+def _cross_entropy_levels_last(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``F.cross_entropy(logits, x, reduction="none")`` for logits whose memory is B×H×W×C×K (the
+    channels-last maps of the conv stacks): one row of K levels per sub-pixel, read and written in place,
+    so neither the loss nor its gradient is copied into another layout (the gradient reaches the last
+    layer channels-last, as its convolution wants it). Same values, row by row."""
+    b, k, c, h, w = logits.shape
+    rows = logits.permute(0, 3, 4, 2, 1).reshape(-1, k)  # a view: the memory is already in this order
+    nats = F.cross_entropy(rows, x.long().permute(0, 2, 3, 1).reshape(-1), reduction="none")
+    return nats.view(b, h, w, c).permute(0, 3, 1, 2)
 
 
 def nll_per_image(

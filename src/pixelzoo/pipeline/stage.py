@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pixelzoo.pipeline.startup import pause_gc
+from pixelzoo.pipeline.startup import pause_gc, reuse_freed_memory
 
 
 def start(doc: str | None, connect: bool = True) -> str:
@@ -29,6 +29,7 @@ def start(doc: str | None, connect: bool = True) -> str:
 
     precheck("params.yaml", "experiments", experiment)  # a params mistake stops here: no torch, no store
     pause_gc()
+    reuse_freed_memory()  # each step's maps reuse the last step's pages (no page faults per step)
     if connect:
         from pixelzoo.pipeline.tracking import client as tracking
 
