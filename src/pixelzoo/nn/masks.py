@@ -76,8 +76,11 @@ class MaskedConv2d(nn.Conv2d):
             # ~100 µs a call, ~20× the product.
             return F.linear(x.flatten(1), self.masked_matrix(), self.bias)[:, :, None, None]
         plan = self._crop_plan() if _CROPPED else None
-        if plan is not None:
+        if isinstance(plan, CropPlan):
             return cropped_conv(x, self.weight, self.mask, self.bias, plan)
+        if (isinstance(plan, PrefixPlan) and x.is_contiguous(memory_format=torch.channels_last)
+                and not torch.compiler.is_compiling()):
+            return _PrefixConv.apply(x, self.weight, self.mask, self.bias, plan)
         return F.conv2d(x, self.weight * self.mask, self.bias, self.stride, self.padding)
 
     def _crop_plan(self) -> CropPlan | None:
@@ -96,19 +99,16 @@ class MaskedConv2d(nn.Conv2d):
         key = (id(mask), mask.data_ptr(), version, self.stride, self.padding, self.dilation, self.groups)
         cached = getattr(self, "_crop", None)
         if cached is None or cached[0] != key:
-            self._crop = (key, crop_plan(mask) if self._crop_pays() else None)
+            self._crop = (key, self._plan_of(mask))
         return self._crop[1]
 
-    def _crop_pays(self) -> bool:
-        """A kernel wider or taller than 1×1, with stride 1, no dilation, one weight group and "same" padding
-        (what the plan assumes). A 1×1 has nothing below its centre to drop; split into its R,G,B runs it
-        ran slower than one masked GEMM (one thread, PixelCNN at CIFAR size, batch 16: 4.47 s against
-        3.62 s a step; benchmarks/README.md)."""
+    def _plan_of(self, mask: torch.Tensor) -> CropPlan | PrefixPlan | None:
+        """Plans assume stride 1, no dilation, one weight group and "same" padding (odd kernels)."""
         kh, kw = self.kernel_size
-        return (
-            (kh, kw) != (1, 1) and self.stride == (1, 1) and self.dilation == (1, 1) and self.groups == 1
-            and self.padding == (kh // 2, kw // 2) and kh % 2 == 1 and kw % 2 == 1
-        )
+        if not (self.stride == (1, 1) and self.dilation == (1, 1) and self.groups == 1
+                and self.padding == (kh // 2, kw // 2) and kh % 2 == 1 and kw % 2 == 1):
+            return None
+        return prefix_plan(mask) if (kh, kw) == (1, 1) else crop_plan(mask)
 
     def masked_matrix(self) -> torch.Tensor:
         """``weight * mask`` as an out × (in·kh·kw) matrix (computed once inside :func:`fixed_weights`)."""
@@ -168,6 +168,82 @@ def cropped_conv(
         return F.conv2d(F.pad(x, (left, 0)), weight[..., : left + 1] * mask[..., : left + 1], bias)
     half = weight[:, :, : top + 1] * mask[:, :, : top + 1]
     return F.conv2d(F.pad(x, (left, left, top, 0)), half, bias)
+
+
+# A 1×1's colour-group runs pay as separate products only when each is wide: PixelCNN's CIFAR head
+# (1024→768, runs of 256; 256→1024, runs of 341) ran 1.27× and 1.15× faster forward + backward, its
+# 256→256 skips (runs of ~85) 0.70× (one thread, batch 16; benchmarks/README.md).
+PREFIX_MIN_RUN = 256
+
+
+@dataclass(frozen=True)
+class PrefixPlan:
+    """A 1×1 mask in which each output run reads a prefix of the inputs: with R,G,B groups (mask B) the R
+    outputs read the R inputs, G reads R and G, B reads all. ``runs``: (first output, end, inputs read).
+    The products skip the hidden third of the weight (the block triangle above the diagonal)."""
+
+    runs: tuple[tuple[int, int, int], ...]
+
+
+def prefix_plan(mask: torch.Tensor, min_run: int | None = None) -> PrefixPlan | None:
+    """The :class:`PrefixPlan` of an out × in × 1 × 1 0/1 mask, or None: not prefix-shaped (an edited
+    mask, say: it then runs as ``weight * mask``), or a run narrower than ``min_run`` outputs
+    (:data:`PREFIX_MIN_RUN` if None)."""
+    m = mask.detach()[:, :, 0, 0] != 0
+    reads = m.sum(1)
+    prefix = torch.arange(m.shape[1], device=m.device)[None, :] < reads[:, None]
+    if not torch.equal(m, prefix):
+        return None
+    bounds = [0] + [o for o in range(1, len(reads)) if reads[o] != reads[o - 1]] + [len(reads)]
+    runs = tuple((a, b, int(reads[a])) for a, b in zip(bounds, bounds[1:], strict=False))
+    wide = min(b - a for a, b, _ in runs) >= (PREFIX_MIN_RUN if min_run is None else min_run)
+    return PrefixPlan(runs) if len(runs) > 1 and wide else None
+
+
+class _PrefixConv(torch.autograd.Function):
+    """``F.conv2d(x, weight * mask, bias)`` for a 1×1 with a :class:`PrefixPlan`, on channels-last maps:
+    one product per run, over the inputs it reads. The gradients are those of the masked layer: hidden
+    weights get exactly zero, and the input gradient sums each run's share."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,  # noqa: ANN001
+                bias: torch.Tensor | None, plan: PrefixPlan) -> torch.Tensor:
+        w = weight * mask
+        outs = []
+        for a, b, reads in plan.runs:
+            part_bias = None if bias is None else bias[a:b]
+            if reads == 0:  # mask A's first group sees no input at the centre
+                shape = (x.shape[0], b - a, *x.shape[2:])
+                zero = x.new_zeros(shape).contiguous(memory_format=torch.channels_last)
+                outs.append(zero if part_bias is None else zero + part_bias[:, None, None])
+            else:
+                outs.append(F.conv2d(x[:, :reads], w[a:b, :reads], part_bias))
+        ctx.save_for_backward(x, w)
+        ctx.plan, ctx.has_bias = plan, bias is not None
+        return torch.cat(outs, 1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # noqa: ANN001
+        x, w = ctx.saved_tensors
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_x, grad_w = None, torch.zeros_like(w) if need_w else None
+        for a, b, reads in sorted(ctx.plan.runs, key=lambda run: -run[2]):  # the widest read first
+            if reads == 0:
+                continue
+            gx, gw, _ = torch.ops.aten.convolution_backward(
+                grad[:, a:b].contiguous(memory_format=torch.channels_last), x[:, :reads], w[a:b, :reads],
+                None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [need_x, need_w, False])
+            if need_w:
+                grad_w[a:b, :reads] = gw
+            if need_x and grad_x is None and reads == x.shape[1]:
+                grad_x = gx  # the run that reads every input: the first value, no zero fill
+            elif need_x:
+                if grad_x is None:
+                    grad_x = torch.zeros_like(x, memory_format=torch.channels_last)
+                grad_x[:, :reads] += gx
+        grad_bias = grad.sum((0, 2, 3)) if ctx.has_bias and ctx.needs_input_grad[3] else None
+        return grad_x, grad_w, None, grad_bias, None
 
 
 @contextmanager
