@@ -83,8 +83,9 @@ class MaskedConv2d(nn.Conv2d):
             return _PrefixConv.apply(x, self.weight, self.mask, self.bias, plan)
         return F.conv2d(x, self.weight * self.mask, self.bias, self.stride, self.padding)
 
-    def _crop_plan(self) -> CropPlan | None:
-        """The cropped form of this layer's mask, recomputed whenever the mask buffer changes.
+    def _crop_plan(self) -> CropPlan | PrefixPlan | None:
+        """The cropped form of this layer's mask (k×k: :class:`CropPlan`; 1×1: :class:`PrefixPlan`),
+        recomputed whenever the mask buffer changes.
 
         Keyed on the buffer's identity and version, so a test (or a user) that edits or replaces the
         mask gets the convolution that mask describes, leaks included (the audit relies on it).
