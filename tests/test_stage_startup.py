@@ -92,25 +92,28 @@ def test_set_up_gc_pause_is_frozen_at_the_work_and_undone_by_a_failed_stage() ->
     assert run_main("stage@x", fails_during_set_up) == 1 and gc.isenabled()  # not left paused in a caller
 
 
-FAULTS = """
-import resource, sys
+WHERE = """
+import sys
 from pixelzoo.pipeline.startup import reuse_freed_memory
 applied = reuse_freed_memory() if sys.argv[1] == "reuse" else False
 import torch
-torch.empty(2**24).fill_(1.0)  # 64 MiB: over glibc's largest mmap threshold, freed at once
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-torch.empty(2**24).fill_(1.0)
-print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+block = torch.empty(2**24)  # 64 MiB: over glibc's largest mmap threshold
+ptr = block.data_ptr()
+for line in open("/proc/self/maps"):
+    span, *rest = line.split(maxsplit=5)
+    lo, hi = (int(v, 16) for v in span.split("-"))
+    if lo <= ptr < hi:
+        print(applied, rest[4].strip() if len(rest) > 4 and rest[4].strip() else "anonymous")
 """
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="glibc's allocator")
-def test_model_stages_reuse_freed_memory_without_page_faults() -> None:
-    """A second 64 MiB map faults its 16,384 pages in afresh under glibc's default; after
-    reuse_freed_memory (every model stage calls it in stage.start) it reuses the freed one."""
-    runs = {mode: subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True,
+def test_model_stages_serve_large_blocks_from_the_heap() -> None:
+    """Under glibc's default a 64 MiB map is a fresh anonymous mapping (unmapped on free, its pages
+    faulted in afresh next step: benchmarks/README.md measures that cost); after reuse_freed_memory
+    (every model stage calls it in stage.start) it lies in the process heap, reused once freed."""
+    runs = {mode: subprocess.run([sys.executable, "-c", WHERE, mode], capture_output=True, text=True,
                                  env=ENV, check=True).stdout.split() for mode in ("default", "reuse")}
-    assert runs["default"][0] == "False" and int(runs["default"][1]) > 16_000, runs
-    assert runs["reuse"][0] == "True" and int(runs["reuse"][1]) < 1_000, runs
+    assert runs == {"default": ["False", "anonymous"], "reuse": ["True", "[heap]"]}, runs
     source = (ROOT / "src" / "pixelzoo" / "pipeline" / "stage.py").read_text()
     assert "reuse_freed_memory()" in source.split("def start", 1)[1].split("\ndef ", 1)[0]
