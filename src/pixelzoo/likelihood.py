@@ -54,7 +54,7 @@ def nll_per_subpixel(
         return head.nll_per_subpixel(logits, x, check_levels)
     _check(logits, x, check_levels)
     logits = logits.float()
-    if logits.stride(1) == 1 and logits.permute(0, 3, 4, 2, 1).is_contiguous():
+    if logits.permute(0, 3, 4, 2, 1).is_contiguous():  # memory B×H×W×C×K
         return _cross_entropy_levels_last(logits, x)
     return F.cross_entropy(logits, x.long(), reduction="none")  # class dim is K
 
